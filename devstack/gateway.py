@@ -1,0 +1,220 @@
+"""devstack's front door: template.yaml's API routes, Lambda's Invoke API, and the schedules.
+
+- Every `Api` event of every function becomes a route; a request becomes an API Gateway REST
+  proxy event, runs on a warm worker (runtime.WorkerPool), and its proxy response maps back.
+- `POST /2015-03-31/functions/{name}/invocations` is Lambda's Invoke API, so a boto3 `lambda`
+  client with an endpoint override (and moto's Step Functions engine) runs any function by name
+  or ARN.
+- `Schedule` events fire on their rate()/cron() expressions.
+
+Run: python -m devstack.gateway --port 3000 --template template.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import logging
+import os
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from aiohttp import web
+
+from devstack.events import proxy_response, rest_proxy_event, scheduled_event
+from devstack.runtime import FunctionTimeout, Invocation, Throttled, WorkerPool
+from devstack.schedules import next_fire
+from devstack.template import Function, Route, Template
+
+log = logging.getLogger("devstack.gateway")
+
+# API Gateway accepts 10 MB; a synchronous Lambda invocation accepts 6 MB.
+MAX_BODY_BYTES = 6 * 1024 * 1024
+
+POOL = web.AppKey("pool", WorkerPool)
+TEMPLATE = web.AppKey("template", Template)
+EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
+
+
+def _json(status: int, body: object, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, text=json.dumps(body), content_type="application/json",
+                        headers=headers)
+
+
+def aiohttp_path(sam_path: str) -> str:
+    """`/a/{proxy+}` (API Gateway's greedy parameter) becomes aiohttp's `/a/{proxy:.*}`."""
+    return re.sub(r"\{(\w+)\+\}", r"{\1:.*}", sam_path)
+
+
+async def _invoke(app: web.Application, fn: Function, event: object, request_id: str) -> Invocation:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(app[EXECUTOR], app[POOL].invoke, fn, event, request_id)
+
+
+def _route_handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        fn = request.app[TEMPLATE].functions[route.function]
+        request_id = str(uuid.uuid4())
+        body = await request.read()
+        event = rest_proxy_event(
+            method=request.method, path=request.path, resource=route.path,
+            path_params=dict(request.match_info), headers=request.headers.items(),
+            query=request.query.items(), body=body, source_ip=request.remote or "127.0.0.1",
+            request_id=request_id,
+        )
+        ids = {"x-amzn-RequestId": request_id}
+        try:
+            inv = await _invoke(request.app, fn, event, request_id)
+        except Throttled:
+            return _json(429, {"error": "Too many requests"}, ids)
+        except FunctionTimeout:
+            return _json(504, {"error": "Endpoint request timed out"}, ids)
+        if inv.error:
+            log.error("%s failed: %s", fn.logical_id, inv.error.get("errorMessage"))
+            return _json(502, {"error": "Internal server error"}, ids)
+        try:
+            status, headers, raw = proxy_response(inv.payload)
+        except ValueError:
+            return _json(502, {"error": "Internal server error"}, ids)
+        resp = web.Response(status=status, body=raw)
+        for k, v in headers:
+            resp.headers.add(k, v)
+        resp.headers.update(ids)
+        return resp
+
+    return handle
+
+
+async def _lambda_invoke(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    fn = request.app[TEMPLATE].resolve(name)
+    if fn is None:
+        return _json(404, {"Type": "User", "message": f"Function not found: {name}"},
+                     {"x-amzn-ErrorType": "ResourceNotFoundException"})
+    raw = await request.read()
+    try:
+        event = json.loads(raw) if raw else {}
+    except ValueError:
+        return _json(400, {"Type": "User", "message": "Could not parse request body into json"},
+                     {"x-amzn-ErrorType": "InvalidRequestContentException"})
+    request_id = str(uuid.uuid4())
+    kind = request.headers.get("X-Amz-Invocation-Type", "RequestResponse")
+    if kind == "DryRun":
+        return web.Response(status=204)
+    if kind == "Event":
+        task = asyncio.create_task(_invoke(request.app, fn, event, request_id))
+        request.app.setdefault("background", set()).add(task)
+        task.add_done_callback(request.app["background"].discard)
+        return web.Response(status=202, headers={"x-amzn-RequestId": request_id})
+    headers = {"x-amzn-RequestId": request_id, "X-Amz-Executed-Version": "$LATEST"}
+    try:
+        inv = await _invoke(request.app, fn, event, request_id)
+    except Throttled:
+        return _json(429, {"Type": "User", "message": "Rate Exceeded."},
+                     {"x-amzn-ErrorType": "TooManyRequestsException"})
+    except FunctionTimeout:
+        headers["X-Amz-Function-Error"] = "Unhandled"
+        return _json(200, {"errorMessage": f"Task timed out after {fn.timeout_s}.00 seconds",
+                           "errorType": "Sandbox.Timedout"}, headers)
+    if inv.error:
+        headers["X-Amz-Function-Error"] = "Unhandled"
+        return _json(200, inv.error, headers)
+    return _json(200, inv.payload, headers)
+
+
+async def _health(request: web.Request) -> web.Response:
+    pool = request.app[POOL]
+    return _json(200, {"status": "ok", "functions": sorted(request.app[TEMPLATE].functions),
+                       "workers": pool.size, "invocations": pool.invocations,
+                       "cold_starts": pool.cold_starts})
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Callable) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPRequestEntityTooLarge:
+        return _json(413, {"error": "Request body too large"})
+    except web.HTTPMethodNotAllowed:
+        return _json(405, {"error": "Method not allowed"})
+    except web.HTTPNotFound:
+        return _json(404, {"error": "Not found"})
+
+
+async def _run_schedules(app: web.Application) -> None:
+    template = app[TEMPLATE]
+
+    async def fire_forever(schedule_name: str, fn: Function, expression: str,
+                           input_json: str | None) -> None:
+        while True:
+            now = dt.datetime.now(dt.UTC)
+            when = next_fire(expression, now)
+            await asyncio.sleep((when - now).total_seconds())
+            event = json.loads(input_json) if input_json else scheduled_event(schedule_name, when)
+            try:
+                inv = await _invoke(app, fn, event, str(uuid.uuid4()))
+                status = "error: " + inv.error["errorMessage"] if inv.error else "ok"
+            except (Throttled, FunctionTimeout) as exc:
+                status = f"error: {exc}"
+            log.info("schedule %s fired %s: %s", schedule_name, fn.logical_id, status)
+
+    tasks = [
+        asyncio.create_task(fire_forever(s.name, template.functions[s.function], s.expression,
+                                         s.input))
+        for s in template.schedules if s.enabled
+    ]
+    yield
+    for t in tasks:
+        t.cancel()
+
+
+def build_app(template: Template, pool: WorkerPool, *, schedules: bool = True) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_json_errors])
+    app[TEMPLATE] = template
+    app[POOL] = pool
+    app[EXECUTOR] = ThreadPoolExecutor(max_workers=max(16, pool.size * 4))
+    for route in template.routes:
+        app.router.add_route(route.method, aiohttp_path(route.path), _route_handler(route))
+    app.router.add_post("/2015-03-31/functions/{name}/invocations", _lambda_invoke)
+    app.router.add_get("/_devstack/health", _health)
+    if schedules:
+        app.cleanup_ctx.append(_run_schedules)
+
+    async def shutdown(app: web.Application) -> None:
+        app[EXECUTOR].shutdown(wait=False, cancel_futures=True)
+        pool.close()
+
+    app.on_cleanup.append(shutdown)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m devstack.gateway",
+                                     description="Serve template.yaml's functions locally.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=3000)
+    parser.add_argument("--template", type=Path, default=Path("template.yaml"))
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("DEVSTACK_WORKERS", "4")),
+                        help="warm Lambda instances shared by all functions (default 4)")
+    parser.add_argument("--no-schedules", action="store_true",
+                        default=os.environ.get("DEVSTACK_SCHEDULES", "on") == "off",
+                        help="do not fire Schedule events")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    template = Template.load(args.template)
+    pool = WorkerPool(args.workers, base_env={k: v for k, v in os.environ.items()
+                                              if k.startswith(("STOCKPRED_", "DATABASE_URL",
+                                                               "REDIS_URL", "CACHE_REDIS_URLS",
+                                                               "MONGO_URL", "AWS_",
+                                                               "ALPHAVANTAGE_", "MARKET_"))})
+    web.run_app(build_app(template, pool, schedules=not args.no_schedules),
+                host=args.host, port=args.port, print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()

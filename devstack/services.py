@@ -1,0 +1,452 @@
+"""Starts, watches and stops the local data services: PostgreSQL, Redis, FerretDB, moto server.
+
+Every service is a child process the stack owns: a pid file and a log file under the stack's
+root (`.local/` for `make run`, a temporary folder for tests), a readiness check with a
+deadline, and a stop by PID. Where an environment variable already points at a running service
+(DATABASE_URL, REDIS_URL, MONGO_URL, AWS_ENDPOINT_URL / LOCALSTACK_HOST), that service is used
+and nothing is started for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FERRETDB_VERSION = os.environ.get("FERRETDB_VERSION", "v1.24.2")
+
+DEFAULT_PORTS = {
+    "postgres": 55432,
+    "redis-state": 56379,
+    "ferretdb": 57017,
+    "ferretdb-debug": 57018,
+    "moto": 4566,
+    "gateway": 3000,
+}
+CACHE_PORT_BASE = 56380
+
+
+class ServiceError(RuntimeError):
+    """A service could not be started or stopped; the message says which and why."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def wait_until(check: Callable[[], bool], deadline_s: float, interval: float = 0.1) -> bool:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            if check():
+                return True
+        except Exception:
+            pass
+        time.sleep(interval)
+    return False
+
+
+def postgres_bindir() -> Path:
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/postgres"),
+        key=lambda p: int(Path(p).parent.parent.name),
+    )
+    if candidates:
+        return Path(candidates[-1]).parent
+    found = shutil.which("postgres")
+    if found:
+        return Path(found).resolve().parent
+    raise ServiceError("PostgreSQL is not installed (run devstack/bootstrap.sh)")
+
+
+def ferretdb_binary() -> Path:
+    cache = Path(
+        os.environ.get("STOCKPRED_CACHE_DIR")
+        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "stockpred"
+    )
+    return cache / f"ferretdb-{FERRETDB_VERSION}" / "ferretdb"
+
+
+@dataclass
+class Service:
+    """One process of the stack: how to start it, when it is ready, how to stop it."""
+
+    name: str
+    argv: list[str]
+    ready: Callable[[], bool]
+    env: dict[str, str] = field(default_factory=dict)
+    user: str | None = None
+    prepare: Callable[[], None] | None = None
+    after_start: Callable[[], None] | None = None
+    stop_signal: int = signal.SIGTERM
+    ready_deadline_s: float = 60.0
+
+
+class Stack:
+    """The local stack rooted at one folder: ports, services, and the environment they give."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        ports: dict[str, int] | None = None,
+        cache_shards: int | None = None,
+        durable: bool = True,
+        with_gateway: bool = True,
+        environ: dict[str, str] | None = None,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.root = Path(root).resolve()
+        self.durable = durable
+        self.environ = dict(os.environ if environ is None else environ)
+        self.log = log
+        self.cache_shards = cache_shards or int(self.environ.get("STOCKPRED_CACHE_SHARDS", "1"))
+        self.with_gateway = with_gateway
+        self.ports = self._load_ports(ports)
+
+    # ---- layout -------------------------------------------------------------------------
+    def path(self, *parts: str) -> Path:
+        return self.root.joinpath(*parts)
+
+    def pidfile(self, name: str) -> Path:
+        return self.path("run", f"{name}.pid")
+
+    def logfile(self, name: str) -> Path:
+        return self.path("log", f"{name}.log")
+
+    def _load_ports(self, given: dict[str, int] | None) -> dict[str, int]:
+        saved = self.path("ports.json")
+        if given is None and saved.exists():
+            ports = json.loads(saved.read_text())
+            if len([k for k in ports if k.startswith("redis-cache-")]) == self.cache_shards:
+                return ports
+        ports = dict(DEFAULT_PORTS)
+        ports.update({f"redis-cache-{i}": CACHE_PORT_BASE + i for i in range(self.cache_shards)})
+        for name in list(ports):
+            override = self.environ.get(f"STOCKPRED_PORT_{name.upper().replace('-', '_')}")
+            if override:
+                ports[name] = int(override)
+        if given:
+            ports.update(given)
+        return ports
+
+    # ---- what runs outside the stack ----------------------------------------------------
+    def external(self) -> dict[str, str]:
+        """Services an environment variable already points at: these are used, not started."""
+        env = self.environ
+        found = {}
+        for var in ("DATABASE_URL", "REDIS_URL", "MONGO_URL"):
+            if env.get(var):
+                found[var] = env[var]
+        if env.get("AWS_ENDPOINT_URL"):
+            found["AWS_ENDPOINT_URL"] = env["AWS_ENDPOINT_URL"]
+        elif env.get("LOCALSTACK_HOST"):
+            host = env["LOCALSTACK_HOST"]
+            found["AWS_ENDPOINT_URL"] = host if "://" in host else f"http://{host}"
+            if ":" not in host.split("//")[-1]:
+                found["AWS_ENDPOINT_URL"] += ":4566"
+        return found
+
+    # ---- the environment the functions see ----------------------------------------------
+    def client_env(self) -> dict[str, str]:
+        p = self.ports
+        ext = self.external()
+        gateway = f"http://127.0.0.1:{p['gateway']}"
+        cache_urls = ",".join(
+            f"redis://127.0.0.1:{p[f'redis-cache-{i}']}/0" for i in range(self.cache_shards)
+        )
+        env = {
+            "STOCKPRED_ENV": "local",
+            "STOCKPRED_HOME": str(self.root),
+            "DATABASE_URL": ext.get(
+                "DATABASE_URL", f"postgresql://postgres@127.0.0.1:{p['postgres']}/stockpred"
+            ),
+            "REDIS_URL": ext.get("REDIS_URL", f"redis://127.0.0.1:{p['redis-state']}/0"),
+            "CACHE_REDIS_URLS": self.environ.get("CACHE_REDIS_URLS")
+            or (ext.get("REDIS_URL", cache_urls)),
+            "MONGO_URL": ext.get("MONGO_URL", f"mongodb://127.0.0.1:{p['ferretdb']}/"),
+            "AWS_ENDPOINT_URL": ext.get("AWS_ENDPOINT_URL", f"http://127.0.0.1:{p['moto']}"),
+            "AWS_ENDPOINT_URL_LAMBDA": gateway,
+            "AWS_DEFAULT_REGION": self.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "STOCKPRED_API_URL": gateway,
+        }
+        return env
+
+    # ---- the services -------------------------------------------------------------------
+    def services(self) -> list[Service]:
+        ext = self.external()
+        out: list[Service] = []
+        if "DATABASE_URL" not in ext:
+            out.append(self._postgres())
+        if "REDIS_URL" not in ext:
+            out.append(self._redis("redis-state", persistent=self.durable))
+        if "REDIS_URL" not in ext and not self.environ.get("CACHE_REDIS_URLS"):
+            out += [self._redis(f"redis-cache-{i}", persistent=False) for i in range(self.cache_shards)]
+        if "MONGO_URL" not in ext:
+            out.append(self._ferretdb())
+        if "AWS_ENDPOINT_URL" not in ext:
+            out.append(self._moto())
+        if self.with_gateway:
+            out.append(self._gateway())
+        return out
+
+    def _postgres(self) -> Service:
+        port = self.ports["postgres"]
+        data = self.path("data", "postgres")
+        sock = self.path("run", "pg")
+        bindir = postgres_bindir()
+        as_root = os.geteuid() == 0
+        user = "postgres" if as_root else None
+
+        def prepare() -> None:
+            sock.mkdir(parents=True, exist_ok=True)
+            if as_root:
+                shutil.chown(sock, "postgres", "postgres")
+            if (data / "PG_VERSION").exists():
+                return
+            data.mkdir(parents=True, exist_ok=True)
+            if as_root:
+                shutil.chown(data, "postgres", "postgres")
+            self.log(f"  initdb {data}")
+            subprocess.run(
+                [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+                 "-E", "UTF8", "--locale=C.UTF-8", "--no-instructions"],
+                check=True, capture_output=True, user=user, group=user, extra_groups=[] if user else None,
+                cwd="/",
+            )
+
+        def ready() -> bool:
+            import psycopg2
+
+            conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres",
+                                    connect_timeout=1)
+            conn.close()
+            return True
+
+        def after_start() -> None:
+            import psycopg2
+
+            conn = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                for db in ("stockpred", "ferretdb"):
+                    cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,))
+                    if cur.fetchone() is None:
+                        cur.execute(f'CREATE DATABASE "{db}"')
+            conn.close()
+
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "unix_socket_directories": str(sock),
+            "max_connections": "200",
+            # Two-phase commit under concurrency: at least one prepared slot per connection.
+            "max_prepared_transactions": "200",
+            "shared_buffers": "128MB",
+            "fsync": "on" if self.durable else "off",
+            "synchronous_commit": "on" if self.durable else "off",
+            "full_page_writes": "on" if self.durable else "off",
+        }
+        argv = [str(bindir / "postgres"), "-D", str(data), "-p", str(port)]
+        for k, v in settings.items():
+            argv += ["-c", f"{k}={v}"]
+        return Service("postgres", argv, ready, user=user, prepare=prepare,
+                       after_start=after_start, stop_signal=signal.SIGINT)
+
+    def _redis(self, name: str, *, persistent: bool) -> Service:
+        port = self.ports[name]
+        data = self.path("data", name)
+
+        def prepare() -> None:
+            data.mkdir(parents=True, exist_ok=True)
+
+        def ready() -> bool:
+            import redis
+
+            return bool(redis.Redis(port=port, socket_timeout=1).ping())
+
+        argv = [shutil.which("redis-server") or "redis-server", "--port", str(port),
+                "--bind", "127.0.0.1", "--dir", str(data), "--save", "",
+                "--appendonly", "yes" if persistent else "no", "--daemonize", "no"]
+        if not persistent:
+            argv += ["--maxmemory", "256mb", "--maxmemory-policy", "allkeys-lru"]
+        return Service(name, argv, ready, prepare=prepare)
+
+    def _ferretdb(self) -> Service:
+        port = self.ports["ferretdb"]
+        state = self.path("data", "ferretdb")
+        pg_url = f"postgres://postgres@127.0.0.1:{self.ports['postgres']}/ferretdb"
+
+        def prepare() -> None:
+            if not ferretdb_binary().exists():
+                raise ServiceError(f"FerretDB is not built at {ferretdb_binary()} "
+                                   "(run devstack/bootstrap.sh)")
+            state.mkdir(parents=True, exist_ok=True)
+
+        def ready() -> bool:
+            import pymongo
+
+            client = pymongo.MongoClient(port=port, serverSelectionTimeoutMS=500)
+            try:
+                return client.admin.command("ping").get("ok") == 1.0
+            finally:
+                client.close()
+
+        argv = [str(ferretdb_binary()), "--handler=postgresql", f"--postgresql-url={pg_url}",
+                f"--listen-addr=127.0.0.1:{port}",
+                f"--debug-addr=127.0.0.1:{self.ports['ferretdb-debug']}",
+                "--telemetry=disable", f"--state-dir={state}", "--log-level=warn"]
+        return Service("ferretdb", argv, ready, prepare=prepare)
+
+    def _moto(self) -> Service:
+        port = self.ports["moto"]
+
+        def ready() -> bool:
+            import requests
+
+            return requests.get(f"http://127.0.0.1:{port}/moto-api/", timeout=1).ok
+
+        def after_start() -> None:
+            import requests
+
+            # Step Functions executes definitions (its Lambda tasks reach devstack, see MOTO_PORT).
+            requests.post(
+                f"http://127.0.0.1:{port}/moto-api/config",
+                json={"stepfunctions": {"execute_state_machine": True}},
+                timeout=5,
+            ).raise_for_status()
+
+        argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+        # The engine sends Lambda tasks to http://localhost:$MOTO_PORT: devstack's Invoke API.
+        env = {"MOTO_PORT": str(self.ports["gateway"])}
+        return Service("moto", argv, ready, env=env, after_start=after_start)
+
+    def _gateway(self) -> Service:
+        port = self.ports["gateway"]
+
+        def ready() -> bool:
+            import requests
+
+            return requests.get(f"http://127.0.0.1:{port}/_devstack/health", timeout=1).ok
+
+        argv = [sys.executable, "-m", "devstack.gateway", "--host", "127.0.0.1",
+                "--port", str(port), "--template", str(REPO_ROOT / "template.yaml")]
+        return Service("gateway", argv, ready, env=self.client_env(), ready_deadline_s=60)
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    def _pid(self, name: str) -> int | None:
+        try:
+            pid = int(self.pidfile(name).read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if pid_alive(pid) else None
+
+    def start(self, svc: Service) -> None:
+        if self._pid(svc.name):
+            return
+        for d in ("run", "log", "data"):
+            self.path(d).mkdir(parents=True, exist_ok=True)
+        if svc.prepare:
+            svc.prepare()
+        logf = open(self.logfile(svc.name), "ab")  # noqa: SIM115 - handed to the child
+        env = {**os.environ, **svc.env}
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            svc.argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=True, cwd=str(self.root),
+            user=svc.user, group=svc.user, extra_groups=[] if svc.user else None,
+        )
+        logf.close()
+        self.pidfile(svc.name).write_text(f"{proc.pid}\n")
+        if not wait_until(lambda: proc.poll() is None and svc.ready(), svc.ready_deadline_s):
+            tail = self.logfile(svc.name).read_text(errors="replace")[-2000:]
+            self.stop_pid(svc.name, proc.pid, svc.stop_signal)
+            raise ServiceError(f"{svc.name} did not become ready in {svc.ready_deadline_s:.0f}s; "
+                               f"log {self.logfile(svc.name)}:\n{tail}")
+        if svc.after_start:
+            svc.after_start()
+        self.log(f"  {svc.name:<14} ready in {time.monotonic() - started:4.1f}s (pid {proc.pid})")
+
+    def stop_pid(self, name: str, pid: int, sig: int, deadline_s: float = 20.0) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        if not wait_until(lambda: not pid_alive(pid), deadline_s):
+            os.kill(pid, signal.SIGKILL)
+            wait_until(lambda: not pid_alive(pid), 5)
+        # Reap it if it is our own child (tests start the stack in-process).
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        self.pidfile(name).unlink(missing_ok=True)
+
+    def up(self) -> dict[str, str]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o755)
+        self.path("ports.json").write_text(json.dumps(self.ports, indent=2))
+        env = self.client_env()
+        self.path("env.json").write_text(json.dumps(env, indent=2))
+        for svc in self.services():
+            self.start(svc)
+        return env
+
+    def down(self) -> None:
+        for svc in reversed(self.services()):
+            pid = self._pid(svc.name)
+            if pid:
+                self.stop_pid(svc.name, pid, svc.stop_signal)
+                self.log(f"  {svc.name:<14} stopped (pid {pid})")
+            else:
+                self.pidfile(svc.name).unlink(missing_ok=True)
+
+    def status(self) -> list[tuple[str, str, int | None]]:
+        rows: list[tuple[str, str, int | None]] = []
+        for svc in self.services():
+            pid = self._pid(svc.name)
+            if pid is None:
+                rows.append((svc.name, "stopped", None))
+                continue
+            try:
+                ok = svc.ready()
+            except Exception:
+                ok = False
+            rows.append((svc.name, "ready" if ok else "running, not answering", pid))
+        for var, url in self.external().items():
+            rows.append((f"{var} (external)", url, None))
+        return rows
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("STOCKPRED_HOME", REPO_ROOT / ".local"))

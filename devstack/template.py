@@ -1,0 +1,140 @@
+"""Reads template.yaml into what devstack serves: functions, their HTTP routes, schedules, layers.
+
+The SAM template is the single source of truth for wiring; devstack and the tests read it here
+rather than keeping a second list of routes or function names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+LOCAL_ACCOUNT = "123456789012"
+LOCAL_REGION = "us-east-1"
+
+
+class CfnLoader(yaml.SafeLoader):
+    """YAML loader that keeps CloudFormation short-form intrinsics (!Ref, !GetAtt, !Sub, ...)."""
+
+
+def _intrinsic(loader: CfnLoader, tag_suffix: str, node: yaml.Node) -> dict[str, Any]:
+    name = "Ref" if tag_suffix == "Ref" else f"Fn::{tag_suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+        if tag_suffix == "GetAtt":
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {name: value}
+
+
+CfnLoader.add_multi_constructor("!", _intrinsic)
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    with open(path) as f:
+        return yaml.load(f, Loader=CfnLoader)
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    function: str
+
+
+@dataclass(frozen=True)
+class Schedule:
+    name: str
+    function: str
+    expression: str
+    input: str | None
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class Function:
+    logical_id: str
+    code_dir: Path
+    handler: str
+    layer_dirs: tuple[Path, ...]
+    timeout_s: int
+    memory_mb: int
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:lambda:{LOCAL_REGION}:{LOCAL_ACCOUNT}:function:{self.logical_id}"
+
+
+@dataclass
+class Template:
+    path: Path
+    functions: dict[str, Function]
+    routes: list[Route]
+    schedules: list[Schedule]
+    raw: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: Path | str) -> Template:
+        path = Path(path).resolve()
+        raw = load_yaml(path)
+        base = path.parent
+        resources: dict[str, Any] = raw.get("Resources", {})
+        glob_fn: dict[str, Any] = (raw.get("Globals") or {}).get("Function", {}) or {}
+
+        def layer_dir(ref: Any) -> Path | None:
+            if isinstance(ref, dict) and "Ref" in ref:
+                res = resources.get(ref["Ref"], {})
+                if res.get("Type") == "AWS::Serverless::LayerVersion":
+                    return base / res["Properties"]["ContentUri"] / "python"
+            return None
+
+        functions: dict[str, Function] = {}
+        routes: list[Route] = []
+        schedules: list[Schedule] = []
+        for lid, res in resources.items():
+            if res.get("Type") != "AWS::Serverless::Function":
+                continue
+            props = res.get("Properties", {})
+            layers = [d for d in map(layer_dir, glob_fn.get("Layers", []) + props.get("Layers", []))
+                      if d is not None]
+            env = {
+                **((glob_fn.get("Environment") or {}).get("Variables") or {}),
+                **((props.get("Environment") or {}).get("Variables") or {}),
+            }
+            functions[lid] = Function(
+                logical_id=lid,
+                code_dir=base / props.get("CodeUri", glob_fn.get("CodeUri", ".")),
+                handler=props.get("Handler", glob_fn.get("Handler", "app.app")),
+                layer_dirs=tuple(layers),
+                timeout_s=int(props.get("Timeout", glob_fn.get("Timeout", 3))),
+                memory_mb=int(props.get("MemorySize", glob_fn.get("MemorySize", 128))),
+                env={k: str(v) for k, v in env.items() if isinstance(v, str | int | float)},
+            )
+            for ev_name, ev in (props.get("Events") or {}).items():
+                ev_props = ev.get("Properties", {})
+                if ev.get("Type") == "Api":
+                    routes.append(Route(ev_props["Method"].upper(), ev_props["Path"], lid))
+                elif ev.get("Type") == "Schedule":
+                    schedules.append(Schedule(
+                        name=f"{lid}.{ev_name}", function=lid,
+                        expression=ev_props["Schedule"], input=ev_props.get("Input"),
+                        enabled=ev_props.get("Enabled", True) is not False,
+                    ))
+        return cls(path, functions, routes, schedules, raw)
+
+    def resolve(self, name_or_arn: str) -> Function | None:
+        """A function by logical id, or by a Lambda ARN (optionally qualified) naming it."""
+        name = name_or_arn
+        if name.startswith("arn:"):
+            parts = name.split(":")
+            name = parts[6] if len(parts) >= 7 else ""
+        else:
+            name = name.split(":")[0]
+        return self.functions.get(name)

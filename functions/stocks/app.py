@@ -1,0 +1,85 @@
+"""Stocks service: symbols, details (the latest quote) and daily history, behind the cache."""
+
+from __future__ import annotations
+
+import functools
+
+from chalice import Chalice, Response
+
+from stockpred import config, market, symbols
+from stockpred.handlers import ApiError, install, json_response, query_date
+from stockpred.prices import ProviderUnavailable, UnknownSymbol
+
+app = Chalice(app_name="stocks")
+log = install(app, "stocks")
+
+DEFAULT_HISTORY_DAYS = 100
+NOT_AVAILABLE = "Stock data not available"
+
+
+@functools.cache
+def market_data() -> market.MarketData:
+    return market.MarketData.from_settings(config.load())
+
+
+def _symbol(raw: str) -> str:
+    try:
+        return symbols.normalise(raw)
+    except symbols.InvalidSymbol as exc:
+        raise ApiError(400, f"Invalid symbol: {exc}") from None
+
+
+def _cache_header(hit: bool) -> dict[str, str]:
+    return {"X-Cache": "HIT" if hit else "MISS"}
+
+
+@app.route("/api/stocks", methods=["GET"])
+def list_symbols() -> Response:
+    try:
+        infos = market_data().symbols()
+    except ProviderUnavailable:
+        raise ApiError(503, "Market data provider unavailable") from None
+    return json_response(200, {"symbols": [
+        {"symbol": i.symbol, "name": i.name, "currency": i.currency, "source": i.source}
+        for i in infos]})
+
+
+@app.route("/api/stocks/{symbol}/details", methods=["GET"])
+def details(symbol: str) -> Response:
+    symbol = _symbol(symbol)
+    try:
+        quote, hit = market_data().quote(symbol)
+    except UnknownSymbol:
+        raise ApiError(404, NOT_AVAILABLE) from None
+    except ProviderUnavailable:
+        raise ApiError(503, "Market data provider unavailable", {"Retry-After": "60"}) from None
+    return json_response(200, market.details_body(quote), _cache_header(hit))
+
+
+@app.route("/api/stocks/{symbol}/history", methods=["GET"])
+def history(symbol: str) -> Response:
+    symbol = _symbol(symbol)
+    params = app.current_request.query_params
+    start, end = query_date(params, "from"), query_date(params, "to")
+    if start and end and start > end:
+        raise ApiError(400, "'from' must not be after 'to'")
+    try:
+        hist, hit = market_data().history(symbol)
+    except UnknownSymbol:
+        raise ApiError(404, NOT_AVAILABLE) from None
+    except ProviderUnavailable:
+        raise ApiError(503, "Market data provider unavailable", {"Retry-After": "60"}) from None
+    bars = hist.bars
+    if start is None and end is None:
+        bars = bars[-DEFAULT_HISTORY_DAYS:]
+    else:
+        bars = [b for b in bars if (start is None or b.date >= start)
+                and (end is None or b.date <= end)]
+    return json_response(200, {
+        "symbol": symbol,
+        "source": hist.source,
+        "from": bars[0].date.isoformat() if bars else None,
+        "to": bars[-1].date.isoformat() if bars else None,
+        "count": len(bars),
+        "bars": [b.to_json() for b in bars],
+    }, _cache_header(hit))

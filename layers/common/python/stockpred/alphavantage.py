@@ -1,0 +1,115 @@
+"""Alpha Vantage adapter: TIME_SERIES_DAILY (compact) and GLOBAL_QUOTE over HTTPS.
+
+Every answer is HTTP 200, errors included, so success is read from the body's keys:
+`Error Message` is a client error (an unknown symbol: not retried), `Note` and `Information`
+are throttling (the provider is unavailable for now). The free tier returns about 100 days,
+so every series fetched is kept in PostgreSQL and the history builds up over time.
+The API key is sent as a query parameter and never logged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import requests
+
+from stockpred import price_store
+from stockpred.logs import get_logger
+from stockpred.prices import Bar, ProviderUnavailable, Quote, SymbolInfo
+
+log = get_logger("alphavantage")
+SOURCE = "alphavantage"
+
+
+class UnknownToProvider(LookupError):
+    """Alpha Vantage answered `Error Message`: it does not know this symbol."""
+
+
+def check_body(body: Any) -> dict[str, Any]:
+    """The body if it carries data; raises for each error shape Alpha Vantage sends with a 200."""
+    if not isinstance(body, dict):
+        raise ProviderUnavailable("Alpha Vantage answered something that is not a JSON object")
+    if "Error Message" in body:
+        raise UnknownToProvider(str(body["Error Message"])[:200])
+    for key in ("Note", "Information"):
+        if key in body:
+            raise ProviderUnavailable(f"Alpha Vantage throttled the request ({key})")
+    return body
+
+
+def parse_daily(body: Any) -> list[Bar]:
+    series = check_body(body).get("Time Series (Daily)")
+    if not isinstance(series, dict):
+        raise ProviderUnavailable("Alpha Vantage daily answer has no 'Time Series (Daily)'")
+    try:
+        bars = [
+            Bar(dt.date.fromisoformat(day), float(v["1. open"]), float(v["2. high"]),
+                float(v["3. low"]), float(v["4. close"]), int(float(v["5. volume"])))
+            for day, v in series.items()
+        ]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProviderUnavailable(f"Alpha Vantage daily answer is malformed: {exc}") from exc
+    return sorted(bars, key=lambda b: b.date)
+
+
+def parse_quote(body: Any, name: str | None = None) -> Quote | None:
+    """A quote, or None for the empty `{"Global Quote": {}}` of an unknown symbol."""
+    data = check_body(body).get("Global Quote")
+    if data is None:
+        raise ProviderUnavailable("Alpha Vantage quote answer has no 'Global Quote'")
+    if not data:
+        return None
+    try:
+        symbol = data["01. symbol"]
+        return Quote(symbol=symbol, price=float(data["05. price"]),
+                     previous_close=float(data["08. previous close"]),
+                     as_of=dt.date.fromisoformat(data["07. latest trading day"]),
+                     currency="USD", name=name or symbol, source=SOURCE)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProviderUnavailable(f"Alpha Vantage quote answer is malformed: {exc}") from exc
+
+
+class AlphaVantageProvider:
+    name = SOURCE
+
+    def __init__(self, api_key: str, base_url: str, timeout_s: float = 10.0) -> None:
+        self._key = api_key
+        self._base = base_url.rstrip("/")
+        self._timeout = timeout_s
+        self._session = requests.Session()
+
+    def _get(self, function: str, symbol: str, **params: str) -> Any:
+        try:
+            resp = self._session.get(
+                f"{self._base}/query",
+                params={"function": function, "symbol": symbol, "apikey": self._key, **params},
+                timeout=self._timeout,
+            )
+        except requests.RequestException as exc:
+            log.warning("alpha vantage unreachable", extra={"fields": {"function": function}})
+            raise ProviderUnavailable(f"Alpha Vantage unreachable: {type(exc).__name__}") from exc
+        if resp.status_code != 200:
+            raise ProviderUnavailable(f"Alpha Vantage answered HTTP {resp.status_code}")
+        try:
+            return resp.json()
+        except ValueError as exc:
+            raise ProviderUnavailable("Alpha Vantage answered non-JSON") from exc
+
+    def symbols(self) -> list[SymbolInfo]:
+        return price_store.symbols(SOURCE)
+
+    def daily_bars(self, symbol: str) -> list[Bar] | None:
+        try:
+            fresh = parse_daily(self._get("TIME_SERIES_DAILY", symbol, outputsize="compact"))
+        except UnknownToProvider:
+            return None
+        price_store.save(SymbolInfo(symbol, symbol, "USD", SOURCE), fresh)
+        return price_store.load(symbol, SOURCE)
+
+    def quote(self, symbol: str) -> Quote | None:
+        try:
+            return parse_quote(self._get("GLOBAL_QUOTE", symbol))
+        except UnknownToProvider:
+            return None
+

@@ -1,0 +1,100 @@
+"""Read-through cache on the ring, with one upstream call when many miss the same key at once.
+
+Keys are namespaced and versioned (`stockpred:v1:<kind>:<id>`) so a format change never reads
+old entries. On a miss the first caller takes a short lock next to the key and loads; the others
+wait for its value instead of calling upstream too. A negative answer (unknown symbol) is cached
+briefly so repeated nonsense does not reach the provider.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from stockpred.redis_stores import CacheRing
+
+NAMESPACE = "stockpred:v1"
+MISSING = {"__missing__": True}
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end"
+
+
+def key(kind: str, ident: str) -> str:
+    return f"{NAMESPACE}:{kind}:{ident}"
+
+
+@dataclass
+class Lookup:
+    value: Any
+    hit: bool
+
+
+class ReadThroughCache:
+    def __init__(self, ring: CacheRing, lock_ms: int = 10_000, wait_s: float = 10.0) -> None:
+        self.ring = ring
+        self.lock_ms = lock_ms
+        self.wait_s = wait_s
+
+    def get_or_load(self, cache_key: str, ttl_s: int, load: Callable[[], Any],
+                    missing_ttl_s: int = 60) -> Lookup:
+        """The cached value or `load()`'s; `None` from load is cached as a miss for missing_ttl_s."""
+        client = self.ring.client_for(cache_key)
+        cached = self._read(client, cache_key)
+        if cached is not None:
+            return Lookup(None if cached == MISSING else cached, True)
+        lock = f"{cache_key}:lock"
+        token = uuid.uuid4().hex
+        if not self._try_lock(client, lock, token):
+            waited = self._wait_for(client, cache_key, lock)
+            if waited is not None:
+                return Lookup(None if waited == MISSING else waited, True)
+        try:
+            value = load()
+            stored = MISSING if value is None else value
+            self._write(client, cache_key, stored, missing_ttl_s if value is None else ttl_s)
+            return Lookup(value, False)
+        finally:
+            self._unlock(client, lock, token)
+
+    def _read(self, client: redis.Redis, cache_key: str) -> Any:
+        try:
+            raw = client.get(cache_key)
+        except redis.RedisError:
+            return None
+        return None if raw is None else json.loads(raw)
+
+    def _write(self, client: redis.Redis, cache_key: str, value: Any, ttl_s: int) -> None:
+        with contextlib.suppress(redis.RedisError):
+            client.set(cache_key, json.dumps(value, separators=(",", ":")), ex=max(1, ttl_s))
+
+    def _try_lock(self, client: redis.Redis, lock: str, token: str) -> bool:
+        try:
+            return bool(client.set(lock, token, nx=True, px=self.lock_ms))
+        except redis.RedisError:
+            return True
+
+    def _unlock(self, client: redis.Redis, lock: str, token: str) -> None:
+        with contextlib.suppress(redis.RedisError):
+            client.eval(_RELEASE, 1, lock, token)
+
+    def _wait_for(self, client: redis.Redis, cache_key: str, lock: str) -> Any:
+        deadline = time.monotonic() + self.wait_s
+        delay = 0.01
+        while time.monotonic() < deadline:
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+            value = self._read(client, cache_key)
+            if value is not None:
+                return value
+            try:
+                if not client.exists(lock):
+                    return self._read(client, cache_key)
+            except redis.RedisError:
+                return None
+        return None

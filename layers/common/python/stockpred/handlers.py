@@ -1,0 +1,78 @@
+"""Glue shared by the Chalice apps: JSON errors, correlation ids, parameter parsing.
+
+The only module of the layer that knows Chalice; the domain modules never import it. Every
+error leaves as `{"error": "..."}` with its status code, whether raised by a view (ApiError),
+produced by Chalice itself (bad JSON, wrong method) or unexpected (a 500 that says nothing more).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from chalice import Chalice, ChaliceUnhandledError, Response
+
+from stockpred.logs import correlation_id, get_logger
+
+
+class ApiError(ChaliceUnhandledError):
+    """Raised by a view to answer `{"error": message}` with `status`."""
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def json_response(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(body=json.dumps(body), status_code=status,
+                    headers={"Content-Type": "application/json", **(headers or {})})
+
+
+def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
+    return json_response(status, {"error": message}, headers)
+
+
+def install(app: Chalice, service: str) -> logging.Logger:
+    """Adds JSON errors and correlation ids to every route of `app`; returns its logger."""
+    log = get_logger(service)
+    app.log.disabled = True  # Chalice's own traceback logging; ours is structured below.
+
+    @app.middleware("http")
+    def json_errors(request: Any, get_response: Callable[[Any], Response]) -> Response:
+        cid = request.headers.get("x-correlation-id") or request.context.get("requestId", "-")
+        correlation_id.set(cid[:128])
+        try:
+            response = get_response(request)
+        except ApiError as exc:
+            response = error_response(exc.status, exc.message, exc.headers)
+        except Exception:
+            log.exception("unhandled error", extra={"fields": {"path": request.path}})
+            response = error_response(500, "Internal Server Error")
+        body = response.body
+        if isinstance(body, dict) and set(body) == {"Code", "Message"}:
+            if response.status_code >= 500:
+                log.error("unhandled error", extra={"fields": {"path": request.path}})
+                message = "Internal Server Error"
+            else:
+                message = body["Message"]
+            response = error_response(response.status_code, message, {
+                k: v for k, v in response.headers.items() if k.lower() != "content-type"})
+        response.headers["X-Correlation-Id"] = correlation_id.get()
+        return response
+
+    return log
+
+
+def query_date(params: Mapping[str, str] | None, name: str) -> dt.date | None:
+    raw = (params or {}).get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return dt.date.fromisoformat(raw)
+    except ValueError:
+        raise ApiError(400, f"'{name}' must be a date as YYYY-MM-DD") from None

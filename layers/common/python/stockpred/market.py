@@ -1,0 +1,151 @@
+"""Stock details and daily history: the configured provider chain behind the read-through cache.
+
+The chain is tried in order (default: alphavantage when a key is set, then imported CSVs, then
+the bundled sample); the first provider that knows a symbol answers. A provider that is down or
+throttled is skipped; if none could answer and one was unavailable, the caller learns it
+(503), not that the symbol is unknown (404).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from stockpred import cache as cache_mod
+from stockpred.alphavantage import AlphaVantageProvider
+from stockpred.cache import ReadThroughCache
+from stockpred.config import Settings
+from stockpred.csv_prices import CsvProvider
+from stockpred.logs import get_logger
+from stockpred.prices import (
+    Bar,
+    PriceProvider,
+    ProviderUnavailable,
+    Quote,
+    SymbolInfo,
+    UnknownSymbol,
+)
+from stockpred.redis_stores import cache_ring
+from stockpred.sample_data import SampleProvider
+
+log = get_logger("market")
+MARKET_TZ = ZoneInfo("America/New_York")
+
+
+def seconds_until_next_close(now: dt.datetime | None = None) -> int:
+    """Until 16:15 New York time on the next weekday: when a new daily bar can exist."""
+    now = (now or dt.datetime.now(dt.UTC)).astimezone(MARKET_TZ)
+    close = now.replace(hour=16, minute=15, second=0, microsecond=0)
+    if now >= close:
+        close += dt.timedelta(days=1)
+    while close.weekday() >= 5:
+        close += dt.timedelta(days=1)
+    return max(60, int((close - now).total_seconds()))
+
+
+def build_providers(settings: Settings) -> list[PriceProvider]:
+    chain: list[PriceProvider] = []
+    for name in settings.market_providers:
+        if name == "alphavantage":
+            if settings.alphavantage_api_key:
+                chain.append(AlphaVantageProvider(settings.alphavantage_api_key,
+                                                  settings.alphavantage_base_url))
+        elif name == "csv":
+            chain.append(CsvProvider())
+        elif name == "sample":
+            chain.append(SampleProvider())
+        else:
+            raise ValueError(f"unknown market provider {name!r} in MARKET_PROVIDERS")
+    return chain
+
+
+@dataclass
+class History:
+    symbol: str
+    source: str
+    bars: list[Bar]
+
+
+class MarketData:
+    def __init__(self, providers: list[PriceProvider], cache: ReadThroughCache,
+                 quote_ttl_s: int = 60) -> None:
+        self.providers = providers
+        self.cache = cache
+        self.quote_ttl_s = quote_ttl_s
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MarketData:
+        return cls(build_providers(settings), ReadThroughCache(cache_ring(settings.cache_redis_urls)),
+                   settings.quote_ttl_s)
+
+    def _first(self, ask: str, symbol: str) -> Any:
+        unavailable: list[str] = []
+        for provider in self.providers:
+            try:
+                answer = getattr(provider, ask)(symbol)
+            except ProviderUnavailable as exc:
+                log.warning("provider unavailable", extra={"fields": {
+                    "provider": provider.name, "symbol": symbol, "reason": str(exc)}})
+                unavailable.append(provider.name)
+                continue
+            if answer:
+                return provider.name, answer
+        if unavailable:
+            raise ProviderUnavailable(f"market data unavailable from {', '.join(unavailable)}")
+        return None
+
+    def symbols(self) -> list[SymbolInfo]:
+        seen: dict[str, SymbolInfo] = {}
+        for provider in self.providers:
+            try:
+                for info in provider.symbols():
+                    seen.setdefault(info.symbol, info)
+            except ProviderUnavailable:
+                continue
+        return sorted(seen.values(), key=lambda i: i.symbol)
+
+    def quote(self, symbol: str) -> tuple[Quote, bool]:
+        """The latest quote and whether it came from the cache; UnknownSymbol if nobody has it."""
+        def load() -> dict[str, Any] | None:
+            found = self._first("quote", symbol)
+            return found[1].to_json() if found else None
+
+        got = self.cache.get_or_load(cache_mod.key("quote", symbol), self.quote_ttl_s, load)
+        if got.value is None:
+            raise UnknownSymbol(symbol)
+        return Quote.from_json(got.value), got.hit
+
+    def history(self, symbol: str) -> tuple[History, bool]:
+        def load() -> dict[str, Any] | None:
+            found = self._first("daily_bars", symbol)
+            if not found:
+                return None
+            return {"source": found[0], "bars": [b.to_json() for b in found[1]]}
+
+        got = self.cache.get_or_load(cache_mod.key("history", symbol),
+                                     seconds_until_next_close(), load)
+        if got.value is None:
+            raise UnknownSymbol(symbol)
+        bars = [Bar.from_json(b) for b in got.value["bars"]]
+        return History(symbol, got.value["source"], bars), got.hit
+
+
+def details_body(quote: Quote) -> dict[str, Any]:
+    """The spec's details shape (`id`, `symbol`, `price`, `currency`) plus what a user wants next."""
+    body: dict[str, Any] = {
+        "id": f"{quote.symbol}:{quote.as_of.isoformat()}",
+        "symbol": quote.symbol,
+        "price": f"{quote.price:.4f}",
+        "currency": quote.currency,
+        "name": quote.name,
+        "as_of": quote.as_of.isoformat(),
+        "source": quote.source,
+    }
+    if quote.previous_close:
+        change = quote.price - quote.previous_close
+        body["previous_close"] = f"{quote.previous_close:.4f}"
+        body["change"] = f"{change:.4f}"
+        body["change_percent"] = f"{change / quote.previous_close * 100:.4f}%"
+    return body

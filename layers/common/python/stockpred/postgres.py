@@ -1,0 +1,78 @@
+"""PostgreSQL adapter: one warm connection per process and versioned schema migrations.
+
+Migrations are the numbered files in `migrations/`, applied in order at first connection under
+an advisory lock, each recorded in `schema_migrations`, so every function instance may start
+them and only one applies them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from importlib import resources
+
+import psycopg2
+import psycopg2.extensions
+
+from stockpred import config
+
+_MIGRATION_LOCK = 7_316_001
+_local = threading.local()
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    out = []
+    for entry in resources.files("stockpred.migrations").iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            out.append((version, entry.name, entry.read_text()))
+    return sorted(out)
+
+
+def migrate(conn: psycopg2.extensions.connection) -> list[str]:
+    """Applies the migrations this database lacks; returns their names."""
+    applied = []
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        cur.execute("""CREATE TABLE IF NOT EXISTS schema_migrations (
+                           version integer PRIMARY KEY, name text NOT NULL,
+                           applied_at timestamptz NOT NULL DEFAULT now())""")
+        cur.execute("SELECT version FROM schema_migrations")
+        done = {r[0] for r in cur.fetchall()}
+        for version, name, sql in migrations():
+            if version in done:
+                continue
+            cur.execute(sql)
+            cur.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                        (version, name))
+            applied.append(name)
+    return applied
+
+
+def connect(dsn: str | None = None) -> psycopg2.extensions.connection:
+    conn = psycopg2.connect(dsn or config.load().database_url, connect_timeout=5,
+                            application_name="stockpred")
+    return conn
+
+
+def connection() -> psycopg2.extensions.connection:
+    """This thread's warm connection, migrated on first use and replaced when it has broken."""
+    conn = getattr(_local, "conn", None)
+    if conn is None or conn.closed:
+        conn = connect()
+        migrate(conn)
+        _local.conn = conn
+    return conn
+
+
+@contextlib.contextmanager
+def transaction() -> Iterator[psycopg2.extensions.cursor]:
+    """A cursor in a transaction on the warm connection: committed on success, else rolled back."""
+    conn = connection()
+    try:
+        with conn, conn.cursor() as cur:
+            yield cur
+    except (psycopg2.OperationalError, psycopg2.InterfaceError):
+        conn.close()
+        raise

@@ -1,0 +1,1 @@
+"""stockml: features, models, walk-forward evaluation and the model registry (predictions issue)."""

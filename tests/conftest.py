@@ -1,0 +1,130 @@
+"""Test session fixtures: real services on free ports, and devstack serving template.yaml.
+
+The session starts its own PostgreSQL, Redis (state + cache shard), FerretDB and moto server in
+a temporary folder on free ports (never the ones `make run` uses), points this process at them,
+and stops them by PID at the end. Unit tests use none of it and start nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from devstack.services import REPO_ROOT, Stack, free_port, wait_until
+from tests.fakes.alphavantage import FakeAlphaVantage
+
+SERVICE_PORTS = ("postgres", "redis-state", "redis-cache-0", "ferretdb", "ferretdb-debug", "moto",
+                 "gateway")
+SERVICE_VARS = ("DATABASE_URL", "REDIS_URL", "CACHE_REDIS_URLS", "MONGO_URL", "AWS_ENDPOINT_URL",
+                "LOCALSTACK_HOST", "ALPHAVANTAGE_API_KEY", "ALPHAVANTAGE_BASE_URL",
+                "MARKET_PROVIDERS")
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[dict[str, str]]:
+    """The data services, started for this session; yields the environment that reaches them."""
+    root = Path(tempfile.mkdtemp(prefix="stockpred-test-"))
+    environ = {k: v for k, v in os.environ.items() if k not in SERVICE_VARS}
+    st = Stack(root, ports={name: free_port() for name in SERVICE_PORTS}, durable=False,
+               with_gateway=False, environ=environ, log=lambda m: print(m, file=sys.stderr))
+    try:
+        env = st.up()
+    except BaseException:
+        st.down()
+        raise
+    saved = {k: os.environ.get(k) for k in (*env, *SERVICE_VARS)}
+    for k in SERVICE_VARS:
+        os.environ.pop(k, None)
+    os.environ.update(env)
+    _reset_process_caches()
+    try:
+        yield env
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        st.down()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _reset_process_caches() -> None:
+    from stockpred import redis_stores
+
+    redis_stores.cache_ring.cache_clear()
+    redis_stores.state.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def fake_alphavantage() -> Iterator[FakeAlphaVantage]:
+    with FakeAlphaVantage({"IBM": 123.31, "MSFT": 410.5, "AAPL": 190.25}) as fake:
+        yield fake
+
+
+class Gateway:
+    def __init__(self, url: str, proc: subprocess.Popen, log: Path) -> None:
+        self.url = url
+        self.proc = proc
+        self.log = log
+
+    def get(self, path: str, **kw: object) -> requests.Response:
+        return requests.get(self.url + path, timeout=30, **kw)
+
+    def post(self, path: str, **kw: object) -> requests.Response:
+        return requests.post(self.url + path, timeout=30, **kw)
+
+
+def start_gateway(env: dict[str, str], extra: dict[str, str], log_dir: Path) -> Gateway:
+    port = int(env["STOCKPRED_API_URL"].rsplit(":", 1)[1])
+    log = log_dir / f"gateway-{port}.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devstack.gateway", "--port", str(port),
+         "--template", str(REPO_ROOT / "template.yaml"), "--workers", "4"],
+        env={**os.environ, **env, **extra}, stdout=open(log, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
+        cwd=REPO_ROOT,
+    )
+    url = env["STOCKPRED_API_URL"]
+
+    def ready() -> bool:
+        return requests.get(url + "/_devstack/health", timeout=1).ok
+
+    if not wait_until(lambda: proc.poll() is None and ready(), 60):
+        proc.kill()
+        raise RuntimeError(f"devstack gateway did not start:\n{log.read_text()[-3000:]}")
+    return Gateway(url, proc, log)
+
+
+@pytest.fixture(scope="session")
+def gateway(stack: dict[str, str], fake_alphavantage: FakeAlphaVantage) -> Iterator[Gateway]:
+    """devstack serving template.yaml, with Alpha Vantage first in the chain (the local fake)."""
+    extra = {"ALPHAVANTAGE_API_KEY": "test-key-not-secret",
+             "ALPHAVANTAGE_BASE_URL": fake_alphavantage.url,
+             "DEVSTACK_SCHEDULES": "off"}
+    gw = start_gateway(stack, extra, Path(stack["STOCKPRED_HOME"]) / "log")
+    try:
+        yield gw
+    finally:
+        gw.proc.terminate()
+        try:
+            gw.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            gw.proc.kill()
+        time.sleep(0)
+
+
+@pytest.fixture
+def flush_cache(stack: dict[str, str]) -> None:
+    import redis
+
+    for url in stack["CACHE_REDIS_URLS"].split(","):
+        redis.Redis.from_url(url).flushdb()
