@@ -47,8 +47,9 @@ def _json(status: int, body: object, headers: dict[str, str] | None = None) -> w
 
 
 def aiohttp_path(sam_path: str) -> str:
-    """`/a/{proxy+}` (API Gateway's greedy parameter) becomes aiohttp's `/a/{proxy:.*}`."""
-    return re.sub(r"\{(\w+)\+\}", r"{\1:.*}", sam_path)
+    """API Gateway's `{name}` matches any one segment (braces included) and `{name+}` the rest."""
+    greedy = re.sub(r"\{(\w+)\+\}", r"{\1:.*}", sam_path)
+    return re.sub(r"\{(\w+)\}", r"{\1:[^/]+}", greedy)
 
 
 async def _invoke(app: web.Application, fn: Function, event: object, request_id: str) -> Invocation:

@@ -1,0 +1,48 @@
+"""template.yaml is data the tests read: valid SAM, and the same routes the Chalice apps serve."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from devstack.runtime import _load_handler
+from devstack.services import REPO_ROOT
+from devstack.template import Template
+
+TEMPLATE = REPO_ROOT / "template.yaml"
+
+
+def test_cfn_lint_passes():
+    exe = str(Path(sys.executable).parent / "cfn-lint")
+    result = subprocess.run([exe, str(TEMPLATE)], capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_function_has_code_and_layers_on_disk():
+    template = Template.load(TEMPLATE)
+    assert template.functions
+    for fn in template.functions.values():
+        assert (fn.code_dir / (fn.handler.rsplit(".", 1)[0] + ".py")).is_file(), fn.logical_id
+        assert (fn.code_dir / "requirements.txt").is_file(), fn.logical_id
+        for layer in fn.layer_dirs:
+            assert layer.is_dir(), layer
+
+
+@pytest.mark.parametrize("fn_id", sorted(Template.load(TEMPLATE).functions))
+def test_template_routes_equal_the_chalice_routes(fn_id):
+    template = Template.load(TEMPLATE)
+    app = _load_handler(template.functions[fn_id])
+    chalice_routes = {(m, path) for path, methods in app.routes.items() for m in methods}
+    template_routes = {(r.method, r.path) for r in template.routes if r.function == fn_id}
+    assert chalice_routes == template_routes
+
+
+def test_layer_pins_match_pyproject():
+    pyproject = (REPO_ROOT / "pyproject.toml").read_text()
+    for path in [REPO_ROOT / "layers/common/requirements.txt",
+                 *REPO_ROOT.glob("functions/*/requirements.txt")]:
+        for line in path.read_text().splitlines():
+            line = line.split("#")[0].strip()
+            if line:
+                assert f'"{line}"' in pyproject, f"{path.name}: {line} is not the pyproject pin"
