@@ -28,7 +28,7 @@ stamp=".venv/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
     say "creating the virtualenv .venv (dependencies pinned in pyproject.toml)"
     [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-    .venv/bin/pip install -q --upgrade pip
+    .venv/bin/pip install -q --upgrade "pip<26.3"  # chalice 1.34 requires pip<26.3
     start=$(date +%s)
     .venv/bin/pip install -q -e ".[dev]"
     say "pip install took $(( $(date +%s) - start ))s"

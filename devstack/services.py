@@ -18,8 +18,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,6 +112,7 @@ class Service:
     user: str | None = None
     prepare: Callable[[], None] | None = None
     after_start: Callable[[], None] | None = None
+    before_stop: Callable[[], None] | None = None
     stop_signal: int = signal.SIGTERM
     ready_deadline_s: float = 60.0
 
@@ -340,20 +342,35 @@ class Stack:
 
             return requests.get(f"http://127.0.0.1:{port}/moto-api/", timeout=1).ok
 
+        endpoint = f"http://127.0.0.1:{port}"
+        snapshots = self.path("data", "s3") if self.durable else None
+
         def after_start() -> None:
             import requests
 
+            from localstack.provision import provision
+
             # Step Functions executes definitions (its Lambda tasks reach devstack, see MOTO_PORT).
             requests.post(
-                f"http://127.0.0.1:{port}/moto-api/config",
+                f"{endpoint}/moto-api/config",
                 json={"stepfunctions": {"execute_state_machine": True}},
                 timeout=5,
             ).raise_for_status()
+            restored = provision(endpoint, snapshots)
+            if any(restored.values()):
+                self.log(f"  s3 restored from {snapshots}: {restored}")
+
+        def before_stop() -> None:
+            from localstack.provision import snapshot
+
+            if snapshots is not None:
+                saved = snapshot(endpoint, snapshots)
+                self.log(f"  s3 saved to {snapshots}: {saved}")
 
         argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
         # The engine sends Lambda tasks to http://localhost:$MOTO_PORT: devstack's Invoke API.
         env = {"MOTO_PORT": str(self.ports["gateway"])}
-        return Service("moto", argv, ready, env=env, after_start=after_start)
+        return Service("moto", argv, ready, env=env, after_start=after_start, before_stop=before_stop)
 
     def _gateway(self) -> Service:
         port = self.ports["gateway"]
@@ -383,7 +400,7 @@ class Stack:
         if svc.prepare:
             svc.prepare()
         logf = open(self.logfile(svc.name), "ab")  # noqa: SIM115 - handed to the child
-        env = {**os.environ, **svc.env}
+        env = {**self.environ, **svc.env}
         started = time.monotonic()
         proc = subprocess.Popen(
             svc.argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
@@ -426,6 +443,11 @@ class Stack:
         for svc in reversed(self.services()):
             pid = self._pid(svc.name)
             if pid:
+                if svc.before_stop:
+                    try:
+                        svc.before_stop()
+                    except Exception as exc:
+                        self.log(f"  {svc.name}: could not save state before stopping: {exc}")
                 self.stop_pid(svc.name, pid, svc.stop_signal)
                 self.log(f"  {svc.name:<14} stopped (pid {pid})")
             else:
@@ -450,3 +472,27 @@ class Stack:
 
 def default_root() -> Path:
     return Path(os.environ.get("STOCKPRED_HOME", REPO_ROOT / ".local"))
+
+
+# Variables that would point a stack at services other than its own.
+SERVICE_VARS = ("DATABASE_URL", "REDIS_URL", "CACHE_REDIS_URLS", "MONGO_URL", "AWS_ENDPOINT_URL",
+                "LOCALSTACK_HOST", "ALPHAVANTAGE_API_KEY", "ALPHAVANTAGE_BASE_URL",
+                "MARKET_PROVIDERS", "STOCKPRED_HOME")
+
+
+@contextlib.contextmanager
+def ephemeral_stack(*, prefix: str = "stockpred-", with_gateway: bool = False,
+                    extra_env: dict[str, str] | None = None,
+                    log: Callable[[str], None] = print) -> Iterator[tuple[Stack, dict[str, str]]]:
+    """A throw-away stack on free ports in a temporary folder (tests, benchmarks); removed after."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    ports = {name: free_port() for name in (*DEFAULT_PORTS, "redis-cache-0")}
+    environ = {k: v for k, v in os.environ.items() if k not in SERVICE_VARS}
+    environ.update(extra_env or {})
+    stack = Stack(root, ports=ports, durable=False, with_gateway=with_gateway, environ=environ,
+                  log=log)
+    try:
+        yield stack, stack.up()
+    finally:
+        stack.down()
+        shutil.rmtree(root, ignore_errors=True)

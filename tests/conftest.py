@@ -8,10 +8,8 @@ and stops them by PID at the end. Unit tests use none of it and start nothing.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,43 +17,27 @@ from pathlib import Path
 import pytest
 import requests
 
-from devstack.services import REPO_ROOT, Stack, free_port, wait_until
+from devstack.services import REPO_ROOT, SERVICE_VARS, ephemeral_stack, wait_until
 from tests.fakes.alphavantage import FakeAlphaVantage
-
-SERVICE_PORTS = ("postgres", "redis-state", "redis-cache-0", "ferretdb", "ferretdb-debug", "moto",
-                 "gateway")
-SERVICE_VARS = ("DATABASE_URL", "REDIS_URL", "CACHE_REDIS_URLS", "MONGO_URL", "AWS_ENDPOINT_URL",
-                "LOCALSTACK_HOST", "ALPHAVANTAGE_API_KEY", "ALPHAVANTAGE_BASE_URL",
-                "MARKET_PROVIDERS")
 
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[dict[str, str]]:
     """The data services, started for this session; yields the environment that reaches them."""
-    root = Path(tempfile.mkdtemp(prefix="stockpred-test-"))
-    environ = {k: v for k, v in os.environ.items() if k not in SERVICE_VARS}
-    st = Stack(root, ports={name: free_port() for name in SERVICE_PORTS}, durable=False,
-               with_gateway=False, environ=environ, log=lambda m: print(m, file=sys.stderr))
-    try:
-        env = st.up()
-    except BaseException:
-        st.down()
-        raise
-    saved = {k: os.environ.get(k) for k in (*env, *SERVICE_VARS)}
-    for k in SERVICE_VARS:
-        os.environ.pop(k, None)
-    os.environ.update(env)
-    _reset_process_caches()
-    try:
-        yield env
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        st.down()
-        shutil.rmtree(root, ignore_errors=True)
+    with ephemeral_stack(prefix="stockpred-test-", log=lambda m: print(m, file=sys.stderr)) as (_, env):
+        saved = {k: os.environ.get(k) for k in (*env, *SERVICE_VARS)}
+        for k in SERVICE_VARS:
+            os.environ.pop(k, None)
+        os.environ.update(env)
+        _reset_process_caches()
+        try:
+            yield env
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
 
 def _reset_process_caches() -> None:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import functools
-
 from chalice import Chalice, Response
 
-from stockpred import config, market, symbols
-from stockpred.handlers import ApiError, install, json_response, query_date
+from stockpred import market
+from stockpred.handlers import ApiError, install, json_response, query_date, symbol_param
 from stockpred.prices import ProviderUnavailable, UnknownSymbol
 
 app = Chalice(app_name="stocks")
@@ -17,18 +15,6 @@ DEFAULT_HISTORY_DAYS = 100
 NOT_AVAILABLE = "Stock data not available"
 
 
-@functools.cache
-def market_data() -> market.MarketData:
-    return market.MarketData.from_settings(config.load())
-
-
-def _symbol(raw: str) -> str:
-    try:
-        return symbols.normalise(raw)
-    except symbols.InvalidSymbol as exc:
-        raise ApiError(400, f"Invalid symbol: {exc}") from None
-
-
 def _cache_header(hit: bool) -> dict[str, str]:
     return {"X-Cache": "HIT" if hit else "MISS"}
 
@@ -36,7 +22,7 @@ def _cache_header(hit: bool) -> dict[str, str]:
 @app.route("/api/stocks", methods=["GET"])
 def list_symbols() -> Response:
     try:
-        infos = market_data().symbols()
+        infos = market.default().symbols()
     except ProviderUnavailable:
         raise ApiError(503, "Market data provider unavailable") from None
     return json_response(200, {"symbols": [
@@ -46,9 +32,9 @@ def list_symbols() -> Response:
 
 @app.route("/api/stocks/{symbol}/details", methods=["GET"])
 def details(symbol: str) -> Response:
-    symbol = _symbol(symbol)
+    symbol = symbol_param(symbol)
     try:
-        quote, hit = market_data().quote(symbol)
+        quote, hit = market.default().quote(symbol)
     except UnknownSymbol:
         raise ApiError(404, NOT_AVAILABLE) from None
     except ProviderUnavailable:
@@ -58,13 +44,13 @@ def details(symbol: str) -> Response:
 
 @app.route("/api/stocks/{symbol}/history", methods=["GET"])
 def history(symbol: str) -> Response:
-    symbol = _symbol(symbol)
+    symbol = symbol_param(symbol)
     params = app.current_request.query_params
     start, end = query_date(params, "from"), query_date(params, "to")
     if start and end and start > end:
         raise ApiError(400, "'from' must not be after 'to'")
     try:
-        hist, hit = market_data().history(symbol)
+        hist, hit = market.default().history(symbol)
     except UnknownSymbol:
         raise ApiError(404, NOT_AVAILABLE) from None
     except ProviderUnavailable:

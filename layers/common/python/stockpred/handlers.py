@@ -15,6 +15,7 @@ from typing import Any
 
 from chalice import Chalice, ChaliceUnhandledError, Response
 
+from stockpred import symbols
 from stockpred.logs import correlation_id, get_logger
 
 
@@ -66,6 +67,27 @@ def install(app: Chalice, service: str) -> logging.Logger:
         return response
 
     return log
+
+
+def symbol_param(raw: str) -> str:
+    """The path's symbol, normalised; 400 if it cannot be a ticker."""
+    try:
+        return symbols.normalise(raw)
+    except symbols.InvalidSymbol as exc:
+        raise ApiError(400, f"Invalid symbol: {exc}") from None
+
+
+def query_int(params: Mapping[str, str] | None, name: str, default: int, low: int, high: int) -> int:
+    raw = (params or {}).get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"'{name}' must be a whole number from {low} to {high}") from None
+    if not low <= value <= high:
+        raise ApiError(400, f"'{name}' must be a whole number from {low} to {high}")
+    return value
 
 
 def query_date(params: Mapping[str, str] | None, name: str) -> dt.date | None:

@@ -9,11 +9,13 @@ throttled is skipped; if none could answer and one was unavailable, the caller l
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from stockpred import cache as cache_mod
+from stockpred import config
 from stockpred.alphavantage import AlphaVantageProvider
 from stockpred.cache import ReadThroughCache
 from stockpred.config import Settings
@@ -59,6 +61,12 @@ def build_providers(settings: Settings) -> list[PriceProvider]:
         else:
             raise ValueError(f"unknown market provider {name!r} in MARKET_PROVIDERS")
     return chain
+
+
+@functools.cache
+def default() -> MarketData:
+    """This process's MarketData, built once from the environment (a warm function reuses it)."""
+    return MarketData.from_settings(config.load())
 
 
 @dataclass

@@ -1,0 +1,200 @@
+"""Benchmark: what a cached `GET /api/stocks/SPX/details` costs, against its floors, in one run.
+
+Three ways to the same cached quote, measured side by side in one process so that a noisy
+machine moves them all alike (the ratios are the result, not the absolute numbers):
+
+1. HTTP through devstack (aiohttp -> proxy event -> warm worker process -> Chalice -> Redis),
+   sequentially on one keep-alive connection, and once more from N client threads for req/s;
+2. the same Chalice handler called in this process with an API Gateway proxy event (no HTTP, no
+   worker pool), pointed at the same cache Redis;
+3. a raw Redis GET of the cached quote key on that cache shard.
+
+The sequential rows run interleaved in rounds after a warm-up. The stack is started on free
+ports in a temporary folder and stopped at the end; the local `make run` stack is not touched.
+
+Run: .venv/bin/python bench/details.py [--requests 2000] [--concurrency 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import redis
+import requests
+
+from devstack.events import rest_proxy_event
+from devstack.runtime import LambdaContext, _load_handler
+from devstack.services import REPO_ROOT, ephemeral_stack
+from devstack.template import Template
+
+SYMBOL = "SPX"
+HTTP, INPROC, REDIS = "HTTP devstack (1 conn)", "in-process handler", "raw Redis GET"
+PATH = f"/api/stocks/{SYMBOL}/details"
+# The long TTL keeps the quote cached for the whole run: every measured request must be a hit.
+BENCH_ENV = {"DEVSTACK_SCHEDULES": "off", "QUOTE_TTL_SECONDS": "3600"}
+
+Call = Callable[[], None]
+
+
+@contextmanager
+def bench_stack() -> Iterator[dict[str, str]]:
+    """The stack with devstack's gateway on free ports; yields its env, also put in os.environ."""
+    with ephemeral_stack(prefix="stockpred-bench-", with_gateway=True, extra_env=BENCH_ENV,
+                         log=lambda m: print(m, file=sys.stderr)) as (_, env):
+        os.environ.update(env)
+        yield env
+
+
+def http_call(session: requests.Session, url: str) -> Call:
+    def call() -> None:
+        r = session.get(url, timeout=10)
+        if r.status_code != 200 or r.headers.get("X-Cache") != "HIT":
+            raise RuntimeError(f"HTTP {r.status_code} X-Cache={r.headers.get('X-Cache')}: {r.text[:200]}")
+    return call
+
+
+def in_process_call() -> Call:
+    """The StocksFunction handler loaded here, as a worker loads it, with its template env."""
+    fn = Template.load(REPO_ROOT / "template.yaml").functions["StocksFunction"]
+    os.environ.update(fn.env)
+    handler = _load_handler(fn)
+
+    def call() -> None:
+        event = rest_proxy_event(method="GET", path=PATH, resource="/api/stocks/{symbol}/details",
+                                 path_params={"symbol": SYMBOL}, headers=[("User-Agent", "bench")],
+                                 query=[], body=b"", source_ip="127.0.0.1")
+        result = handler(event, LambdaContext(fn, event["requestContext"]["requestId"]))
+        if result["statusCode"] != 200 or result["headers"].get("X-Cache") != "HIT":
+            raise RuntimeError(f"in-process call answered {result}")
+    return call
+
+
+def redis_call(cache_urls: str) -> Call:
+    from stockpred import cache
+    from stockpred.redis_stores import CacheRing
+
+    quote_key = cache.key("quote", SYMBOL)
+    client = redis.Redis.from_url(CacheRing(tuple(cache_urls.split(","))).node_for(quote_key))
+
+    def call() -> None:
+        if client.get(quote_key) is None:
+            raise RuntimeError(f"{quote_key} is not cached")
+    return call
+
+
+def pool_stats(env: dict[str, str]) -> dict[str, int]:
+    """devstack's worker pool: size, invocations, cold starts."""
+    return requests.get(env["STOCKPRED_API_URL"] + "/_devstack/health", timeout=10).json()
+
+
+def timed(call: Call, n: int) -> list[float]:
+    """Latencies in seconds of n sequential calls."""
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        call()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def concurrent_http(url: str, n: int, threads: int) -> tuple[list[float], float]:
+    """n requests from `threads` threads, one keep-alive session each; latencies and wall time."""
+    calls = [http_call(requests.Session(), url) for _ in range(threads)]
+    for c in calls:
+        c()
+    results: list[list[float]] = [[] for _ in range(threads)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(threads + 1)
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            results[i] = timed(calls[i], n // threads + (i < n % threads))
+        except BaseException as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for w in workers:
+        w.join()
+    wall = time.perf_counter() - t0
+    if errors:
+        raise errors[0]
+    return [x for r in results for x in r], wall
+
+
+def p(lat: list[float], q: int) -> float:
+    """The q-th percentile in ms."""
+    return statistics.quantiles(lat, n=100, method="inclusive")[q - 1] * 1000
+
+
+def report(rows: dict[str, tuple[list[float], float]]) -> None:
+    redis_p50, inproc_p50 = p(rows[REDIS][0], 50), p(rows[INPROC][0], 50)
+    print(f"{'':<28}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'p50/Redis':>11}{'p50/in-proc':>13}")
+    for name, (lat, wall) in rows.items():
+        p50 = p(lat, 50)
+        print(f"{name:<28}{len(lat) / wall:>10.0f}{p50:>10.3f}{p(lat, 99):>10.3f}"
+              f"{p50 / redis_p50:>10.1f}x{p50 / inproc_p50:>12.1f}x")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    for flag, default, what in (("--requests", 2000, "measured requests per row"),
+                                ("--concurrency", 8, "client threads for the req/s row"),
+                                ("--warmup", 100, "unmeasured calls per row first"),
+                                ("--rounds", 10, "interleaved rounds of the sequential rows")):
+        parser.add_argument(flag, type=int, default=default, metavar="N", help=f"{what} ({default})")
+    args = parser.parse_args(argv)
+
+    with bench_stack() as env:
+        url = env["STOCKPRED_API_URL"] + PATH
+        first = requests.get(url, timeout=30)
+        print(f"first request: HTTP {first.status_code} X-Cache={first.headers.get('X-Cache')}",
+              file=sys.stderr)
+        first.raise_for_status()
+        calls = {
+            HTTP: http_call(requests.Session(), url),
+            INPROC: in_process_call(),
+            REDIS: redis_call(env["CACHE_REDIS_URLS"]),
+        }
+        for call in calls.values():
+            timed(call, args.warmup)
+        # Workers start lazily, one per concurrent invocation: let all of them start here.
+        concurrent_http(url, max(args.warmup, 10 * args.concurrency), args.concurrency)
+        cold_before = pool_stats(env)["cold_starts"]
+        lat: dict[str, list[float]] = {name: [] for name in calls}
+        wall = dict.fromkeys(calls, 0.0)
+        per_round = max(1, args.requests // args.rounds)
+        for _ in range(args.rounds):
+            for name, call in calls.items():
+                t0 = time.perf_counter()
+                lat[name] += timed(call, per_round)
+                wall[name] += time.perf_counter() - t0
+        conc_lat, conc_wall = concurrent_http(url, args.requests, args.concurrency)
+        pool = pool_stats(env)
+        if pool["cold_starts"] != cold_before:
+            print(f"warning: {pool['cold_starts'] - cold_before} cold starts while measuring",
+                  file=sys.stderr)
+
+    rows = {HTTP: (lat[HTTP], wall[HTTP]),
+            f"HTTP devstack ({args.concurrency} threads)": (conc_lat, conc_wall),
+            INPROC: (lat[INPROC], wall[INPROC]), REDIS: (lat[REDIS], wall[REDIS])}
+    print(f"\nGET {PATH}, cached; {per_round * args.rounds} sequential calls per row in "
+          f"{args.rounds} interleaved rounds, {args.requests} concurrent HTTP; "
+          f"{pool['workers']} devstack workers, {os.cpu_count()} CPUs")
+    report(rows)
+
+
+if __name__ == "__main__":
+    main()
