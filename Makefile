@@ -27,7 +27,7 @@ lint: bootstrap
 	$(VENV)/ruff check .
 
 bench: bootstrap
-	@for b in bench/*.py; do echo "== $$b"; $(VENV)/python $$b || exit 1; done
+	@for b in bench/[a-z]*.py; do m=$$(basename $$b .py); echo "== bench.$$m"; $(VENV)/python -m bench.$$m || exit 1; done
 
 clean: stop
 	rm -rf .local

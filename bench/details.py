@@ -12,23 +12,23 @@ machine moves them all alike (the ratios are the result, not the absolute number
 The sequential rows run interleaved in rounds after a warm-up. The stack is started on free
 ports in a temporary folder and stopped at the end; the local `make run` stack is not touched.
 
-Run: .venv/bin/python bench/details.py [--requests 2000] [--concurrency 8]
+Run: .venv/bin/python -m bench.details [--requests 2000] [--concurrency 8]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
 import requests
 
+from bench._timing import Call, interleaved, p, timed
 from devstack.events import rest_proxy_event
 from devstack.runtime import LambdaContext, _load_handler
 from devstack.services import REPO_ROOT, ephemeral_stack
@@ -40,7 +40,6 @@ PATH = f"/api/stocks/{SYMBOL}/details"
 # The long TTL keeps the quote cached for the whole run: every measured request must be a hit.
 BENCH_ENV = {"DEVSTACK_SCHEDULES": "off", "QUOTE_TTL_SECONDS": "3600"}
 
-Call = Callable[[], None]
 
 
 @contextmanager
@@ -94,16 +93,6 @@ def pool_stats(env: dict[str, str]) -> dict[str, int]:
     return requests.get(env["STOCKPRED_API_URL"] + "/_devstack/health", timeout=10).json()
 
 
-def timed(call: Call, n: int) -> list[float]:
-    """Latencies in seconds of n sequential calls."""
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        call()
-        out.append(time.perf_counter() - t0)
-    return out
-
-
 def concurrent_http(url: str, n: int, threads: int) -> tuple[list[float], float]:
     """n requests from `threads` threads, one keep-alive session each; latencies and wall time."""
     calls = [http_call(requests.Session(), url) for _ in range(threads)]
@@ -131,11 +120,6 @@ def concurrent_http(url: str, n: int, threads: int) -> tuple[list[float], float]
     if errors:
         raise errors[0]
     return [x for r in results for x in r], wall
-
-
-def p(lat: list[float], q: int) -> float:
-    """The q-th percentile in ms."""
-    return statistics.quantiles(lat, n=100, method="inclusive")[q - 1] * 1000
 
 
 def report(rows: dict[str, tuple[list[float], float]]) -> None:
@@ -173,24 +157,16 @@ def main(argv: list[str] | None = None) -> None:
         # Workers start lazily, one per concurrent invocation: let all of them start here.
         concurrent_http(url, max(args.warmup, 10 * args.concurrency), args.concurrency)
         cold_before = pool_stats(env)["cold_starts"]
-        lat: dict[str, list[float]] = {name: [] for name in calls}
-        wall = dict.fromkeys(calls, 0.0)
-        per_round = max(1, args.requests // args.rounds)
-        for _ in range(args.rounds):
-            for name, call in calls.items():
-                t0 = time.perf_counter()
-                lat[name] += timed(call, per_round)
-                wall[name] += time.perf_counter() - t0
+        measured = interleaved(calls, args.requests, args.rounds)
         conc_lat, conc_wall = concurrent_http(url, args.requests, args.concurrency)
         pool = pool_stats(env)
         if pool["cold_starts"] != cold_before:
             print(f"warning: {pool['cold_starts'] - cold_before} cold starts while measuring",
                   file=sys.stderr)
 
-    rows = {HTTP: (lat[HTTP], wall[HTTP]),
-            f"HTTP devstack ({args.concurrency} threads)": (conc_lat, conc_wall),
-            INPROC: (lat[INPROC], wall[INPROC]), REDIS: (lat[REDIS], wall[REDIS])}
-    print(f"\nGET {PATH}, cached; {per_round * args.rounds} sequential calls per row in "
+    rows = {HTTP: measured[HTTP], f"HTTP devstack ({args.concurrency} threads)": (conc_lat, conc_wall),
+            INPROC: measured[INPROC], REDIS: measured[REDIS]}
+    print(f"\nGET {PATH}, cached; {len(measured[HTTP][0])} sequential calls per row in "
           f"{args.rounds} interleaved rounds, {args.requests} concurrent HTTP; "
           f"{pool['workers']} devstack workers, {os.cpu_count()} CPUs")
     report(rows)

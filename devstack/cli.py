@@ -3,6 +3,8 @@
     stockpred up | down                  the whole local stack (services + devstack gateway)
     stockpred services up|down|status    the data services alone
     stockpred import-csv DIR             load a folder of daily OHLCV CSV files
+    stockpred train SYMBOL... | --all    train, evaluate and publish models
+    stockpred evaluate SYMBOL            walk-forward report: model beside four baselines
 """
 
 from __future__ import annotations
@@ -94,6 +96,84 @@ def cmd_import_csv(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress(desc: str):
+    from tqdm import tqdm
+
+    bar = tqdm(desc=desc, unit="refit", leave=False, file=sys.stderr)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from stockpred import market, signals
+    from stockpred.prices import ProviderUnavailable, UnknownSymbol
+    from stockpred.symbols import InvalidSymbol, normalise
+
+    _apply_env(_stack(args))
+    try:
+        wanted = [i.symbol for i in market.default().symbols()] if args.all else [
+            normalise(s) for s in args.symbols]
+    except InvalidSymbol as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not wanted:
+        print("error: name one or more symbols, or --all", file=sys.stderr)
+        return 2
+    failed = 0
+    for symbol in wanted:
+        try:
+            hist, _ = market.default().history(symbol)
+            meta = signals.train(symbol, hist.bars, kind=args.kind, source=hist.source,
+                                 progress=_progress(f"{symbol} walk-forward"))
+        except (UnknownSymbol, ProviderUnavailable, signals.NotEnoughHistory) as exc:
+            print(f"{symbol}: not trained ({type(exc).__name__}: {exc or 'no data'})", file=sys.stderr)
+            failed += 1
+            continue
+        rec = meta["record"]
+        print(f"{symbol}: model {meta['version']} ({meta['kind']}, {meta['train_seconds']}s) "
+              f"out-of-sample accuracy {rec['accuracy']:.1%}, Sharpe {rec['sharpe']:.2f} vs "
+              f"buy-and-hold {rec['buy_and_hold_sharpe']:.2f}: edge={rec['edge']}")
+    return 1 if failed else 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from stockml.evaluation import evaluate_with_frames, format_table, plot_report
+    from stockml.features import frame_from_bars
+    from stockml.models import MODEL_KINDS
+    from stockpred import market
+    from stockpred.prices import ProviderUnavailable, UnknownSymbol
+    from stockpred.symbols import InvalidSymbol, normalise
+
+    _apply_env(_stack(args))
+    try:
+        symbol = normalise(args.symbol)
+        hist, _ = market.default().history(symbol)
+    except (InvalidSymbol, UnknownSymbol, ProviderUnavailable) as exc:
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    df = frame_from_bars(hist.bars)
+    kinds = tuple(args.kind) if args.kind else MODEL_KINDS
+    report, frames = evaluate_with_frames(
+        df, symbol=symbol, kinds=kinds, first_test_date=args.first_test_date,
+        refit_every=args.refit_every, cost_bps=args.cost_bps,
+        progress=_progress(f"{symbol} walk-forward"))
+    print(format_table(report))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / f"evaluate-{symbol}.json"
+    json_path.write_text(json.dumps(report, indent=2))
+    png_path = plot_report(report, frames, out / f"evaluate-{symbol}.png")
+    print(f"\nreport: {json_path}\nchart:  {png_path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stockpred", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -115,6 +195,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", help="folder of <SYMBOL>.csv files")
     p.add_argument("--currency", default="USD")
     p.set_defaults(func=cmd_import_csv)
+
+    p = sub.add_parser("train", help="train, evaluate walk-forward and publish models",
+                       description="For each symbol: a walk-forward evaluation on its history gives "
+                       "the model's out-of-sample record (and its edge flag), then the model is fit "
+                       "on all history and published to the registry (S3) and PostgreSQL.")
+    p.add_argument("symbols", nargs="*", help="symbols to train")
+    p.add_argument("--all", action="store_true", help="every symbol the market data knows")
+    p.add_argument("--kind", default="logreg", choices=["logreg", "hgb"])
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="walk-forward report of the models beside four baselines",
+                       description="Prints the metrics table (models and buy-and-hold, always-up, "
+                       "yesterday's direction, SMA 20/50 on the same out-of-sample days) and writes "
+                       "a JSON report and a PNG of equity curves and rolling accuracy.")
+    p.add_argument("symbol")
+    p.add_argument("--kind", action="append", choices=["logreg", "hgb"],
+                   help="model kind (repeatable; default both)")
+    p.add_argument("--first-test-date", default="2009-02-09",
+                   help="first out-of-sample day (default 2009-02-09)")
+    p.add_argument("--refit-every", type=int, default=21, help="trading days between refits")
+    p.add_argument("--cost-bps", type=float, default=10.0, help="cost per side, basis points")
+    p.add_argument("--out", default="reports", help="folder for the JSON and PNG (default reports/)")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

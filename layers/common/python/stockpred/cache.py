@@ -62,6 +62,12 @@ class ReadThroughCache:
         finally:
             self._unlock(client, lock, token)
 
+    def forget(self, *cache_keys: str) -> None:
+        """Drops entries whose source changed (e.g. after a CSV import); a cache outage is ignored."""
+        for cache_key in cache_keys:
+            with contextlib.suppress(redis.RedisError):
+                self.ring.client_for(cache_key).delete(cache_key)
+
     def _read(self, client: redis.Redis, cache_key: str) -> Any:
         try:
             raw = client.get(cache_key)

@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stockpred import postgres, price_store, symbols
+from stockpred.cache import ReadThroughCache
+from stockpred.cache import key as cache_key
 from stockpred.prices import Bar, Quote, SymbolInfo, quote_from_bars
+from stockpred.redis_stores import cache_ring
 
 REQUIRED = ("Date", "Open", "High", "Low", "Close", "Volume")
 SOURCE = "csv"
@@ -107,6 +110,9 @@ def import_folder(folder: Path, currency: str = "USD") -> ImportReport:
     with postgres.transaction() as cur:
         for info, bars in parsed:
             price_store.upsert(cur, info, bars)
+    cache = ReadThroughCache(cache_ring())
+    for info, _ in parsed:
+        cache.forget(cache_key("quote", info.symbol), cache_key("history", info.symbol))
     return report
 
 

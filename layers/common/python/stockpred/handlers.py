@@ -41,7 +41,9 @@ def error_response(status: int, message: str, headers: Mapping[str, str] | None 
 def install(app: Chalice, service: str) -> logging.Logger:
     """Adds JSON errors and correlation ids to every route of `app`; returns its logger."""
     log = get_logger(service)
-    app.log.disabled = True  # Chalice's own traceback logging; ours is structured below.
+    # Chalice logs a view's unexpected exception (with its traceback) on app.log: keep it, as JSON.
+    app.log.handlers = list(log.handlers)
+    app.log.propagate = False
 
     @app.middleware("http")
     def json_errors(request: Any, get_response: Callable[[Any], Response]) -> Response:
@@ -56,11 +58,7 @@ def install(app: Chalice, service: str) -> logging.Logger:
             response = error_response(500, "Internal Server Error")
         body = response.body
         if isinstance(body, dict) and set(body) == {"Code", "Message"}:
-            if response.status_code >= 500:
-                log.error("unhandled error", extra={"fields": {"path": request.path}})
-                message = "Internal Server Error"
-            else:
-                message = body["Message"]
+            message = "Internal Server Error" if response.status_code >= 500 else body["Message"]
             response = error_response(response.status_code, message, {
                 k: v for k, v in response.headers.items() if k.lower() != "content-type"})
         response.headers["X-Correlation-Id"] = correlation_id.get()

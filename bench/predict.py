@@ -1,0 +1,73 @@
+"""Benchmark: `GET /api/predict` with a warm model against the cached details call, in one run.
+
+Both go through devstack over HTTP (proxy event -> warm worker -> Chalice); the ratio is what
+matters on a noisy machine. A prediction for a known (symbol, as_of, model) is read back from
+PostgreSQL after an `INSERT ... ON CONFLICT DO NOTHING`, so the predict path measured here is:
+cached history from Redis, features on the whole history, the model's predict, two SQL
+statements. Also times training for one symbol on the full sample history (the walk-forward
+record plus the final fit), in this process.
+
+Run: .venv/bin/python -m bench.predict [--requests 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import requests
+
+from bench._timing import interleaved, p
+from devstack.services import ephemeral_stack
+
+SYMBOL = "SPX"
+BENCH_ENV = {"DEVSTACK_SCHEDULES": "off", "QUOTE_TTL_SECONDS": "3600"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=300, help="sequential calls per row")
+    args = parser.parse_args(argv)
+    with ephemeral_stack(prefix="stockpred-bench-", with_gateway=True, extra_env=BENCH_ENV,
+                         log=lambda m: print(m, file=sys.stderr)) as (_, env):
+        os.environ.update(env)
+        api = env["STOCKPRED_API_URL"]
+        session = requests.Session()
+        t0 = time.perf_counter()
+        first = session.get(f"{api}/api/predict/{SYMBOL}", timeout=300)
+        first.raise_for_status()
+        on_demand = time.perf_counter() - t0
+
+        def call(path: str):
+            def run() -> None:
+                session.get(api + path, timeout=30).raise_for_status()
+            return run
+
+        calls = {"details (cached)": call(f"/api/stocks/{SYMBOL}/details"),
+                 "predict (warm model)": call(f"/api/predict/{SYMBOL}")}
+        for run in calls.values():
+            run()
+        rows = {name: lat for name, (lat, _) in interleaved(calls, args.requests, rounds=5).items()}
+
+        from stockpred import market, signals
+
+        hist, _ = market.default().history(SYMBOL)
+        t0 = time.perf_counter()
+        meta = signals.train(SYMBOL, hist.bars, source=hist.source)
+        train_s = time.perf_counter() - t0
+
+    base = p(rows["details (cached)"], 50)
+    print(f"\n{SYMBOL}, {len(hist.bars)} daily bars; {args.requests} sequential calls per row, "
+          f"interleaved; {os.cpu_count()} CPUs")
+    print(f"{'':<24}{'p50 ms':>10}{'p99 ms':>10}{'p50 ratio':>12}")
+    for name, lat in rows.items():
+        print(f"{name:<24}{p(lat, 50):>10.2f}{p(lat, 99):>10.2f}{p(lat, 50) / base:>11.1f}x")
+    print(f"\nfirst predict (trains on demand, through devstack): {on_demand:.1f} s")
+    print(f"train one symbol in-process ({meta['kind']}, walk-forward record + final fit): "
+          f"{train_s:.1f} s, of which the record's refits are most")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Predict service: a buy/sell signal per symbol from its current model, and the stored history.
+
+A symbol with no trained model is trained on demand (logistic regression with its walk-forward
+record, a few seconds on 20 years of daily bars) unless TRAIN_ON_DEMAND=off.
+"""
+
+from __future__ import annotations
+
+import os
+
+from chalice import Chalice, Response
+
+from stockml.registry import ArtifactRejected, ModelNotFound
+from stockpred import market, signals
+from stockpred.handlers import ApiError, install, json_response, query_int, symbol_param
+from stockpred.market import History
+from stockpred.prices import ProviderUnavailable, UnknownSymbol
+
+app = Chalice(app_name="predict")
+log = install(app, "predict")
+
+NOT_AVAILABLE = "Stock data not available"
+
+
+def _history(symbol: str) -> History:
+    try:
+        return market.default().history(symbol)[0]
+    except UnknownSymbol:
+        raise ApiError(404, NOT_AVAILABLE) from None
+    except ProviderUnavailable:
+        raise ApiError(503, "Market data provider unavailable", {"Retry-After": "60"}) from None
+
+
+@app.route("/api/predict/{symbol}", methods=["GET"])
+def predict(symbol: str) -> Response:
+    symbol = symbol_param(symbol)
+    hist = _history(symbol)
+    try:
+        body = signals.predict(symbol, hist.bars, source=hist.source,
+                               train_on_demand=os.environ.get("TRAIN_ON_DEMAND", "on") != "off")
+    except signals.NotEnoughHistory as exc:
+        raise ApiError(422, f"Cannot predict {symbol}: {exc}") from None
+    except ModelNotFound:
+        raise ApiError(404, f"No model trained for {symbol}: run `stockpred train {symbol}`") from None
+    except ArtifactRejected as exc:
+        log.error("model artifact refused", extra={"fields": {"symbol": symbol, "reason": str(exc)}})
+        raise ApiError(503, f"Model artifact refused: {exc}") from None
+    return json_response(200, body)
+
+
+@app.route("/api/predictions/{symbol}", methods=["GET"])
+def predictions(symbol: str) -> Response:
+    symbol = symbol_param(symbol)
+    limit = query_int(app.current_request.query_params, "limit", 30, 1, 500)
+    hist = _history(symbol)
+    return json_response(200, {"symbol": symbol,
+                               "predictions": signals.history(symbol, hist.bars, limit)})

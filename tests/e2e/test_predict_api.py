@@ -1,0 +1,119 @@
+"""Predictions end to end: signals through devstack, stored once in PostgreSQL, outcomes filled.
+
+The SYNTH symbol is a synthetic random walk imported as CSV, so a test can add the next day's
+close and watch the stored prediction's outcome appear.
+"""
+
+import datetime as dt
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import psycopg2
+import pytest
+
+from devstack.services import REPO_ROOT
+
+pytestmark = pytest.mark.usefixtures("flush_cache")
+SPEC_FIELDS = {"symbol": str, "prediction": float, "action": str, "timestamp": str, "_id": str}
+
+
+def db_rows(stack, sql, *args):
+    conn = psycopg2.connect(stack["DATABASE_URL"])
+    with conn.cursor() as cur:
+        cur.execute(sql, args)
+        rows = cur.fetchall()
+    conn.close()
+    return rows
+
+
+def write_synth(folder, days, seed=7):
+    rng = np.random.default_rng(seed)
+    closes = 100 * np.exp(np.cumsum(rng.normal(0.0003, 0.01, 800)))
+    start = dt.date(2015, 1, 5)
+    dates = [d for d in (start + dt.timedelta(i) for i in range(1200)) if d.weekday() < 5]
+    lines = ["Date,Open,High,Low,Close,Volume"]
+    for d, c in list(zip(dates, closes, strict=False))[:days]:
+        lines.append(f"{d},{c:.4f},{c * 1.01:.4f},{c * 0.99:.4f},{c:.4f},{int(1e6)}")
+    folder.mkdir(exist_ok=True)
+    (folder / "SYNTH.csv").write_text("\n".join(lines) + "\n")
+    return dates[days - 1]
+
+
+def import_csv(folder, stack):
+    out = subprocess.run([sys.executable, "-m", "devstack.cli", "import-csv", str(folder)],
+                         env={**os.environ, **stack}, capture_output=True, text=True, cwd=REPO_ROOT)
+    assert out.returncode == 0, out.stderr
+
+
+def test_predict_answers_the_spec_shape_and_stores_one_row(gateway, stack):
+    r = gateway.get("/api/predict/SPX")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    for field, kind in SPEC_FIELDS.items():
+        assert isinstance(body[field], kind), field
+    assert body["action"] in ("buy", "sell")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", body["timestamp"])
+    assert body["as_of"] == "2018-12-31" and body["symbol"] == "SPX"
+    assert 0 <= body["probability"] <= 1 and body["confidence"] >= 0.5
+    assert body["prediction"] == pytest.approx(body["last_close"] * (1 + body["expected_return"]),
+                                               rel=1e-4)
+    record = body["record"]
+    assert isinstance(body["edge"], bool) and body["edge"] == record["edge"]
+    assert body["edge"] == (record["sharpe"] > record["buy_and_hold_sharpe"])
+    assert 0.4 < record["accuracy"] < 0.65, "an out-of-sample accuracy far from 50% means a leak"
+
+    again = gateway.get("/api/predict/spx").json()
+    assert again["_id"] == body["_id"] and again["timestamp"] == body["timestamp"]
+    rows = db_rows(stack, "SELECT id::text, action, model_version FROM predictions "
+                          "WHERE symbol = 'SPX' AND as_of = '2018-12-31'")
+    assert rows == [(body["_id"], body["action"], body["model_version"])]
+    models = db_rows(stack, "SELECT sha256, metadata->>'sklearn_version' FROM models "
+                            "WHERE version = %s", body["model_version"])
+    assert len(models) == 1 and len(models[0][0]) == 64
+
+
+def test_predict_errors(gateway):
+    assert gateway.get("/api/predict/ZZZZ").json() == {"error": "Stock data not available"}
+    assert gateway.get("/api/predict/ZZZZ").status_code == 404
+    r = gateway.get("/api/predict/B%24D")
+    assert r.status_code == 400 and r.json()["error"].startswith("Invalid symbol")
+    for bad in ("0", "501", "ten", "-1"):
+        r = gateway.get("/api/predictions/SPX", params={"limit": bad})
+        assert r.status_code == 400, bad
+
+
+def test_short_history_is_a_clear_422(gateway, stack, tmp_path):
+    folder = tmp_path / "short"
+    folder.mkdir()
+    (folder / "TINY.csv").write_text("Date,Open,High,Low,Close,Volume\n"
+                                     + "".join(f"2024-01-{d:02d},10,11,9,10,100\n"
+                                               for d in range(2, 30)))
+    import_csv(folder, stack)
+    r = gateway.get("/api/predict/TINY")
+    assert r.status_code == 422 and "need at least" in r.json()["error"]
+
+
+def test_history_fills_the_outcome_once_the_next_close_is_known(gateway, stack, tmp_path):
+    as_of = write_synth(tmp_path / "csv", 700)
+    import_csv(tmp_path / "csv", stack)
+    first = gateway.get("/api/predict/SYNTH")
+    assert first.status_code == 200, first.text
+    assert first.json()["as_of"] == as_of.isoformat()
+    listed = gateway.get("/api/predictions/SYNTH").json()["predictions"]
+    assert [p["_id"] for p in listed] == [first.json()["_id"]] and listed[0]["outcome"] is None
+
+    next_day = write_synth(tmp_path / "csv", 701)
+    import_csv(tmp_path / "csv", stack)
+    second = gateway.get("/api/predict/SYNTH").json()
+    assert second["as_of"] == next_day.isoformat() and second["_id"] != first.json()["_id"]
+    listed = gateway.get("/api/predictions/SYNTH", params={"limit": 10}).json()["predictions"]
+    assert [p["as_of"] for p in listed] == [next_day.isoformat(), as_of.isoformat()]
+    outcome = listed[1]["outcome"]
+    realised = outcome["close"] / first.json()["last_close"] - 1
+    assert outcome["date"] == next_day.isoformat()
+    assert outcome["return"] == pytest.approx(realised, abs=1e-6)
+    assert outcome["correct"] == ((realised > 0) == (first.json()["action"] == "buy"))
+    assert listed[0]["outcome"] is None

@@ -1,0 +1,72 @@
+"""`stockpred train` / `evaluate`, the scheduled retrain function, and models kept across restarts."""
+
+import json
+import os
+import subprocess
+import sys
+
+import boto3
+import psycopg2
+
+from devstack.services import REPO_ROOT
+from localstack.provision import BUCKETS, provision, snapshot
+
+
+def cli(stack, *args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "devstack.cli", *args], env={**os.environ, **stack},
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=timeout)
+
+
+def test_evaluate_prints_model_beside_the_four_baselines_and_writes_files(stack, tmp_path):
+    out = cli(stack, "evaluate", "ixic", "--kind", "logreg", "--first-test-date", "2016-01-04",
+              "--refit-every", "63", "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    for row in ("logreg", "buy_and_hold", "always_up", "yesterday", "sma_20_50"):
+        assert f"\n{row} " in out.stdout
+    report = json.loads((tmp_path / "evaluate-IXIC.json").read_text())
+    assert report["out_of_sample"]["start"] >= "2016-01-04"
+    assert set(report["baselines"]) == {"buy_and_hold", "always_up", "yesterday", "sma_20_50"}
+    assert (tmp_path / "evaluate-IXIC.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_publishes_a_model_with_its_record(stack):
+    out = cli(stack, "train", "SPX")
+    assert out.returncode == 0, out.stderr
+    assert "SPX: model " in out.stdout and "edge=" in out.stdout
+    version = out.stdout.split("model ")[1].split()[0]
+    conn = psycopg2.connect(stack["DATABASE_URL"])
+    with conn.cursor() as cur:
+        cur.execute("SELECT metadata FROM models WHERE version = %s", (version,))
+        meta = cur.fetchone()[0]
+    conn.close()
+    for field in ("symbol", "version", "trained_at", "training_window", "features", "params",
+                  "metrics", "sklearn_version", "sha256"):
+        assert field in meta, field
+    assert cli(stack, "train", "--help").returncode == 0
+    bad = cli(stack, "train", "NOPE$")
+    assert bad.returncode == 2 and "error" in bad.stderr
+
+
+def test_scheduled_retrain_trains_what_it_can_and_says_why_not_the_rest(gateway):
+    client = boto3.client("lambda", endpoint_url=gateway.url, region_name="us-east-1",
+                          aws_access_key_id="test", aws_secret_access_key="test")
+    from devstack.events import scheduled_event
+
+    out = client.invoke(FunctionName="RetrainFunction", Payload=json.dumps(scheduled_event("AfterClose")))
+    assert "FunctionError" not in out
+    result = json.loads(out["Payload"].read())
+    assert {"SPX", "IXIC"} <= set(result["trained"])
+    assert all("NotEnoughHistory" in why for why in result["skipped"].values())
+
+
+def test_model_bucket_survives_a_restart_through_its_snapshot(stack, tmp_path):
+    endpoint = stack["AWS_ENDPOINT_URL"]
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    provision(endpoint)
+    bucket = BUCKETS[0]
+    s3.put_object(Bucket=bucket, Key="models/TEST/v1/model.joblib", Body=b"artifact")
+    assert snapshot(endpoint, tmp_path)[bucket] >= 1
+    s3.delete_object(Bucket=bucket, Key="models/TEST/v1/model.joblib")
+    restored = provision(endpoint, tmp_path)
+    assert restored[bucket] >= 1
+    assert s3.get_object(Bucket=bucket, Key="models/TEST/v1/model.joblib")["Body"].read() == b"artifact"

@@ -1,0 +1,227 @@
+"""stockml.evaluation: splits never leak, the leak detector fires, metrics are right on known answers."""
+
+import functools
+import itertools
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from stockml.evaluation import (
+    BASELINES,
+    METRIC_KEYS,
+    baselines,
+    evaluate_with_frames,
+    format_table,
+    metrics,
+    plot_report,
+    strategy_metrics,
+    walk_forward,
+    walk_forward_splits,
+)
+from stockml.features import build_features, frame_from_bars
+from stockpred.sample_data import available, load_series
+from tests.unit.test_stockml_features import changed_after
+
+needs_sample = pytest.mark.skipif(not available(), reason="sample data (arch package) not installed")
+
+FIRST_TEST = "2015-01-02"
+
+
+@functools.cache
+def spx() -> pd.DataFrame:
+    return frame_from_bars(load_series("SPX")).loc["2011":"2016"]
+
+
+@functools.cache
+def honest_and_leaky() -> tuple[pd.DataFrame, pd.DataFrame]:
+    kw = {"first_test_date": FIRST_TEST, "refit_every": 63}
+    return walk_forward(spx(), "logreg", **kw), walk_forward(spx(), "logreg", leak_shift=1, **kw)
+
+
+# --- splits ---------------------------------------------------------------------------------------
+
+DATES = pd.bdate_range("2010-01-01", periods=700)
+
+
+@pytest.mark.parametrize("window,rolling_days", [("expanding", None), ("rolling", 250), ("rolling", None)])
+@pytest.mark.parametrize("refit_every", [1, 21, 63])
+@pytest.mark.parametrize("gap", [1, 5])
+def test_splits_are_time_ordered_gapped_and_cover_the_test_period(window, rolling_days, refit_every, gap):
+    first_test = DATES[400]
+    splits = walk_forward_splits(DATES, first_test_date=first_test, refit_every=refit_every, gap=gap,
+                                 window=window, rolling_days=rolling_days)
+    assert splits[0].test_start == 400 and splits[-1].test_end == len(DATES)
+    for before, after in itertools.pairwise(splits):
+        assert before.test_end == after.test_start
+    for s in splits:
+        test_dates, train_dates = DATES[s.test], DATES[s.train]
+        assert 0 < len(test_dates) <= refit_every
+        assert len(train_dates) > 0
+        assert train_dates.max() < test_dates.min()
+        assert s.test_start - (s.train_end - 1) >= gap
+        if window == "expanding":
+            assert s.train_start == 0
+        else:
+            assert s.train_end - s.train_start <= (rolling_days or 1260)
+
+
+def test_expanding_training_windows_grow_and_rolling_ones_slide():
+    kw = {"first_test_date": DATES[400], "refit_every": 50}
+    expanding = walk_forward_splits(DATES, **kw)
+    rolling = walk_forward_splits(DATES, window="rolling", rolling_days=300, **kw)
+    assert [s.train_end - s.train_start for s in expanding] == sorted(s.train_end for s in expanding)
+    assert all(s.train_end - s.train_start == 300 for s in rolling)
+    assert [s.train_start for s in rolling] == sorted({s.train_start for s in rolling})
+
+
+def test_splits_refuse_unsafe_or_impossible_settings():
+    with pytest.raises(ValueError):
+        walk_forward_splits(DATES, first_test_date=DATES[100], gap=0)
+    with pytest.raises(ValueError):
+        walk_forward_splits(DATES, first_test_date=DATES[0])
+    with pytest.raises(ValueError):
+        walk_forward_splits(DATES, first_test_date="2030-01-01")
+    with pytest.raises(ValueError):
+        walk_forward_splits(DATES[::-1], first_test_date=DATES[100])
+
+
+# --- look-ahead and leak detection ---------------------------------------------------------------
+
+@needs_sample
+@pytest.mark.parametrize("kind", ["logreg", "hgb"])
+def test_walk_forward_predictions_up_to_t_ignore_every_later_bar(kind):
+    t = "2015-09-15"
+    kw = {"first_test_date": FIRST_TEST, "refit_every": 63}
+    original = walk_forward(spx(), kind, **kw).loc[:t]
+    changed = walk_forward(changed_after(spx(), t), kind, **kw).loc[:t]
+    cols = ["prob_up", "expected_return", "action"]
+    pd.testing.assert_frame_equal(original[cols], changed[cols], check_exact=True)
+    assert len(original) > 100
+
+
+@needs_sample
+def test_leak_detector_a_one_day_leak_inflates_accuracy():
+    honest, leaky = honest_and_leaky()
+    acc_honest = metrics(honest)["accuracy"]
+    acc_leaky = metrics(leaky)["accuracy"]
+    assert acc_honest < 0.6
+    assert acc_leaky > acc_honest + 0.15
+
+
+@needs_sample
+def test_honest_pipeline_features_use_only_data_cut_at_t():
+    df = spx()
+    honest, _ = honest_and_leaky()
+    full = build_features(df)
+    for t in honest.index[::40]:
+        np.testing.assert_allclose(full.loc[t].to_numpy(), build_features(df.loc[:t]).loc[t].to_numpy(),
+                                   rtol=1e-12, atol=0)
+
+
+@needs_sample
+def test_oos_rows_carry_the_realised_next_day_outcome():
+    honest, _ = honest_and_leaky()
+    close = spx()["close"]
+    nxt = close.shift(-1) / close - 1
+    np.testing.assert_allclose(honest["realised_return"], nxt.loc[honest.index])
+    assert ((honest["direction"] == 1) == (honest["realised_return"] > 0)).all()
+    assert set(honest["action"]) <= {"buy", "sell"}
+    assert honest.index[0] >= pd.Timestamp(FIRST_TEST)
+
+
+# --- metrics on known answers -------------------------------------------------------------------
+
+def oos_frame(realised: np.ndarray, prob_up: np.ndarray, expected: np.ndarray | None = None) -> pd.DataFrame:
+    index = pd.bdate_range("2020-01-01", periods=len(realised), name="date")
+    return pd.DataFrame({
+        "prob_up": prob_up,
+        "expected_return": realised if expected is None else expected,
+        "action": np.where(prob_up > 0.5, "buy", "sell"),
+        "realised_return": realised,
+        "direction": (realised > 0).astype(int),
+    }, index=index)
+
+
+def test_a_perfect_predictor_scores_perfectly():
+    realised = np.random.default_rng(1).normal(0.0005, 0.01, 500)
+    m = metrics(oos_frame(realised, np.where(realised > 0, 0.99, 0.01)), cost_bps=0)
+    assert m["accuracy"] == 1.0 and m["balanced_accuracy"] == 1.0
+    assert m["brier"] == pytest.approx(0.0001)
+    assert m["ic_mean"] == pytest.approx(1.0)
+    assert m["max_drawdown"] == 0.0
+    assert m["sharpe"] > 10
+    assert set(METRIC_KEYS) <= set(m)
+
+
+def test_a_coin_flip_is_near_chance_with_uninformative_ic():
+    rng = np.random.default_rng(2)
+    realised = rng.normal(0, 0.01, 2000)
+    m = metrics(oos_frame(realised, rng.uniform(0.3, 0.7, 2000), rng.normal(size=2000)))
+    assert abs(m["accuracy"] - 0.5) < 0.05
+    assert abs(m["ic_mean"]) < 0.05
+    assert m["brier"] > 0.25
+
+
+def flat_bars(close: np.ndarray, index: pd.DatetimeIndex) -> pd.DataFrame:
+    return pd.DataFrame({"open": close, "high": close, "low": close, "close": close, "volume": 1e6},
+                        index=index)
+
+
+def test_constant_up_series_buy_and_hold_has_no_drawdown():
+    index = pd.bdate_range("2020-01-01", periods=300, name="date")
+    close = 100 * 1.002 ** np.arange(300)
+    df = flat_bars(close, index)
+    base = baselines(df, index[60:-1])
+    assert set(base) == set(BASELINES)
+    assert base["buy_and_hold"]["max_drawdown"] == pytest.approx(0.0, abs=1e-12)
+    days = 239
+    growth = (1.002 - 0.001) * 1.002 ** (days - 1)
+    assert base["buy_and_hold"]["days"] == days
+    assert base["buy_and_hold"]["annual_return"] == pytest.approx(growth ** (252 / days) - 1, rel=1e-9)
+    assert base["always_up"]["accuracy"] == 1.0
+    assert base["sma_20_50"]["exposure"] == 1.0 and base["sma_20_50"]["turnover"] < 2
+    assert base["buy_and_hold"]["accuracy"] is None
+
+
+def test_yesterday_baseline_follows_yesterdays_sign():
+    index = pd.bdate_range("2020-01-01", periods=200, name="date")
+    close = 100 * np.cumprod(np.where(np.arange(200) % 2 == 0, 1.01, 1 / 1.01))
+    df = flat_bars(close, index)
+    base = baselines(df, index[60:-1])
+    assert base["yesterday"]["accuracy"] == 0.0
+    assert base["yesterday"]["turnover"] == pytest.approx(252, rel=0.01)
+
+
+def test_costs_take_about_two_costs_per_round_trip():
+    position = pd.Series([1.0, 0.0] * 50)
+    flat_market = pd.Series(0.0, index=position.index)
+    m = strategy_metrics(position, flat_market, cost_bps=10)
+    assert m["total_return"] == pytest.approx(0.999 ** 100 - 1)
+    assert m["total_return"] == pytest.approx(-50 * 2 * 0.001, rel=0.06)
+    assert m["turnover"] == pytest.approx(252)
+
+    realised = pd.Series(np.random.default_rng(3).normal(0.0005, 0.01, 100))
+    gross = strategy_metrics(position, realised, cost_bps=0)["total_return"]
+    net = strategy_metrics(position, realised, cost_bps=10)["total_return"]
+    assert np.log1p(gross) - np.log1p(net) == pytest.approx(100 * 0.001, rel=0.01)
+
+
+# --- report -------------------------------------------------------------------------------------
+
+@needs_sample
+def test_evaluate_report_is_json_and_renders(tmp_path):
+    report, frames = evaluate_with_frames(spx(), symbol="SPX", kinds=("logreg",), first_test_date=FIRST_TEST,
+                                          refit_every=63)
+    json.dumps(report, allow_nan=False)
+    assert report["out_of_sample"]["start"] >= FIRST_TEST
+    assert report["out_of_sample"]["days"] == len(frames["logreg"])
+    assert set(report["baselines"]) == set(BASELINES)
+    assert report["edge"]["logreg"] is (report["models"]["logreg"]["sharpe"]
+                                        > report["baselines"]["buy_and_hold"]["sharpe"])
+    table = format_table(report)
+    for name in ("logreg", *BASELINES):
+        assert name in table
+    png = plot_report(report, frames, tmp_path / "report.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
