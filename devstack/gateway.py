@@ -208,11 +208,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     template = Template.load(args.template)
-    pool = WorkerPool(args.workers, base_env={k: v for k, v in os.environ.items()
-                                              if k.startswith(("STOCKPRED_", "DATABASE_URL",
-                                                               "REDIS_URL", "CACHE_REDIS_URLS",
-                                                               "MONGO_URL", "AWS_",
-                                                               "ALPHAVANTAGE_", "MARKET_"))})
+    # The local environment wins over the template's plain values, as `sam local --env-vars` does.
+    pool = WorkerPool(args.workers, base_env=dict(os.environ))
     web.run_app(build_app(template, pool, schedules=not args.no_schedules),
                 host=args.host, port=args.port, print=None, access_log=None)
 

@@ -206,8 +206,20 @@ class Stack:
             "AWS_ACCESS_KEY_ID": "test",
             "AWS_SECRET_ACCESS_KEY": "test",
             "STOCKPRED_API_URL": gateway,
+            "JWT_SECRET": self.environ.get("JWT_SECRET") or self.jwt_secret(),
         }
         return env
+
+    def jwt_secret(self) -> str:
+        """The local token-signing secret: made once, kept in the stack's folder (never committed)."""
+        path = self.path("jwt-secret")
+        if not path.exists():
+            import secrets
+
+            self.root.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_hex(32))
+        return path.read_text().strip()
 
     # ---- the services -------------------------------------------------------------------
     def services(self) -> list[Service]:

@@ -1,0 +1,132 @@
+"""Users service: register, login, profile, password, logout, and the paper portfolio."""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+from chalice import Chalice, Response
+
+from stockpred import auth, portfolio
+from stockpred.handlers import ApiError, install, json_response
+from stockpred.users import (
+    InvalidCredentials,
+    TooManyAttempts,
+    UserExists,
+    UserNotFound,
+    Users,
+    ValidationError,
+)
+
+app = Chalice(app_name="users")
+log = install(app, "users")
+
+MAX_BODY_BYTES = 64 * 1024
+# Bodies are read as JSON whatever the Content-Type says (curl -d sends form-urlencoded).
+ANY_BODY = ["*/*"]
+INVALID_TOKEN = "Invalid or missing token"
+
+
+@functools.cache
+def users() -> Users:
+    return Users()
+
+
+def _body() -> Any:
+    raw = app.current_request.raw_body or b""
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiError(413, "Request body too large (64 KiB at most)")
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        raise ApiError(400, "Invalid input data") from None
+
+
+def _claims() -> dict[str, Any]:
+    try:
+        return auth.verify(auth.bearer(app.current_request.headers))
+    except auth.InvalidToken:
+        raise ApiError(401, INVALID_TOKEN, {"WWW-Authenticate": "Bearer"}) from None
+
+
+def _invalid(exc: ValidationError) -> Response:
+    return json_response(400, {"error": "Invalid input data", "fields": exc.fields})
+
+
+@app.route("/api/users/register", methods=["POST"], content_types=ANY_BODY)
+def register() -> Response:
+    try:
+        user_id = users().register(_body())
+    except ValidationError as exc:
+        return _invalid(exc)
+    except UserExists:
+        raise ApiError(409, "User already exists") from None
+    return json_response(201, {"message": "User registered successfully", "user_id": user_id})
+
+
+@app.route("/api/users/login", methods=["POST"], content_types=ANY_BODY)
+def login() -> Response:
+    client = app.current_request.context.get("identity", {}).get("sourceIp", "unknown")
+    try:
+        token = users().login(_body(), client)
+    except ValidationError as exc:
+        return _invalid(exc)
+    except TooManyAttempts as exc:
+        raise ApiError(429, "Too many failed logins, try again later",
+                       {"Retry-After": str(exc.retry_after_s)}) from None
+    except InvalidCredentials:
+        raise ApiError(401, "Invalid credentials") from None
+    return json_response(200, {"message": "Login successful", "token": token,
+                               "expires_in": auth.ttl_seconds()})
+
+
+@app.route("/api/users/profile", methods=["GET"])
+def profile() -> Response:
+    claims = _claims()
+    try:
+        p = users().profile(claims["sub"])
+    except UserNotFound:
+        raise ApiError(401, INVALID_TOKEN) from None
+    return json_response(200, {"user_id": p.user_id, "name": p.name, "email": p.email})
+
+
+@app.route("/api/users/profile/update", methods=["POST"], content_types=ANY_BODY)
+def update_profile() -> Response:
+    claims = _claims()
+    try:
+        users().update_profile(claims["sub"], _body())
+    except ValidationError as exc:
+        return _invalid(exc)
+    except UserExists:
+        raise ApiError(409, "Email already in use") from None
+    except UserNotFound:
+        raise ApiError(401, INVALID_TOKEN) from None
+    return json_response(200, {"message": "Profile updated successfully"})
+
+
+@app.route("/api/users/password", methods=["POST"], content_types=ANY_BODY)
+def change_password() -> Response:
+    claims = _claims()
+    try:
+        users().change_password(claims["sub"], _body())
+    except ValidationError as exc:
+        return _invalid(exc)
+    except InvalidCredentials:
+        raise ApiError(403, "Current password is incorrect") from None
+    except UserNotFound:
+        raise ApiError(401, INVALID_TOKEN) from None
+    return json_response(200, {"message": "Password changed; sign in again with the new password"})
+
+
+@app.route("/api/users/logout", methods=["POST"], content_types=ANY_BODY)
+def logout() -> Response:
+    claims = _claims()
+    auth.revoke(claims)
+    return json_response(200, {"message": "Logged out"})
+
+
+@app.route("/api/users/portfolio", methods=["GET"])
+def get_portfolio() -> Response:
+    claims = _claims()
+    return json_response(200, portfolio.portfolio(claims["sub"]))

@@ -1,0 +1,204 @@
+"""Paper-trading accounts as append-only entries, race-free on MongoDB and FerretDB alike.
+
+An account is the ordered list of its entries in `account_entries`, each with the `_id`
+`<account>:<seq>`. To change an account a writer reads its state at the last seq, checks the
+change against it (enough cash, enough shares), and inserts the entry at seq + 1. When two
+writers race for the same seq, the unique `_id` lets exactly one insert; the other re-reads and
+tries again. FerretDB v1 does not make conditional updates atomic, so nothing here relies on
+one: the only write is an insert, and the database's unique key decides every race.
+
+Money is integer cents, shares are whole numbers. State is derived from the entries; snapshots
+in `account_snapshots` only save re-reading them (any snapshot is correct for its seq).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pymongo.errors
+from pymongo.database import Database
+
+from stockpred import mongo
+
+
+class AccountError(Exception):
+    """The change is not possible with this account's state (message says why)."""
+
+
+class InsufficientFunds(AccountError):
+    pass
+
+
+class InsufficientShares(AccountError):
+    pass
+
+
+class Contention(AccountError):
+    """Could not append within the deadline because other writers kept winning."""
+
+
+def starting_cash_cents() -> int:
+    return int(os.environ.get("STARTING_CASH_CENTS", "10000000"))
+
+
+@dataclass
+class Holding:
+    shares: int = 0
+    cost_cents: int = 0
+
+    @property
+    def average_cost_cents(self) -> float:
+        return self.cost_cents / self.shares if self.shares else 0.0
+
+
+@dataclass
+class AccountState:
+    account: str
+    seq: int = -1
+    cash_cents: int = 0
+    reserved_cash_cents: int = 0
+    realised_pnl_cents: int = 0
+    holdings: dict[str, Holding] = field(default_factory=dict)
+    reserved_shares: dict[str, int] = field(default_factory=dict)
+    applied_refs: set[str] = field(default_factory=set)
+
+    @property
+    def opened(self) -> bool:
+        return self.seq >= 0
+
+    @property
+    def available_cash_cents(self) -> int:
+        return self.cash_cents - self.reserved_cash_cents
+
+    def available_shares(self, symbol: str) -> int:
+        return self.holdings.get(symbol, Holding()).shares - self.reserved_shares.get(symbol, 0)
+
+    def apply(self, entry: dict[str, Any]) -> None:
+        self.seq = entry["seq"]
+        self.cash_cents += entry.get("cash_cents", 0)
+        self.reserved_cash_cents += entry.get("reserve_cash_cents", 0)
+        self.realised_pnl_cents += entry.get("realised_pnl_cents", 0)
+        symbol = entry.get("symbol")
+        if symbol:
+            h = self.holdings.setdefault(symbol, Holding())
+            h.shares += entry.get("shares", 0)
+            h.cost_cents += entry.get("cost_cents", 0)
+            if h.shares == 0 and h.cost_cents == 0:
+                del self.holdings[symbol]
+            reserved = self.reserved_shares.get(symbol, 0) + entry.get("reserve_shares", 0)
+            if reserved:
+                self.reserved_shares[symbol] = reserved
+            else:
+                self.reserved_shares.pop(symbol, None)
+        if entry.get("ref"):
+            self.applied_refs.add(f"{entry['kind']}:{entry['ref']}")
+
+    def to_snapshot(self) -> dict[str, Any]:
+        return {
+            "_id": self.account, "seq": self.seq, "cash_cents": self.cash_cents,
+            "reserved_cash_cents": self.reserved_cash_cents,
+            "realised_pnl_cents": self.realised_pnl_cents,
+            "holdings": {s: [h.shares, h.cost_cents] for s, h in self.holdings.items()},
+            "reserved_shares": self.reserved_shares, "applied_refs": sorted(self.applied_refs),
+        }
+
+    @classmethod
+    def from_snapshot(cls, doc: dict[str, Any]) -> AccountState:
+        return cls(account=doc["_id"], seq=doc["seq"], cash_cents=doc["cash_cents"],
+                   reserved_cash_cents=doc["reserved_cash_cents"],
+                   realised_pnl_cents=doc["realised_pnl_cents"],
+                   holdings={s: Holding(a, b) for s, (a, b) in doc["holdings"].items()},
+                   reserved_shares=dict(doc["reserved_shares"]),
+                   applied_refs=set(doc["applied_refs"]))
+
+
+def entry_id(account: str, seq: int) -> str:
+    return f"{account}:{seq:012d}"
+
+
+class Accounts:
+    SNAPSHOT_EVERY = 20
+
+    def __init__(self, database: Database | None = None, deadline_s: float = 15.0) -> None:
+        self.db = database if database is not None else mongo.db()
+        self.deadline_s = deadline_s
+
+    def state(self, account: str) -> AccountState:
+        snap = self.db.account_snapshots.find_one({"_id": account})
+        state = AccountState.from_snapshot(snap) if snap else AccountState(account)
+        for entry in self.db.account_entries.find(
+                {"account": account, "seq": {"$gt": state.seq}}).sort("seq", 1):
+            if entry["seq"] != state.seq + 1:
+                break
+            state.apply(entry)
+        return state
+
+    def append(self, account: str, plan: Callable[[AccountState], dict[str, Any] | None]) -> AccountState:
+        """Appends the entry `plan` makes from the current state; retries when another writer won.
+
+        `plan` raises AccountError to refuse, or returns None when nothing is to be done (an
+        idempotent retry found its entry already applied). Returns the state after the entry.
+        """
+        deadline = time.monotonic() + self.deadline_s
+        delay = 0.002
+        while True:
+            state = self.state(account)
+            entry = plan(state)
+            if entry is None:
+                return state
+            seq = state.seq + 1
+            doc = {**entry, "_id": entry_id(account, seq), "account": account, "seq": seq,
+                   "at": dt.datetime.now(dt.UTC)}
+            try:
+                self.db.account_entries.insert_one(doc)
+            except pymongo.errors.DuplicateKeyError:
+                if time.monotonic() > deadline:
+                    raise Contention(f"account {account} is too busy, try again") from None
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 0.1)
+                continue
+            state.apply(doc)
+            if seq % self.SNAPSHOT_EVERY == 0:
+                self._snapshot(state)
+            return state
+
+    def _snapshot(self, state: AccountState) -> None:
+        with contextlib.suppress(pymongo.errors.PyMongoError):
+            self.db.account_snapshots.replace_one({"_id": state.account}, state.to_snapshot(),
+                                                  upsert=True)
+
+    def open(self, account: str, cash_cents: int | None = None) -> AccountState:
+        """Opens the account with its starting cash; opening twice changes nothing."""
+        cash = starting_cash_cents() if cash_cents is None else cash_cents
+
+        def plan(state: AccountState) -> dict[str, Any] | None:
+            if state.opened:
+                return None
+            return {"kind": "open", "cash_cents": cash}
+
+        return self.append(account, plan)
+
+    def debit(self, account: str, cents: int, ref: str | None = None) -> AccountState:
+        """Takes cash out, never below zero; InsufficientFunds otherwise."""
+        if cents <= 0:
+            raise ValueError("a debit is a positive number of cents")
+
+        def plan(state: AccountState) -> dict[str, Any] | None:
+            if ref and f"debit:{ref}" in state.applied_refs:
+                return None
+            if not state.opened:
+                raise AccountError(f"account {account} is not open")
+            if state.available_cash_cents < cents:
+                raise InsufficientFunds(
+                    f"insufficient cash: {cents / 100:.2f} needed, "
+                    f"{state.available_cash_cents / 100:.2f} available")
+            return {"kind": "debit", "cash_cents": -cents, "ref": ref}
+
+        return self.append(account, plan)
