@@ -206,13 +206,14 @@ class Stack:
             "AWS_ACCESS_KEY_ID": "test",
             "AWS_SECRET_ACCESS_KEY": "test",
             "STOCKPRED_API_URL": gateway,
-            "JWT_SECRET": self.environ.get("JWT_SECRET") or self.jwt_secret(),
+            "JWT_SECRET": self.environ.get("JWT_SECRET") or self.secret("jwt-secret"),
+            "SERVICE_TOKEN": self.environ.get("SERVICE_TOKEN") or self.secret("service-token"),
         }
         return env
 
-    def jwt_secret(self) -> str:
-        """The local token-signing secret: made once, kept in the stack's folder (never committed)."""
-        path = self.path("jwt-secret")
+    def secret(self, name: str) -> str:
+        """A local secret (token signing, service token): made once, kept in the stack's folder."""
+        path = self.path(name)
         if not path.exists():
             import secrets
 
@@ -360,7 +361,8 @@ class Stack:
         def after_start() -> None:
             import requests
 
-            from localstack.provision import provision
+            from devstack.template import Template
+            from localstack.provision import provision, provision_state_machines
 
             # Step Functions executes definitions (its Lambda tasks reach devstack, see MOTO_PORT).
             requests.post(
@@ -369,6 +371,7 @@ class Stack:
                 timeout=5,
             ).raise_for_status()
             restored = provision(endpoint, snapshots)
+            provision_state_machines(endpoint, Template.load(REPO_ROOT / "template.yaml"))
             if any(restored.values()):
                 self.log(f"  s3 restored from {snapshots}: {restored}")
 

@@ -1,15 +1,21 @@
 """Creates the AWS resources the local stack needs, and keeps S3 across restarts.
 
 Works against any endpoint speaking the AWS APIs on :4566 (moto server or LocalStack).
-moto keeps everything in memory, so `stockpred down` snapshots the project's buckets into
-`.local/s3/` and `stockpred up` puts them back: models survive `make stop` / `make run`.
+- Buckets. moto keeps everything in memory, so `stockpred down` snapshots the project's buckets
+  into `.local/data/s3/` and `stockpred up` puts them back: models survive a restart.
+- State machines: every `AWS::Serverless::StateMachine` of template.yaml, its definition file
+  with `DefinitionSubstitutions` filled in (a function's `!GetAtt X.Arn` becomes the local ARN
+  of X, which devstack's Lambda Invoke API serves), named by its logical id.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import boto3
+
+from devstack.template import LOCAL_ACCOUNT, LOCAL_REGION, Template
 
 BUCKETS = ("stockpred-models",)
 
@@ -17,6 +23,43 @@ BUCKETS = ("stockpred-models",)
 def _s3(endpoint: str):
     return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                         aws_access_key_id="test", aws_secret_access_key="test")
+
+
+def state_machine_definitions(template: Template) -> dict[str, str]:
+    """Logical id -> definition JSON with its substitutions resolved to local ARNs."""
+    out = {}
+    for lid, res in template.raw.get("Resources", {}).items():
+        if res.get("Type") != "AWS::Serverless::StateMachine":
+            continue
+        props = res["Properties"]
+        text = (template.path.parent / props["DefinitionUri"]).read_text()
+        for name, value in (props.get("DefinitionSubstitutions") or {}).items():
+            if isinstance(value, dict) and "Fn::GetAtt" in value:
+                target, attr = value["Fn::GetAtt"]
+                if attr != "Arn" or target not in template.functions:
+                    raise ValueError(f"{lid}: cannot resolve substitution {name} locally")
+                value = template.functions[target].arn
+            text = text.replace("${" + name + "}", str(value))
+        json.loads(text)
+        out[lid] = text
+    return out
+
+
+def provision_state_machines(endpoint: str, template: Template) -> list[str]:
+    sfn = boto3.client("stepfunctions", endpoint_url=endpoint, region_name=LOCAL_REGION,
+                       aws_access_key_id="test", aws_secret_access_key="test")
+    existing = {m["name"]: m["stateMachineArn"]
+                for m in sfn.list_state_machines().get("stateMachines", [])}
+    role = f"arn:aws:iam::{LOCAL_ACCOUNT}:role/stockpred-local-states"
+    arns = []
+    for name, definition in state_machine_definitions(template).items():
+        if name in existing:
+            sfn.update_state_machine(stateMachineArn=existing[name], definition=definition)
+            arns.append(existing[name])
+        else:
+            arns.append(sfn.create_state_machine(name=name, definition=definition, roleArn=role,
+                                                 type="STANDARD")["stateMachineArn"])
+    return arns
 
 
 def provision(endpoint: str, snapshot_dir: Path | None = None) -> dict[str, int]:

@@ -8,8 +8,9 @@ from typing import Any
 
 from chalice import Chalice, Response
 
-from stockpred import auth, portfolio
+from stockpred import auth, portfolio, symbols, trading
 from stockpred.handlers import ApiError, install, json_response
+from stockpred.money import money
 from stockpred.users import (
     InvalidCredentials,
     TooManyAttempts,
@@ -130,3 +131,64 @@ def logout() -> Response:
 def get_portfolio() -> Response:
     claims = _claims()
     return json_response(200, portfolio.portfolio(claims["sub"]))
+
+
+# ---- trading: buy and sell run the trade state machine and wait for its end --------------------
+TRADE_ERRORS = {"buy": "An error occurred processing the buy request",
+                "sell": "An error occurred processing the sell request"}
+TRADE_DONE = {"buy": "Stock bought successfully", "sell": "Stock sold successfully"}
+REFUSALS = {"InsufficientFunds", "InsufficientShares", "UnknownSymbol"}
+
+
+def _trade(side: str) -> Response:
+    claims = _claims()
+    body = _body()
+    if not isinstance(body, dict):
+        raise ApiError(400, "Invalid input data")
+    errors = {}
+    user_id = body.get("user_id")
+    if not isinstance(user_id, str) or not user_id:
+        errors["user_id"] = "required, as a string"
+    try:
+        symbol = symbols.normalise(body.get("symbol"))
+    except symbols.InvalidSymbol as exc:
+        errors["symbol"] = str(exc)
+    quantity = body.get("quantity")
+    if isinstance(quantity, bool) or not isinstance(quantity, int) or not (
+            1 <= quantity <= trading.MAX_QUANTITY):
+        errors["quantity"] = f"a whole number from 1 to {trading.MAX_QUANTITY}"
+    if errors:
+        return json_response(400, {"error": "Invalid input data", "fields": errors})
+    if user_id != claims["sub"]:
+        raise ApiError(403, "You can only trade for your own account")
+    key = app.current_request.headers.get("idempotency-key")
+    if key is not None and not 1 <= len(key) <= 255:
+        return json_response(400, {"error": "Invalid input data",
+                                   "fields": {"Idempotency-Key": "1 to 255 characters"}})
+    try:
+        result = trading.execute(user_id, symbol, side, quantity, key)
+    except trading.IdempotencyConflict:
+        raise ApiError(422, "Idempotency-Key was already used for a different request") from None
+    if result.status == "committed":
+        return json_response(200, {"message": TRADE_DONE[side], "transaction_id": result.transaction_id,
+                                   "price": money(result.price_cents) if result.price_cents else None})
+    if result.status == "aborted" and result.error_type in REFUSALS:
+        message = ("Stock data not available" if result.error_type == "UnknownSymbol"
+                   else result.message or "Insufficient funds")
+        message = message[:1].upper() + message[1:]
+        return json_response(400, {"error": message, "transaction_id": result.transaction_id})
+    log.error("trade did not complete", extra={"fields": {
+        "transaction_id": result.transaction_id, "status": result.status,
+        "error_type": result.error_type, "detail": (result.message or "")[:500]}})
+    return json_response(500, {"error": TRADE_ERRORS[side], "transaction_id": result.transaction_id,
+                               "status": result.status})
+
+
+@app.route("/api/users/buy", methods=["POST"], content_types=ANY_BODY)
+def buy() -> Response:
+    return _trade("buy")
+
+
+@app.route("/api/users/sell", methods=["POST"], content_types=ANY_BODY)
+def sell() -> Response:
+    return _trade("sell")

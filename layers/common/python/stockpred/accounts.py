@@ -202,3 +202,79 @@ class Accounts:
             return {"kind": "debit", "cash_cents": -cents, "ref": ref}
 
         return self.append(account, plan)
+
+    # ---- the trade saga's participant steps (idempotent by transaction id) ---------------------
+    def reserve(self, account: str, txid: str, side: str, symbol: str, quantity: int,
+                amount_cents: int, cost_cents: int = 0) -> AccountState:
+        """Prepare: holds the cash of a buy or the shares of a sell, so nothing else spends them."""
+
+        def plan(state: AccountState) -> dict[str, Any] | None:
+            if f"reserve:{txid}" in state.applied_refs:
+                return None
+            if f"release:{txid}" in state.applied_refs:
+                raise AccountError(f"trade {txid} was already aborted")
+            if not state.opened:
+                raise AccountError(f"account {account} is not open")
+            entry = {"kind": "reserve", "ref": txid, "side": side, "symbol": symbol,
+                     "quantity": quantity, "amount_cents": amount_cents, "trade_cost_cents": cost_cents}
+            if side == "buy":
+                if state.available_cash_cents < amount_cents:
+                    raise InsufficientFunds(
+                        f"insufficient cash: {amount_cents / 100:.2f} needed, "
+                        f"{state.available_cash_cents / 100:.2f} available")
+                entry["reserve_cash_cents"] = amount_cents
+            else:
+                if state.available_shares(symbol) < quantity:
+                    raise InsufficientShares(
+                        f"insufficient shares of {symbol}: {quantity} to sell, "
+                        f"{state.available_shares(symbol)} available")
+                entry["reserve_shares"] = quantity
+            return entry
+
+        return self.append(account, plan)
+
+    def _reservation(self, account: str, txid: str) -> dict[str, Any] | None:
+        return self.db.account_entries.find_one({"account": account, "kind": "reserve", "ref": txid})
+
+    def commit(self, account: str, txid: str) -> AccountState:
+        """Applies a reservation: cash for shares (buy) or shares for cash (sell)."""
+
+        def plan(state: AccountState) -> dict[str, Any] | None:
+            if f"commit:{txid}" in state.applied_refs:
+                return None
+            if f"release:{txid}" in state.applied_refs:
+                raise AccountError(f"trade {txid} was aborted; it cannot commit")
+            r = self._reservation(account, txid)
+            if r is None:
+                raise AccountError(f"trade {txid} has no reservation to commit")
+            entry = {"kind": "commit", "ref": txid, "symbol": r["symbol"]}
+            if r["side"] == "buy":
+                entry.update(reserve_cash_cents=-r["amount_cents"], cash_cents=-r["amount_cents"],
+                             shares=r["quantity"], cost_cents=r["amount_cents"])
+            else:
+                entry.update(reserve_shares=-r["quantity"], shares=-r["quantity"],
+                             cost_cents=-r["trade_cost_cents"], cash_cents=r["amount_cents"],
+                             realised_pnl_cents=r["amount_cents"] - r["trade_cost_cents"])
+            return entry
+
+        return self.append(account, plan)
+
+    def release(self, account: str, txid: str) -> AccountState:
+        """Aborts: gives back what a reservation held; also bars a late prepare of the same trade."""
+
+        def plan(state: AccountState) -> dict[str, Any] | None:
+            if f"release:{txid}" in state.applied_refs:
+                return None
+            if f"commit:{txid}" in state.applied_refs:
+                raise AccountError(f"trade {txid} was committed; it cannot abort")
+            entry: dict[str, Any] = {"kind": "release", "ref": txid}
+            r = self._reservation(account, txid) if f"reserve:{txid}" in state.applied_refs else None
+            if r is not None:
+                entry["symbol"] = r["symbol"]
+                if r["side"] == "buy":
+                    entry["reserve_cash_cents"] = -r["amount_cents"]
+                else:
+                    entry["reserve_shares"] = -r["quantity"]
+            return entry
+
+        return self.append(account, plan)

@@ -6,21 +6,13 @@ decimals and as integer cents; nothing passes through a float on its way to the 
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from typing import Any
 
 from stockpred import market
 from stockpred.accounts import Accounts
+from stockpred.money import money, price_cents
 from stockpred.prices import ProviderUnavailable, UnknownSymbol
-
-
-def money(cents: int) -> str:
-    return f"{Decimal(cents) / 100:.2f}"
-
-
-def price_cents(price: float | str) -> int:
-    """A quoted price in whole cents, rounded half-even."""
-    return int((Decimal(str(price)) * 100).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
 
 
 def portfolio(user_id: str, accounts: Accounts | None = None) -> dict[str, Any]:
