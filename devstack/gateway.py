@@ -37,8 +37,9 @@ log = logging.getLogger("devstack.gateway")
 MAX_BODY_BYTES = 6 * 1024 * 1024
 
 POOL = web.AppKey("pool", WorkerPool)
+INVOKE_POOL = web.AppKey("invoke_pool", WorkerPool)
 TEMPLATE = web.AppKey("template", Template)
-EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
+EXECUTORS = web.AppKey("executors", dict)
 
 
 def _json(status: int, body: object, headers: dict[str, str] | None = None) -> web.Response:
@@ -52,9 +53,10 @@ def aiohttp_path(sam_path: str) -> str:
     return re.sub(r"\{(\w+)\}", r"{\1:[^/]+}", greedy)
 
 
-async def _invoke(app: web.Application, fn: Function, event: object, request_id: str) -> Invocation:
+async def _invoke(app: web.Application, fn: Function, event: object, request_id: str,
+                  pool: web.AppKey[WorkerPool] = POOL) -> Invocation:
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(app[EXECUTOR], app[POOL].invoke, fn, event, request_id)
+    return await loop.run_in_executor(app[EXECUTORS][pool], app[pool].invoke, fn, event, request_id)
 
 
 def _route_handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -108,13 +110,13 @@ async def _lambda_invoke(request: web.Request) -> web.StreamResponse:
     if kind == "DryRun":
         return web.Response(status=204)
     if kind == "Event":
-        task = asyncio.create_task(_invoke(request.app, fn, event, request_id))
+        task = asyncio.create_task(_invoke(request.app, fn, event, request_id, INVOKE_POOL))
         request.app.setdefault("background", set()).add(task)
         task.add_done_callback(request.app["background"].discard)
         return web.Response(status=202, headers={"x-amzn-RequestId": request_id})
     headers = {"x-amzn-RequestId": request_id, "X-Amz-Executed-Version": "$LATEST"}
     try:
-        inv = await _invoke(request.app, fn, event, request_id)
+        inv = await _invoke(request.app, fn, event, request_id, INVOKE_POOL)
     except Throttled:
         return _json(429, {"Type": "User", "message": "Rate Exceeded."},
                      {"x-amzn-ErrorType": "TooManyRequestsException"})
@@ -129,10 +131,13 @@ async def _lambda_invoke(request: web.Request) -> web.StreamResponse:
 
 
 async def _health(request: web.Request) -> web.Response:
-    pool = request.app[POOL]
+    pools = {"api": request.app[POOL], "invoke": request.app[INVOKE_POOL]}
     return _json(200, {"status": "ok", "functions": sorted(request.app[TEMPLATE].functions),
-                       "workers": pool.size, "invocations": pool.invocations,
-                       "cold_starts": pool.cold_starts})
+                       "workers": pools["api"].size,
+                       "invocations": sum(p.invocations for p in pools.values()),
+                       "cold_starts": sum(p.cold_starts for p in pools.values()),
+                       "pools": {name: {"workers": p.size, "invocations": p.invocations,
+                                        "cold_starts": p.cold_starts} for name, p in pools.items()}})
 
 
 @web.middleware
@@ -158,7 +163,7 @@ async def _run_schedules(app: web.Application) -> None:
             await asyncio.sleep((when - now).total_seconds())
             event = json.loads(input_json) if input_json else scheduled_event(schedule_name, when)
             try:
-                inv = await _invoke(app, fn, event, str(uuid.uuid4()))
+                inv = await _invoke(app, fn, event, str(uuid.uuid4()), INVOKE_POOL)
                 status = "error: " + inv.error["errorMessage"] if inv.error else "ok"
             except (Throttled, FunctionTimeout) as exc:
                 status = f"error: {exc}"
@@ -174,11 +179,22 @@ async def _run_schedules(app: web.Application) -> None:
         t.cancel()
 
 
-def build_app(template: Template, pool: WorkerPool, *, schedules: bool = True) -> web.Application:
+def build_app(template: Template, pool: WorkerPool, invoke_pool: WorkerPool, *,
+              schedules: bool = True) -> web.Application:
+    """`pool` serves API requests; `invoke_pool` the Invoke API and schedules.
+
+    Two pools, because an API function may wait on work that arrives through Invoke (a buy waits
+    for its state machine, whose tasks are Lambda invocations): with one shared pool, enough
+    waiting requests would hold every worker and starve the tasks they wait for.
+    """
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_json_errors])
     app[TEMPLATE] = template
     app[POOL] = pool
-    app[EXECUTOR] = ThreadPoolExecutor(max_workers=max(16, pool.size * 4))
+    app[INVOKE_POOL] = invoke_pool
+    # Threads only wait here (for a free worker, then for its answer); each pool has its own, so
+    # requests queued for one pool can never take the threads the other pool's callers need.
+    app[EXECUTORS] = {POOL: ThreadPoolExecutor(max_workers=256, thread_name_prefix="api"),
+                      INVOKE_POOL: ThreadPoolExecutor(max_workers=256, thread_name_prefix="invoke")}
     for route in template.routes:
         app.router.add_route(route.method, aiohttp_path(route.path), _route_handler(route))
     app.router.add_post("/2015-03-31/functions/{name}/invocations", _lambda_invoke)
@@ -187,8 +203,10 @@ def build_app(template: Template, pool: WorkerPool, *, schedules: bool = True) -
         app.cleanup_ctx.append(_run_schedules)
 
     async def shutdown(app: web.Application) -> None:
-        app[EXECUTOR].shutdown(wait=False, cancel_futures=True)
+        for executor in app[EXECUTORS].values():
+            executor.shutdown(wait=False, cancel_futures=True)
         pool.close()
+        invoke_pool.close()
 
     app.on_cleanup.append(shutdown)
     return app
@@ -201,7 +219,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--template", type=Path, default=Path("template.yaml"))
     parser.add_argument("--workers", type=int, default=int(os.environ.get("DEVSTACK_WORKERS", "4")),
-                        help="warm Lambda instances shared by all functions (default 4)")
+                        help="warm Lambda instances serving API requests (default 4)")
+    parser.add_argument("--invoke-workers", type=int,
+                        default=int(os.environ.get("DEVSTACK_INVOKE_WORKERS", "4")),
+                        help="warm Lambda instances serving the Invoke API and schedules (default 4)")
     parser.add_argument("--no-schedules", action="store_true",
                         default=os.environ.get("DEVSTACK_SCHEDULES", "on") == "off",
                         help="do not fire Schedule events")
@@ -210,7 +231,8 @@ def main(argv: list[str] | None = None) -> None:
     template = Template.load(args.template)
     # The local environment wins over the template's plain values, as `sam local --env-vars` does.
     pool = WorkerPool(args.workers, base_env=dict(os.environ))
-    web.run_app(build_app(template, pool, schedules=not args.no_schedules),
+    invoke_pool = WorkerPool(args.invoke_workers, base_env=dict(os.environ))
+    web.run_app(build_app(template, pool, invoke_pool, schedules=not args.no_schedules),
                 host=args.host, port=args.port, print=None, access_log=None)
 
 

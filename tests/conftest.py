@@ -71,7 +71,7 @@ def start_gateway(env: dict[str, str], extra: dict[str, str], log_dir: Path) -> 
     log = log_dir / f"gateway-{port}.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "devstack.gateway", "--port", str(port),
-         "--template", str(REPO_ROOT / "template.yaml"), "--workers", "4"],
+         "--template", str(REPO_ROOT / "template.yaml"), "--workers", "6", "--invoke-workers", "6"],
         env={**os.environ, **env, **extra}, stdout=open(log, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
         cwd=REPO_ROOT,
     )
@@ -91,7 +91,9 @@ def gateway(stack: dict[str, str], fake_alphavantage: FakeAlphaVantage) -> Itera
     """devstack serving template.yaml, with Alpha Vantage first in the chain (the local fake)."""
     extra = {"ALPHAVANTAGE_API_KEY": "test-key-not-secret",
              "ALPHAVANTAGE_BASE_URL": fake_alphavantage.url,
-             "DEVSTACK_SCHEDULES": "off"}
+             "DEVSTACK_SCHEDULES": "off",
+             # Faults fire only at points a test lists in Redis; none are listed by default.
+             "FAULT_INJECTION": "on"}
     gw = start_gateway(stack, extra, Path(stack["STOCKPRED_HOME"]) / "log")
     try:
         yield gw

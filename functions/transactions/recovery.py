@@ -9,6 +9,6 @@ from stockpred import trading
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    older = float((event or {}).get("older_than_seconds")
-                  or os.environ.get("RECOVERY_AFTER_SECONDS", "30"))
+    given = (event or {}).get("older_than_seconds")
+    older = float(given if given is not None else os.environ.get("RECOVERY_AFTER_SECONDS", "30"))
     return trading.recover(older_than_s=older)

@@ -88,7 +88,7 @@ def profile() -> Response:
     try:
         p = users().profile(claims["sub"])
     except UserNotFound:
-        raise ApiError(401, INVALID_TOKEN) from None
+        raise ApiError(401, INVALID_TOKEN, {"WWW-Authenticate": "Bearer"}) from None
     return json_response(200, {"user_id": p.user_id, "name": p.name, "email": p.email})
 
 
@@ -102,7 +102,7 @@ def update_profile() -> Response:
     except UserExists:
         raise ApiError(409, "Email already in use") from None
     except UserNotFound:
-        raise ApiError(401, INVALID_TOKEN) from None
+        raise ApiError(401, INVALID_TOKEN, {"WWW-Authenticate": "Bearer"}) from None
     return json_response(200, {"message": "Profile updated successfully"})
 
 
@@ -116,13 +116,14 @@ def change_password() -> Response:
     except InvalidCredentials:
         raise ApiError(403, "Current password is incorrect") from None
     except UserNotFound:
-        raise ApiError(401, INVALID_TOKEN) from None
+        raise ApiError(401, INVALID_TOKEN, {"WWW-Authenticate": "Bearer"}) from None
     return json_response(200, {"message": "Password changed; sign in again with the new password"})
 
 
 @app.route("/api/users/logout", methods=["POST"], content_types=ANY_BODY)
 def logout() -> Response:
     claims = _claims()
+    _body()
     auth.revoke(claims)
     return json_response(200, {"message": "Logged out"})
 
@@ -130,6 +131,10 @@ def logout() -> Response:
 @app.route("/api/users/portfolio", methods=["GET"])
 def get_portfolio() -> Response:
     claims = _claims()
+    try:
+        users().profile(claims["sub"])
+    except UserNotFound:
+        raise ApiError(401, INVALID_TOKEN, {"WWW-Authenticate": "Bearer"}) from None
     return json_response(200, portfolio.portfolio(claims["sub"]))
 
 

@@ -10,6 +10,7 @@ import functools
 import os
 
 import pymongo
+import pymongo.errors
 from pymongo.database import Database
 
 from stockpred import config
@@ -26,6 +27,16 @@ def db() -> Database:
     database = client()[os.environ.get("MONGO_DB", "stockpred")]
     ensure_indexes(database)
     return database
+
+
+def is_duplicate_key(exc: pymongo.errors.PyMongoError) -> bool:
+    """A unique index refused the write. MongoDB says so with code 11000 (DuplicateKeyError);
+    FerretDB v1 does for inserts, but answers an update with code 1 carrying PostgreSQL's
+    unique-violation text, so both shapes count."""
+    if isinstance(exc, pymongo.errors.DuplicateKeyError):
+        return True
+    return isinstance(exc, pymongo.errors.OperationFailure) and (
+        exc.code == 11000 or "duplicate key value violates unique constraint" in str(exc))
 
 
 def ensure_indexes(database: Database) -> None:

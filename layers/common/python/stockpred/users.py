@@ -209,8 +209,10 @@ class Users:
         changes["updated_at"] = dt.datetime.now(dt.UTC)
         try:
             result = self.db.users.update_one({"_id": user_id}, {"$set": changes})
-        except pymongo.errors.DuplicateKeyError:
-            raise UserExists() from None
+        except pymongo.errors.OperationFailure as exc:
+            if mongo.is_duplicate_key(exc):
+                raise UserExists() from None
+            raise
         if result.matched_count == 0:
             raise UserNotFound(user_id)
 
