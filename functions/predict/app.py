@@ -12,23 +12,16 @@ from chalice import Chalice, Response
 
 from stockml.registry import ArtifactRejected, ModelNotFound
 from stockpred import market, signals
-from stockpred.handlers import ApiError, install, json_response, query_int, symbol_param
+from stockpred.handlers import ApiError, install, json_response, market_errors, query_int, symbol_param
 from stockpred.market import History
-from stockpred.prices import ProviderUnavailable, UnknownSymbol
 
 app = Chalice(app_name="predict")
 log = install(app, "predict")
 
-NOT_AVAILABLE = "Stock data not available"
-
 
 def _history(symbol: str) -> History:
-    try:
+    with market_errors():
         return market.default().history(symbol)[0]
-    except UnknownSymbol:
-        raise ApiError(404, NOT_AVAILABLE) from None
-    except ProviderUnavailable:
-        raise ApiError(503, "Market data provider unavailable", {"Retry-After": "60"}) from None
 
 
 @app.route("/api/predict/{symbol}", methods=["GET"])

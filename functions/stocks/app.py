@@ -5,14 +5,13 @@ from __future__ import annotations
 from chalice import Chalice, Response
 
 from stockpred import market
-from stockpred.handlers import ApiError, install, json_response, query_date, symbol_param
-from stockpred.prices import ProviderUnavailable, UnknownSymbol
+from stockpred.handlers import ApiError, install, json_response, market_errors, query_date, symbol_param
+from stockpred.prices import ProviderUnavailable
 
 app = Chalice(app_name="stocks")
 log = install(app, "stocks")
 
 DEFAULT_HISTORY_DAYS = 100
-NOT_AVAILABLE = "Stock data not available"
 
 
 def _cache_header(hit: bool) -> dict[str, str]:
@@ -33,12 +32,8 @@ def list_symbols() -> Response:
 @app.route("/api/stocks/{symbol}/details", methods=["GET"])
 def details(symbol: str) -> Response:
     symbol = symbol_param(symbol)
-    try:
+    with market_errors():
         quote, hit = market.default().quote(symbol)
-    except UnknownSymbol:
-        raise ApiError(404, NOT_AVAILABLE) from None
-    except ProviderUnavailable:
-        raise ApiError(503, "Market data provider unavailable", {"Retry-After": "60"}) from None
     return json_response(200, market.details_body(quote), _cache_header(hit))
 
 
@@ -49,12 +44,8 @@ def history(symbol: str) -> Response:
     start, end = query_date(params, "from"), query_date(params, "to")
     if start and end and start > end:
         raise ApiError(400, "'from' must not be after 'to'")
-    try:
+    with market_errors():
         hist, hit = market.default().history(symbol)
-    except UnknownSymbol:
-        raise ApiError(404, NOT_AVAILABLE) from None
-    except ProviderUnavailable:
-        raise ApiError(503, "Market data provider unavailable", {"Retry-After": "60"}) from None
     bars = hist.bars
     if start is None and end is None:
         bars = bars[-DEFAULT_HISTORY_DAYS:]

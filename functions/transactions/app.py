@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
-import json
 import os
 from typing import Any
 
 from chalice import Chalice, Response
 
-from stockpred import auth, ledger, symbols
-from stockpred.handlers import ApiError, install, json_response, query_int
+from stockpred import auth, ledger, trading
+from stockpred.handlers import ApiError, install, json_body, json_response, query_int
 from stockpred.money import price_cents
 
 app = Chalice(app_name="transactions")
 log = install(app, "transactions")
 
-MAX_BODY_BYTES = 64 * 1024
 
 
 def _service_caller() -> None:
@@ -34,18 +32,9 @@ def _service_caller() -> None:
 
 
 def _record(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
+    order, errors = trading.parse_order(body)
+    if "body" in errors:
         raise ApiError(400, "Invalid input data")
-    errors = {}
-    if not isinstance(body.get("user_id"), str) or not 1 <= len(body["user_id"]) <= 64:
-        errors["user_id"] = "required, as a string"
-    try:
-        symbol = symbols.normalise(body.get("symbol"))
-    except symbols.InvalidSymbol as exc:
-        errors["symbol"] = str(exc)
-    quantity = body.get("quantity")
-    if isinstance(quantity, bool) or not isinstance(quantity, int) or not 1 <= quantity <= 1_000_000:
-        errors["quantity"] = "a whole number from 1 to 1000000"
     if body.get("action") not in ("buy", "sell"):
         errors["action"] = "buy or sell"
     price = body.get("price")
@@ -59,21 +48,13 @@ def _record(body: Any) -> dict[str, Any]:
         errors["timestamp"] = "an ISO 8601 date-time"
     if errors:
         raise ApiError(400, "Invalid input data: " + "; ".join(f"{k} {v}" for k, v in errors.items()))
-    return {"user_id": body["user_id"], "symbol": symbol, "quantity": quantity,
-            "action": body["action"], "price_cents": price_cents(price), "timestamp": timestamp}
+    return {**order, "action": body["action"], "price_cents": price_cents(price), "timestamp": timestamp}
 
 
 @app.route("/api/transactions/store", methods=["POST"], content_types=["*/*"])
 def store() -> Response:
     _service_caller()
-    raw = app.current_request.raw_body or b""
-    if len(raw) > MAX_BODY_BYTES:
-        raise ApiError(413, "Request body too large (64 KiB at most)")
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise ApiError(400, "Invalid input data") from None
-    txid = ledger.store(_record(body))
+    txid = ledger.store(_record(json_body(app.current_request.raw_body)))
     return json_response(201, {"message": "Transaction stored successfully", "transaction_id": txid})
 
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import functools
-import json
 from typing import Any
 
 from chalice import Chalice, Response
 
-from stockpred import auth, portfolio, symbols, trading
-from stockpred.handlers import ApiError, install, json_response
+from stockpred import auth, portfolio, trading
+from stockpred.handlers import ApiError, install, json_body, json_response
 from stockpred.money import money
 from stockpred.users import (
     InvalidCredentials,
@@ -23,7 +22,6 @@ from stockpred.users import (
 app = Chalice(app_name="users")
 log = install(app, "users")
 
-MAX_BODY_BYTES = 64 * 1024
 # Bodies are read as JSON whatever the Content-Type says (curl -d sends form-urlencoded).
 ANY_BODY = ["*/*"]
 INVALID_TOKEN = "Invalid or missing token"
@@ -35,13 +33,7 @@ def users() -> Users:
 
 
 def _body() -> Any:
-    raw = app.current_request.raw_body or b""
-    if len(raw) > MAX_BODY_BYTES:
-        raise ApiError(413, "Request body too large (64 KiB at most)")
-    try:
-        return json.loads(raw) if raw else None
-    except ValueError:
-        raise ApiError(400, "Invalid input data") from None
+    return json_body(app.current_request.raw_body)
 
 
 def _claims() -> dict[str, Any]:
@@ -147,23 +139,10 @@ REFUSALS = {"InsufficientFunds", "InsufficientShares", "UnknownSymbol"}
 
 def _trade(side: str) -> Response:
     claims = _claims()
-    body = _body()
-    if not isinstance(body, dict):
-        raise ApiError(400, "Invalid input data")
-    errors = {}
-    user_id = body.get("user_id")
-    if not isinstance(user_id, str) or not user_id:
-        errors["user_id"] = "required, as a string"
-    try:
-        symbol = symbols.normalise(body.get("symbol"))
-    except symbols.InvalidSymbol as exc:
-        errors["symbol"] = str(exc)
-    quantity = body.get("quantity")
-    if isinstance(quantity, bool) or not isinstance(quantity, int) or not (
-            1 <= quantity <= trading.MAX_QUANTITY):
-        errors["quantity"] = f"a whole number from 1 to {trading.MAX_QUANTITY}"
+    order, errors = trading.parse_order(_body())
     if errors:
         return json_response(400, {"error": "Invalid input data", "fields": errors})
+    user_id, symbol, quantity = order["user_id"], order["symbol"], order["quantity"]
     if user_id != claims["sub"]:
         raise ApiError(403, "You can only trade for your own account")
     key = app.current_request.headers.get("idempotency-key")

@@ -233,3 +233,32 @@ def test_a_crash_at_any_step_ends_everywhere_or_nowhere(gateway, stack, point, t
     assert state.holdings["SPX"].shares == (1 if traded else 2)
     assert len(rows) == (2 if traded else 1)
     assert run_recovery(gateway)["finished"] == {}
+
+
+STORE = {"user_id": "u-1", "symbol": "SPX", "quantity": 2, "action": "buy", "price": 2506.85,
+         "timestamp": "2018-12-31T21:00:00Z"}
+
+
+def test_store_needs_a_service_credential(gateway, stack):
+    assert gateway.post("/api/transactions/store", json=STORE).status_code == 401
+    r = gateway.post("/api/transactions/store", json=STORE, headers={"X-Service-Token": "guess"})
+    assert r.status_code == 403 and "error" in r.json()
+    user, _ = register(gateway)
+    r = gateway.post("/api/transactions/store", json={**STORE, "user_id": user},
+                     headers={"X-Service-Token": stack["SERVICE_TOKEN"]})
+    assert r.status_code == 201 and r.json()["message"] == "Transaction stored successfully"
+    assert ledger_rows(stack, user) == [("SPX", "buy", 2, 250685, 501370)]
+
+
+@pytest.mark.parametrize("change", [
+    {"quantity": "2"}, {"quantity": 0}, {"quantity": 2.5}, {"action": "hold"}, {"price": -1},
+    {"price": "2506"}, {"symbol": "SP X"}, {"symbol": None}, {"user_id": 7}, {"timestamp": "yesterday"},
+    {"user_id": {"$ne": None}},
+])
+def test_store_refuses_malformed_records_without_writing(gateway, stack, change):
+    user, _ = register(gateway)
+    service = {"X-Service-Token": stack["SERVICE_TOKEN"]}
+    r = gateway.post("/api/transactions/store", json={**STORE, "user_id": user, **change}, headers=service)
+    assert r.status_code == 400 and r.json()["error"].startswith("Invalid input data")
+    assert ledger_rows(stack, user) == []
+    assert gateway.post("/api/transactions/store", data=b"{oops", headers=service).status_code == 400

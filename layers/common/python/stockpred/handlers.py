@@ -7,16 +7,18 @@ produced by Chalice itself (bad JSON, wrong method) or unexpected (a 500 that sa
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from chalice import Chalice, ChaliceUnhandledError, Response
 
 from stockpred import symbols
 from stockpred.logs import correlation_id, get_logger
+from stockpred.prices import ProviderUnavailable, UnknownSymbol
 
 
 class ApiError(ChaliceUnhandledError):
@@ -65,6 +67,31 @@ def install(app: Chalice, service: str) -> logging.Logger:
         return response
 
     return log
+
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+def json_body(raw: bytes | None, max_bytes: int = MAX_BODY_BYTES) -> Any:
+    """The request body parsed as JSON (None when empty); 413 over max_bytes, 400 if not JSON."""
+    raw = raw or b""
+    if len(raw) > max_bytes:
+        raise ApiError(413, f"Request body too large ({max_bytes // 1024} KiB at most)")
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        raise ApiError(400, "Invalid input data") from None
+
+
+@contextlib.contextmanager
+def market_errors() -> Iterator[None]:
+    """Market data lookups: an unknown symbol is the spec's 404, an unreachable provider a 503."""
+    try:
+        yield
+    except UnknownSymbol:
+        raise ApiError(404, "Stock data not available") from None
+    except ProviderUnavailable:
+        raise ApiError(503, "Market data provider unavailable", {"Retry-After": "60"}) from None
 
 
 def symbol_param(raw: str) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 import psycopg2
 import pymongo.errors
 
-from stockpred import aws, faults, ledger, market, postgres, redis_stores
+from stockpred import aws, faults, ledger, market, postgres, redis_stores, symbols
 from stockpred.accounts import Accounts, Contention
 from stockpred.logs import get_logger
 from stockpred.money import price_cents
@@ -39,6 +39,29 @@ class TransientError(RuntimeError):
 def state_machine_arn() -> str:
     return os.environ.get("TRADE_STATE_MACHINE_ARN") or (
         "arn:aws:states:us-east-1:123456789012:stateMachine:TradeStateMachine")
+
+
+def parse_order(body: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """`user_id`, `symbol` (normalised) and `quantity` from a request body, and what is wrong."""
+    if not isinstance(body, dict):
+        return {}, {"body": "must be a JSON object"}
+    order: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    user_id = body.get("user_id")
+    if isinstance(user_id, str) and 1 <= len(user_id) <= 64:
+        order["user_id"] = user_id
+    else:
+        errors["user_id"] = "required, as a string of 1 to 64 characters"
+    try:
+        order["symbol"] = symbols.normalise(body.get("symbol"))
+    except symbols.InvalidSymbol as exc:
+        errors["symbol"] = str(exc)
+    quantity = body.get("quantity")
+    if isinstance(quantity, int) and not isinstance(quantity, bool) and 1 <= quantity <= MAX_QUANTITY:
+        order["quantity"] = quantity
+    else:
+        errors["quantity"] = f"a whole number from 1 to {MAX_QUANTITY}"
+    return order, errors
 
 
 # ---- the steps the state machine calls ---------------------------------------------------------
