@@ -117,3 +117,50 @@ def scheduled_event(rule_name: str, when: dt.datetime | None = None) -> dict[str
         "resources": [f"arn:aws:events:{LOCAL_REGION}:{LOCAL_ACCOUNT}:rule/{rule_name}"],
         "detail": {},
     }
+
+
+def websocket_event(
+    *,
+    event_type: str,
+    route_key: str,
+    connection_id: str,
+    connected_at_ms: int,
+    domain: str,
+    source_ip: str,
+    user_agent: str | None,
+    body: str | None = None,
+    headers: Iterable[tuple[str, str]] = (),
+    query: Iterable[tuple[str, str]] = (),
+    disconnect_code: int | None = None,
+) -> dict[str, Any]:
+    """An API Gateway WebSocket API event: CONNECT, MESSAGE or DISCONNECT."""
+    now = time.time()
+    request_id = str(uuid.uuid4())
+    context: dict[str, Any] = {
+        "routeKey": route_key,
+        "eventType": event_type,
+        "extendedRequestId": request_id,
+        "requestTime": dt.datetime.fromtimestamp(now, dt.UTC).strftime("%d/%b/%Y:%H:%M:%S +0000"),
+        "messageDirection": "IN",
+        "stage": STAGE,
+        "connectedAt": connected_at_ms,
+        "requestTimeEpoch": int(now * 1000),
+        "identity": {"sourceIp": source_ip, "userAgent": user_agent},
+        "requestId": request_id,
+        "domainName": domain,
+        "connectionId": connection_id,
+        "apiId": "devstack-ws",
+    }
+    event: dict[str, Any] = {"requestContext": context, "isBase64Encoded": False}
+    if event_type == "MESSAGE":
+        context["messageId"] = uuid.uuid4().hex[:16]
+        event["body"] = body
+    else:
+        hdr, multi_hdr = _single(headers)
+        event.update(headers=hdr, multiValueHeaders=multi_hdr)
+    if event_type == "CONNECT":
+        qs, multi_qs = _single(query)
+        event.update(queryStringParameters=qs, multiValueQueryStringParameters=multi_qs)
+    if event_type == "DISCONNECT":
+        context.update(disconnectStatusCode=disconnect_code or 1000, disconnectReason="")
+    return event

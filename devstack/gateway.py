@@ -6,6 +6,7 @@
   client with an endpoint override (and moto's Step Functions engine) runs any function by name
   or ARN.
 - `Schedule` events fire on their rate()/cron() expressions.
+- The template's WebSocket API and its `@connections` management API (devstack/wsapi.py).
 
 Run: python -m devstack.gateway --port 3000 --template template.yaml
 """
@@ -30,6 +31,7 @@ from devstack.events import proxy_response, rest_proxy_event, scheduled_event
 from devstack.runtime import FunctionTimeout, Invocation, Throttled, WorkerPool
 from devstack.schedules import next_fire
 from devstack.template import Function, Route, Template
+from devstack.wsapi import WebSocketApi
 
 log = logging.getLogger("devstack.gateway")
 
@@ -198,6 +200,11 @@ def build_app(template: Template, pool: WorkerPool, invoke_pool: WorkerPool, *,
     for route in template.routes:
         app.router.add_route(route.method, aiohttp_path(route.path), _route_handler(route))
     app.router.add_post("/2015-03-31/functions/{name}/invocations", _lambda_invoke)
+
+    async def invoke_ws(fn: Function, event: dict, request_id: str) -> Invocation:
+        return await _invoke(app, fn, event, request_id)
+
+    WebSocketApi(template, invoke_ws).add_to(app)
     app.router.add_get("/_devstack/health", _health)
     if schedules:
         app.cleanup_ctx.append(_run_schedules)

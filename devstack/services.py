@@ -206,6 +206,8 @@ class Stack:
             "AWS_ACCESS_KEY_ID": "test",
             "AWS_SECRET_ACCESS_KEY": "test",
             "STOCKPRED_API_URL": gateway,
+            "STOCKPRED_WS_URL": gateway.replace("http://", "ws://") + "/local",
+            "WS_MANAGEMENT_URL": gateway + "/local",
             "JWT_SECRET": self.environ.get("JWT_SECRET") or self.secret("jwt-secret"),
             "SERVICE_TOKEN": self.environ.get("SERVICE_TOKEN") or self.secret("service-token"),
         }

@@ -6,6 +6,7 @@ rather than keeping a second list of routes or function names.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,38 @@ class Function:
         return f"arn:aws:lambda:{LOCAL_REGION}:{LOCAL_ACCOUNT}:function:{self.logical_id}"
 
 
+@dataclass(frozen=True)
+class WsRoute:
+    route_key: str
+    function: str
+    two_way: bool
+
+
+def _sub_refs(value: Any) -> list[str]:
+    """The `${Name}` / `${Name.Attr}` references of a !Sub string (or of a plain string)."""
+    text = value.get("Fn::Sub", "") if isinstance(value, dict) else str(value)
+    if isinstance(text, list):
+        text = text[0]
+    return re.findall(r"\$\{([A-Za-z0-9]+)(?:\.[A-Za-z]+)?\}", text)
+
+
+def _websocket_routes(resources: dict[str, Any], functions: dict[str, Function]) -> list[WsRoute]:
+    """Each AWS::ApiGatewayV2 route of a WEBSOCKET API, with the function its integration calls."""
+    responses = {r["Properties"]["RouteId"].get("Ref") for r in resources.values()
+                 if r.get("Type") == "AWS::ApiGatewayV2::RouteResponse"}
+    out = []
+    for lid, res in resources.items():
+        if res.get("Type") != "AWS::ApiGatewayV2::Route":
+            continue
+        props = res["Properties"]
+        integration = next((r for r in _sub_refs(props.get("Target", "")) if r in resources), None)
+        uri = resources[integration]["Properties"].get("IntegrationUri", "") if integration else ""
+        function = next((r for r in _sub_refs(uri) if r in functions), None)
+        if function:
+            out.append(WsRoute(props["RouteKey"], function, lid in responses))
+    return out
+
+
 @dataclass
 class Template:
     path: Path
@@ -79,6 +112,7 @@ class Template:
     routes: list[Route]
     schedules: list[Schedule]
     raw: dict[str, Any]
+    ws_routes: list[WsRoute] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: Path | str) -> Template:
@@ -127,7 +161,7 @@ class Template:
                         expression=ev_props["Schedule"], input=ev_props.get("Input"),
                         enabled=ev_props.get("Enabled", True) is not False,
                     ))
-        return cls(path, functions, routes, schedules, raw)
+        return cls(path, functions, routes, schedules, raw, _websocket_routes(resources, functions))
 
     def resolve(self, name_or_arn: str) -> Function | None:
         """A function by logical id, or by a Lambda ARN (optionally qualified) naming it."""

@@ -11,7 +11,7 @@ import os
 from chalice import Chalice, Response
 
 from stockml.registry import ArtifactRejected, ModelNotFound
-from stockpred import market, signals
+from stockpred import market, realtime, signals
 from stockpred.handlers import ApiError, install, json_response, market_errors, query_int, symbol_param
 from stockpred.market import History
 
@@ -29,8 +29,8 @@ def predict(symbol: str) -> Response:
     symbol = symbol_param(symbol)
     hist = _history(symbol)
     try:
-        body = signals.predict(symbol, hist.bars, source=hist.source,
-                               train_on_demand=os.environ.get("TRAIN_ON_DEMAND", "on") != "off")
+        body, created = signals.predict(symbol, hist.bars, source=hist.source,
+                                        train_on_demand=os.environ.get("TRAIN_ON_DEMAND", "on") != "off")
     except signals.NotEnoughHistory as exc:
         raise ApiError(422, f"Cannot predict {symbol}: {exc}") from None
     except ModelNotFound:
@@ -38,6 +38,9 @@ def predict(symbol: str) -> Response:
     except ArtifactRejected as exc:
         log.error("model artifact refused", extra={"fields": {"symbol": symbol, "reason": str(exc)}})
         raise ApiError(503, f"Model artifact refused: {exc}") from None
+    # Subscribers see every prediction served; `new` tells a first one from a stored one re-read.
+    realtime.publish("prediction", realtime.broadcast_symbol, symbol,
+                     {"type": "prediction", "new": created, **body})
     return json_response(200, body)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from chalice import Chalice, Response
 
-from stockpred import market
+from stockpred import market, realtime
 from stockpred.handlers import ApiError, install, json_response, market_errors, query_date, symbol_param
 from stockpred.prices import ProviderUnavailable
 
@@ -34,7 +34,10 @@ def details(symbol: str) -> Response:
     symbol = symbol_param(symbol)
     with market_errors():
         quote, hit = market.default().quote(symbol)
-    return json_response(200, market.details_body(quote), _cache_header(hit))
+    body = market.details_body(quote)
+    if not hit:
+        realtime.publish("quote", realtime.broadcast_symbol, symbol, {"type": "quote", **body})
+    return json_response(200, body, _cache_header(hit))
 
 
 @app.route("/api/stocks/{symbol}/history", methods=["GET"])

@@ -7,7 +7,7 @@ from typing import Any
 
 from chalice import Chalice, Response
 
-from stockpred import auth, portfolio, trading
+from stockpred import auth, portfolio, realtime, trading
 from stockpred.handlers import ApiError, install, json_body, json_response
 from stockpred.money import money
 from stockpred.users import (
@@ -154,8 +154,11 @@ def _trade(side: str) -> Response:
     except trading.IdempotencyConflict:
         raise ApiError(422, "Idempotency-Key was already used for a different request") from None
     if result.status == "committed":
-        return json_response(200, {"message": TRADE_DONE[side], "transaction_id": result.transaction_id,
-                                   "price": money(result.price_cents) if result.price_cents else None})
+        body = {"message": TRADE_DONE[side], "transaction_id": result.transaction_id,
+                "price": money(result.price_cents) if result.price_cents else None}
+        realtime.publish("trade", realtime.notify_user, user_id, {
+            "type": "trade", "action": side, "symbol": symbol, "quantity": quantity, **body})
+        return json_response(200, body)
     if result.status == "aborted" and result.error_type in REFUSALS:
         message = ("Stock data not available" if result.error_type == "UnknownSymbol"
                    else result.message or "Insufficient funds")

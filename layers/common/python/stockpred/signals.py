@@ -120,8 +120,9 @@ def current_model(symbol: str, bars: list[Bar], source: str, train_on_demand: bo
     return registry().latest(symbol)
 
 
-def predict(symbol: str, bars: list[Bar], source: str = "", train_on_demand: bool = True) -> dict[str, Any]:
-    """The stored prediction for the last bar with the current model (made and stored if new)."""
+def predict(symbol: str, bars: list[Bar], source: str = "",
+            train_on_demand: bool = True) -> tuple[dict[str, Any], bool]:
+    """The stored prediction for the last bar with the current model, and whether it is new."""
     loaded = current_model(symbol, bars, source, train_on_demand)
     df = frame_from_bars(bars)
     features = build_features(df)
@@ -139,14 +140,15 @@ def predict(symbol: str, bars: list[Bar], source: str = "", train_on_demand: boo
             """INSERT INTO predictions (id, symbol, as_of, model_version, last_close, predicted_close,
                    expected_return, probability_up, action, edge, record)
                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-               ON CONFLICT (symbol, as_of, model_version) DO NOTHING""",
+               ON CONFLICT (symbol, as_of, model_version) DO NOTHING RETURNING id""",
             (str(uuid.uuid4()), symbol, as_of, loaded.version, last_close,
              round(last_close * (1 + exp_ret), 6), exp_ret, prob, action_for(prob),
              bool(record["edge"]), json.dumps(record)),
         )
+        created = cur.fetchone() is not None
         cur.execute(f"SELECT {_COLUMNS} FROM predictions WHERE symbol = %s AND as_of = %s "
                     "AND model_version = %s", (symbol, as_of, loaded.version))
-        return _body(cur.fetchone())
+        return _body(cur.fetchone()), created
 
 
 _COLUMNS = ("id, symbol, as_of, model_version, last_close, predicted_close, expected_return, "

@@ -1,0 +1,155 @@
+"""devstack's API Gateway WebSocket API and its `@connections` management API.
+
+- `GET /local` upgrades to a WebSocket. `$connect` runs first: anything but a 2xx refuses the
+  upgrade (as API Gateway answers 403). Each text frame is routed by `$request.body.action`
+  (the template's RouteSelectionExpression): a route of that key if the template has one, else
+  `$default`; a two-way route's (RouteResponse) returned body goes back to the client.
+  `$disconnect` runs when the socket closes, whoever closed it.
+- `POST|GET|DELETE /local/@connections/{id}`: send to, describe, disconnect a connection; an
+  unknown one is 410 GoneException. boto3's `apigatewaymanagementapi` client reaches it with
+  `endpoint_url=http://127.0.0.1:<port>/local`, so the handlers' code is the code on AWS.
+- Frames over 32 KB close the connection (1009), as API Gateway's frame limit does.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from devstack.events import STAGE, websocket_event
+from devstack.runtime import FunctionTimeout, Invocation, Throttled
+from devstack.template import Function, Template
+
+MAX_FRAME_BYTES = 32 * 1024
+Invoke = Callable[[Function, dict[str, Any], str], Awaitable[Invocation]]
+
+
+@dataclass
+class Connection:
+    id: str
+    ws: web.WebSocketResponse
+    connected_at_ms: int
+    source_ip: str
+    user_agent: str | None
+    last_active: float = field(default_factory=time.time)
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _gone(conn_id: str) -> web.Response:
+    return web.json_response({"message": f"Connection {conn_id} is gone"}, status=410,
+                             headers={"x-amzn-ErrorType": "GoneException"})
+
+
+class WebSocketApi:
+    def __init__(self, template: Template, invoke: Invoke) -> None:
+        self.routes = {r.route_key: r for r in template.ws_routes}
+        self.functions = template.functions
+        self.invoke = invoke
+        self.connections: dict[str, Connection] = {}
+
+    def add_to(self, app: web.Application) -> None:
+        if not self.routes:
+            return
+        app.router.add_get(f"/{STAGE}", self.connect)
+        path = f"/{STAGE}/@connections/{{connection_id}}"
+        app.router.add_post(path, self.post_to_connection)
+        app.router.add_get(path, self.get_connection)
+        app.router.add_delete(path, self.delete_connection)
+
+    async def _run(self, route_key: str, event: dict[str, Any]) -> tuple[bool, Any]:
+        route = self.routes.get(route_key)
+        if route is None:
+            return True, None
+        try:
+            inv = await self.invoke(self.functions[route.function], event, str(uuid.uuid4()))
+        except (Throttled, FunctionTimeout):
+            return False, None
+        if inv.error:
+            return False, None
+        status = inv.payload.get("statusCode", 200) if isinstance(inv.payload, dict) else 200
+        return 200 <= int(status) < 300, inv.payload
+
+    async def connect(self, request: web.Request) -> web.StreamResponse:
+        conn_id = base64.urlsafe_b64encode(os.urandom(12)).decode()
+        connected_at = int(time.time() * 1000)
+        ident = {"connection_id": conn_id, "connected_at_ms": connected_at, "domain": request.host,
+                 "source_ip": request.remote or "127.0.0.1",
+                 "user_agent": request.headers.get("User-Agent")}
+        ok, payload = await self._run("$connect", websocket_event(
+            event_type="CONNECT", route_key="$connect", headers=request.headers.items(),
+            query=request.query.items(), **ident))
+        if not ok:
+            status = payload.get("statusCode", 403) if isinstance(payload, dict) else 403
+            return web.json_response({"message": "Forbidden"}, status=status if status >= 400 else 403)
+        ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, autoping=True)
+        await ws.prepare(request)
+        conn = Connection(conn_id, ws, connected_at, ident["source_ip"], ident["user_agent"])
+        self.connections[conn_id] = conn
+        try:
+            async for msg in ws:
+                conn.last_active = time.time()
+                if msg.type == WSMsgType.TEXT:
+                    await self._message(conn, msg.data, ident)
+                elif msg.type == WSMsgType.BINARY:
+                    await self._message(conn, base64.b64encode(msg.data).decode(), ident)
+                else:
+                    break
+        finally:
+            self.connections.pop(conn_id, None)
+            await self._run("$disconnect", websocket_event(
+                event_type="DISCONNECT", route_key="$disconnect", headers=request.headers.items(),
+                disconnect_code=ws.close_code, **ident))
+        return ws
+
+    async def _message(self, conn: Connection, body: str, ident: dict[str, Any]) -> None:
+        try:
+            action = json.loads(body).get("action")
+        except (ValueError, AttributeError):
+            action = None
+        route_key = action if isinstance(action, str) and action in self.routes else "$default"
+        _, payload = await self._run(route_key, websocket_event(
+            event_type="MESSAGE", route_key=route_key, body=body, **ident))
+        route = self.routes.get(route_key)
+        reply = payload.get("body") if isinstance(payload, dict) else None
+        if route and route.two_way and reply and not conn.ws.closed:
+            await conn.ws.send_str(reply)
+
+    async def post_to_connection(self, request: web.Request) -> web.Response:
+        conn = self.connections.get(request.match_info["connection_id"])
+        if conn is None or conn.ws.closed:
+            return _gone(request.match_info["connection_id"])
+        data = await request.read()
+        try:
+            await conn.ws.send_str(data.decode("utf-8"))
+        except UnicodeDecodeError:
+            await conn.ws.send_bytes(data)
+        except ConnectionError:
+            return _gone(conn.id)
+        return web.Response(status=200)
+
+    async def get_connection(self, request: web.Request) -> web.Response:
+        conn = self.connections.get(request.match_info["connection_id"])
+        if conn is None:
+            return _gone(request.match_info["connection_id"])
+        return web.json_response({"connectedAt": _iso(conn.connected_at_ms / 1000),
+                                  "identity": {"sourceIp": conn.source_ip, "userAgent": conn.user_agent},
+                                  "lastActiveAt": _iso(conn.last_active)})
+
+    async def delete_connection(self, request: web.Request) -> web.Response:
+        conn = self.connections.get(request.match_info["connection_id"])
+        if conn is None:
+            return _gone(request.match_info["connection_id"])
+        await conn.ws.close(code=1008, message=b"disconnected by the server")
+        return web.Response(status=204)

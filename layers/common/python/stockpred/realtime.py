@@ -1,0 +1,150 @@
+"""Real-time pushes over the WebSocket API: rooms per symbol, and each user's own connections.
+
+Rooms are state, so they live on the state Redis (never on the cache ring):
+    stockpred:ws:room:<SYMBOL>     connection ids subscribed to the symbol
+    stockpred:ws:rooms:<conn>      the symbols a connection joined (for clean-up)
+    stockpred:ws:user:<user>       a user's connection ids (trade confirmations)
+    stockpred:ws:conn:<conn>       the connection's user
+Messages go out only through boto3's `apigatewaymanagementapi` client (WS_MANAGEMENT_URL locally,
+the API's https endpoint on AWS); a connection the API answers 410 Gone for is removed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import functools
+import json
+import os
+import time
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from stockpred import redis_stores
+from stockpred.logs import get_logger
+
+log = get_logger("realtime")
+PREFIX = "stockpred:ws"
+FANOUT_THREADS = 16
+
+
+def _key(*parts: str) -> str:
+    return ":".join((PREFIX, *parts))
+
+
+@functools.cache
+def management() -> Any:
+    url = os.environ.get("WS_MANAGEMENT_URL")
+    if not url:
+        raise RuntimeError("WS_MANAGEMENT_URL is not set: no WebSocket API to push to")
+    return boto3.client("apigatewaymanagementapi", endpoint_url=url,
+                        region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+                        config=Config(retries={"max_attempts": 2}, connect_timeout=2, read_timeout=5,
+                                      max_pool_connections=FANOUT_THREADS))
+
+
+# ---- connection state --------------------------------------------------------------------------
+def connected(conn_id: str, user_id: str, ttl_s: int = 7200) -> None:
+    pipe = redis_stores.state().pipeline()
+    pipe.set(_key("conn", conn_id), user_id, ex=ttl_s)
+    pipe.sadd(_key("user", user_id), conn_id)
+    pipe.execute()
+
+
+def user_of(conn_id: str) -> str | None:
+    raw = redis_stores.state().get(_key("conn", conn_id))
+    return raw.decode() if raw else None
+
+
+def subscribe(conn_id: str, symbol: str) -> int:
+    """Joins the symbol's room; returns how many rooms the connection is in now."""
+    pipe = redis_stores.state().pipeline()
+    pipe.sadd(_key("room", symbol), conn_id)
+    pipe.sadd(_key("rooms", conn_id), symbol)
+    pipe.scard(_key("rooms", conn_id))
+    return pipe.execute()[-1]
+
+
+def unsubscribe(conn_id: str, symbol: str) -> None:
+    pipe = redis_stores.state().pipeline()
+    pipe.srem(_key("room", symbol), conn_id)
+    pipe.srem(_key("rooms", conn_id), symbol)
+    pipe.execute()
+
+
+def rooms_of(conn_id: str) -> set[str]:
+    return {s.decode() for s in redis_stores.state().smembers(_key("rooms", conn_id))}
+
+
+def forget(conn_id: str) -> None:
+    """Removes a connection from every room and from its user: on $disconnect, or when gone."""
+    state = redis_stores.state()
+    user = user_of(conn_id)
+    pipe = state.pipeline()
+    for symbol in rooms_of(conn_id):
+        pipe.srem(_key("room", symbol), conn_id)
+    pipe.delete(_key("rooms", conn_id), _key("conn", conn_id))
+    if user:
+        pipe.srem(_key("user", user), conn_id)
+    pipe.execute()
+
+
+def count_message(conn_id: str, limit_per_s: int) -> bool:
+    """Counts one inbound message; False once the connection sends more than limit_per_s a second."""
+    key = _key("rate", conn_id, str(int(time.time())))
+    pipe = redis_stores.state().pipeline()
+    pipe.incr(key)
+    pipe.expire(key, 5)
+    return pipe.execute()[0] <= limit_per_s
+
+
+# ---- pushes ------------------------------------------------------------------------------------
+def send(conn_id: str, message: dict[str, Any]) -> bool:
+    """Sends to one connection; a gone connection is forgotten and False returned."""
+    client = management()
+    try:
+        client.post_to_connection(ConnectionId=conn_id, Data=json.dumps(message).encode())
+        return True
+    except client.exceptions.GoneException:
+        forget(conn_id)
+        return False
+
+
+def disconnect(conn_id: str) -> None:
+    client = management()
+    with contextlib.suppress(client.exceptions.GoneException):
+        client.delete_connection(ConnectionId=conn_id)
+    forget(conn_id)
+
+
+def _fan_out(conn_ids: list[str], message: dict[str, Any]) -> int:
+    if not conn_ids:
+        return 0
+    if len(conn_ids) == 1:
+        return int(send(conn_ids[0], message))
+    with cf.ThreadPoolExecutor(min(FANOUT_THREADS, len(conn_ids))) as pool:
+        return sum(pool.map(lambda c: send(c, message), conn_ids))
+
+
+def broadcast_symbol(symbol: str, message: dict[str, Any]) -> int:
+    """Pushes to everyone in the symbol's room; returns how many received it."""
+    members = [c.decode() for c in redis_stores.state().smembers(_key("room", symbol))]
+    return _fan_out(members, message)
+
+
+def notify_user(user_id: str, message: dict[str, Any]) -> int:
+    """Pushes to the user's own connections only."""
+    members = [c.decode() for c in redis_stores.state().smembers(_key("user", user_id))]
+    return _fan_out(members, message)
+
+
+def publish(kind: str, fn: Any, *args: Any) -> None:
+    """Best effort from a request path: a push that fails is logged, never fails the request."""
+    if not os.environ.get("WS_MANAGEMENT_URL"):
+        return
+    try:
+        fn(*args)
+    except Exception as exc:
+        log.warning("push failed", extra={"fields": {"kind": kind, "error": str(exc)[:300]}})

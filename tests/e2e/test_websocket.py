@@ -1,0 +1,206 @@
+"""Real time end to end: real WebSocket clients against devstack's WebSocket API.
+
+Rooms per symbol, private trade confirmations, refused tokens, malformed frames, clients that
+vanish, and clients that flood or send oversized frames being cut off without harming others.
+"""
+
+import asyncio
+import json
+import time
+import uuid
+
+import aiohttp
+import boto3
+import jwt
+import pytest
+import redis
+
+pytestmark = pytest.mark.usefixtures("flush_cache")
+
+
+def signup(gateway):
+    email = f"ws-{uuid.uuid4().hex[:10]}@example.com"
+    user = gateway.post("/api/users/register", json={"name": "W", "email": email,
+                                                     "password": "s3cret-pass"}).json()["user_id"]
+    token = gateway.post("/api/users/login", json={"email": email, "password": "s3cret-pass"}).json()["token"]
+    return user, token
+
+
+def ws_url(stack, token):
+    return f"{stack['STOCKPRED_WS_URL']}?token={token}"
+
+
+async def join(session, stack, token, *symbols):
+    ws = await session.ws_connect(ws_url(stack, token))
+    for symbol in symbols:
+        await ws.send_str(json.dumps({"action": "subscribe", "symbol": symbol}))
+        assert json.loads(await ws.receive_str(timeout=10)) == {"type": "subscribed", "symbol": symbol}
+    return ws
+
+
+async def next_json(ws, timeout=10.0):
+    return json.loads(await ws.receive_str(timeout=timeout))
+
+
+async def nothing_arrives(ws, within=1.0):
+    try:
+        msg = await ws.receive(timeout=within)
+    except TimeoutError:
+        return True
+    raise AssertionError(f"unexpected message: {msg}")
+
+
+async def off_thread(fn, *args, **kw):
+    return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kw))
+
+
+def test_a_prediction_reaches_only_its_symbols_room(gateway, stack):
+    _, token = signup(gateway)
+
+    async def scenario():
+        async with aiohttp.ClientSession() as s:
+            spx = await join(s, stack, token, "SPX")
+            ixic = await join(s, stack, token, "IXIC")
+            r = await off_thread(gateway.get, "/api/predict/SPX")
+            assert r.status_code == 200
+            pushed = await next_json(spx, timeout=30)
+            assert pushed["type"] == "prediction" and pushed["symbol"] == "SPX"
+            assert pushed["_id"] == r.json()["_id"] and pushed["action"] == r.json()["action"]
+            assert await nothing_arrives(ixic)
+
+    asyncio.run(scenario())
+
+
+def test_a_trade_confirmation_reaches_only_its_user(gateway, stack):
+    a, token_a = signup(gateway)
+    _, token_b = signup(gateway)
+
+    async def scenario():
+        async with aiohttp.ClientSession() as s:
+            a1, a2 = await join(s, stack, token_a), await join(s, stack, token_a)
+            b = await join(s, stack, token_b, "SPX")
+            order = {"user_id": a, "symbol": "SPX", "quantity": 1}
+            r = await off_thread(gateway.post, "/api/users/buy", json=order,
+                                 headers={"Authorization": f"Bearer {token_a}"})
+            assert r.status_code == 200, r.text
+            for ws in (a1, a2):
+                pushed = await next_json(ws)
+                assert pushed["type"] == "trade" and pushed["transaction_id"] == r.json()["transaction_id"]
+            assert await nothing_arrives(b)
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("token", ["", "garbage", "expired", "other-secret"])
+def test_bad_tokens_are_refused_at_connect(gateway, stack, token):
+    user, _ = signup(gateway)
+    now = int(time.time())
+    claims = {"sub": user, "iat": now - 100, "exp": now - 10, "iss": "stockpred", "aud": "stockpred-api",
+              "jti": "x", "tv": 0}
+    forged = {"expired": jwt.encode(claims, stack["JWT_SECRET"], algorithm="HS256"),
+              "other-secret": jwt.encode({**claims, "exp": now + 60}, "x" * 40, algorithm="HS256")}
+    token = forged.get(token, token)
+
+    async def scenario():
+        async with aiohttp.ClientSession() as s:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await s.ws_connect(ws_url(stack, token))
+            assert refused.value.status == 401
+
+    asyncio.run(scenario())
+
+
+def test_malformed_frames_and_unknown_actions_get_an_error_and_the_socket_stays_open(gateway, stack):
+    _, token = signup(gateway)
+
+    async def scenario():
+        async with aiohttp.ClientSession() as s:
+            ws = await join(s, stack, token)
+            for frame in ["not json", "[1, 2]", json.dumps({"action": "dance"}), "{}",
+                          json.dumps({"action": "subscribe", "symbol": "$$$"}),
+                          json.dumps({"action": "subscribe", "symbol": {"$ne": 1}}),
+                          json.dumps({"action": "subscribe"})]:
+                await ws.send_str(frame)
+                reply = await next_json(ws)
+                assert reply["type"] == "error" and reply["error"], frame
+            await ws.send_bytes(b"\x00\xff")
+            assert (await next_json(ws))["type"] == "error"
+            await ws.send_str(json.dumps({"action": "subscribe", "symbol": "spx"}))
+            assert await next_json(ws) == {"type": "subscribed", "symbol": "SPX"}
+            assert not ws.closed
+
+    asyncio.run(scenario())
+
+
+def test_a_vanished_client_is_cleaned_up_at_the_next_broadcast(gateway, stack):
+    _, token = signup(gateway)
+    state = redis.Redis.from_url(stack["REDIS_URL"])
+    ghost = "ghost-" + uuid.uuid4().hex[:8]
+    state.sadd("stockpred:ws:room:IXIC", ghost)
+    state.sadd(f"stockpred:ws:rooms:{ghost}", "IXIC")
+
+    async def scenario():
+        async with aiohttp.ClientSession() as s:
+            live = await join(s, stack, token, "IXIC")
+            await off_thread(gateway.get, "/api/predict/IXIC")
+            assert (await next_json(live, timeout=30))["symbol"] == "IXIC"
+
+    asyncio.run(scenario())
+    members = {m.decode() for m in state.smembers("stockpred:ws:room:IXIC")}
+    assert ghost not in members and not state.exists(f"stockpred:ws:rooms:{ghost}")
+
+
+def test_disconnect_leaves_every_room(gateway, stack):
+    _, token = signup(gateway)
+    state = redis.Redis.from_url(stack["REDIS_URL"])
+
+    async def scenario():
+        async with aiohttp.ClientSession() as s:
+            ws = await join(s, stack, token, "SPX", "IXIC")
+            mgmt = boto3.client("apigatewaymanagementapi", endpoint_url=stack["WS_MANAGEMENT_URL"],
+                                region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t")
+            members = {m.decode() for m in state.smembers("stockpred:ws:room:SPX")}
+            conn_id = next(c for c in members if state.sismember("stockpred:ws:room:IXIC", c)
+                           and not c.startswith("ghost"))
+            described = await off_thread(mgmt.get_connection, ConnectionId=conn_id)
+            assert described["Identity"]["SourceIp"] == "127.0.0.1"
+            await off_thread(mgmt.post_to_connection, ConnectionId=conn_id, Data=b'{"hello": 1}')
+            assert await next_json(ws) == {"hello": 1}
+            await ws.close()
+            await asyncio.sleep(0.5)
+            assert not state.sismember("stockpred:ws:room:SPX", conn_id)
+            assert not state.sismember("stockpred:ws:room:IXIC", conn_id)
+            with pytest.raises(mgmt.exceptions.GoneException):
+                await off_thread(mgmt.post_to_connection, ConnectionId=conn_id, Data=b"{}")
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_flooding_and_oversized_frames_are_cut_off_without_harming_others(gateway, stack):
+    _, token = signup(gateway)
+
+    async def scenario():
+        async with aiohttp.ClientSession() as s:
+            bystander = await join(s, stack, token, "IXIC")
+            flooder = await join(s, stack, token)
+            for _ in range(200):
+                if flooder.closed:
+                    break
+                await flooder.send_str(json.dumps({"action": "subscribe", "symbol": "IXIC"}))
+            while not flooder.closed:
+                msg = await flooder.receive(timeout=10)
+                if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
+                    break
+            assert flooder.closed or flooder.close_code is not None
+
+            big = await join(s, stack, token)
+            await big.send_str("x" * (40 * 1024))
+            msg = await big.receive(timeout=10)
+            assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+
+            await off_thread(gateway.get, "/api/predict/IXIC")
+            pushed = await next_json(bystander, timeout=30)
+            assert pushed["type"] == "prediction" and not bystander.closed
+
+    asyncio.run(scenario())

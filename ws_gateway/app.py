@@ -1,0 +1,71 @@
+"""WebSocket routes: $connect (JWT in ?token=), $disconnect, subscribe, unsubscribe, $default.
+
+One handler for every route of the WebSocket API (API Gateway's `$request.body.action` picks the
+route; devstack does the same locally). Rooms live on the state Redis (stockpred.realtime).
+Replies to two-way routes are the returned `body`; pushes go through the management API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from stockpred import auth, realtime, symbols
+from stockpred.logs import get_logger
+
+log = get_logger("ws")
+MAX_ROOMS = int(os.environ.get("WS_MAX_ROOMS_PER_CONNECTION", "50"))
+MAX_RATE = int(os.environ.get("WS_MAX_MESSAGES_PER_SECOND", "20"))
+
+
+def _reply(message: dict[str, Any], status: int = 200) -> dict[str, Any]:
+    return {"statusCode": status, "body": json.dumps(message)}
+
+
+def _error(message: str) -> dict[str, Any]:
+    return _reply({"type": "error", "error": message})
+
+
+def on_connect(event: dict[str, Any], conn_id: str) -> dict[str, Any]:
+    token = (event.get("queryStringParameters") or {}).get("token")
+    try:
+        claims = auth.verify(token)
+    except auth.InvalidToken:
+        return {"statusCode": 401, "body": "Invalid or missing token"}
+    realtime.connected(conn_id, claims["sub"])
+    return {"statusCode": 200}
+
+
+def on_room(event: dict[str, Any], conn_id: str, join: bool) -> dict[str, Any]:
+    try:
+        body = json.loads(event.get("body") or "")
+        symbol = symbols.normalise(body.get("symbol"))
+    except (ValueError, AttributeError):
+        return _error("expected {\"action\": \"subscribe\", \"symbol\": \"SPX\"}")
+    except symbols.InvalidSymbol as exc:
+        return _error(f"invalid symbol: {exc}")
+    if not join:
+        realtime.unsubscribe(conn_id, symbol)
+        return _reply({"type": "unsubscribed", "symbol": symbol})
+    if len(realtime.rooms_of(conn_id)) >= MAX_ROOMS and symbol not in realtime.rooms_of(conn_id):
+        return _error(f"at most {MAX_ROOMS} rooms per connection")
+    realtime.subscribe(conn_id, symbol)
+    return _reply({"type": "subscribed", "symbol": symbol})
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    ctx = event["requestContext"]
+    route, conn_id = ctx["routeKey"], ctx["connectionId"]
+    if route == "$connect":
+        return on_connect(event, conn_id)
+    if route == "$disconnect":
+        realtime.forget(conn_id)
+        return {"statusCode": 200}
+    if not realtime.count_message(conn_id, MAX_RATE):
+        log.warning("connection flooding: cut off", extra={"fields": {"connection": conn_id}})
+        realtime.disconnect(conn_id)
+        return {"statusCode": 429}
+    if route in ("subscribe", "unsubscribe"):
+        return on_room(event, conn_id, join=route == "subscribe")
+    return _error("unknown action: send {\"action\": \"subscribe\" | \"unsubscribe\", \"symbol\": ...}")
