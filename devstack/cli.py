@@ -40,6 +40,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"""
 stockpred is up.
   REST API      {api}/api/stocks
+  WebSocket     {env['STOCKPRED_WS_URL']}?token=<JWT from /api/users/login>
   try           curl {api}/api/stocks/SPX/details
                 curl '{api}/api/stocks/SPX/history?from=2018-12-01&to=2018-12-31'
   Lambda Invoke {api}/2015-03-31/functions/<name>/invocations
