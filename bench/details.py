@@ -80,7 +80,7 @@ def redis_call(cache_urls: str) -> Call:
     from stockpred.redis_stores import CacheRing
 
     quote_key = cache.key("quote", SYMBOL)
-    client = redis.Redis.from_url(CacheRing(tuple(cache_urls.split(","))).node_for(quote_key))
+    client = redis.Redis.from_url(CacheRing.from_urls(tuple(cache_urls.split(","))).node_for(quote_key))
 
     def call() -> None:
         if client.get(quote_key) is None:

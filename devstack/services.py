@@ -36,6 +36,9 @@ DEFAULT_PORTS = {
     "gateway": 3000,
 }
 CACHE_PORT_BASE = 56380
+REPLICA_PORT_BASE = 56400
+SENTINEL_PORT_BASE = 56420
+SENTINELS = 3
 
 
 class ServiceError(RuntimeError):
@@ -126,6 +129,8 @@ class Stack:
         *,
         ports: dict[str, int] | None = None,
         cache_shards: int | None = None,
+        high_availability: bool | None = None,
+        free_ports: bool = False,
         durable: bool = True,
         with_gateway: bool = True,
         environ: dict[str, str] | None = None,
@@ -136,7 +141,11 @@ class Stack:
         self.environ = dict(os.environ if environ is None else environ)
         self.log = log
         self.cache_shards = cache_shards or int(self.environ.get("STOCKPRED_CACHE_SHARDS", "1"))
+        self.ha = (self.environ.get("STOCKPRED_REDIS_HA", "on") != "off"
+                   if high_availability is None else high_availability)
         self.with_gateway = with_gateway
+        if free_ports:
+            ports = {name: free_port() for name in self.port_names()}
         self.ports = self._load_ports(ports)
 
     # ---- layout -------------------------------------------------------------------------
@@ -149,14 +158,34 @@ class Stack:
     def logfile(self, name: str) -> Path:
         return self.path("log", f"{name}.log")
 
+    # ---- Redis topology ------------------------------------------------------------------
+    def cache_masters(self) -> list[str]:
+        """Sentinel service names of the cache shards, which are also their ring node names."""
+        return [f"cache-{i}" for i in range(self.cache_shards)]
+
+    def redis_names(self) -> list[str]:
+        names = ["redis-state", *(f"redis-{m}" for m in self.cache_masters())]
+        if self.ha:
+            names += [f"{n}-replica" for n in names]
+            names += [f"redis-sentinel-{j}" for j in range(SENTINELS)]
+        return names
+
+    def port_names(self) -> list[str]:
+        return [*DEFAULT_PORTS, *(n for n in self.redis_names() if n != "redis-state")]
+
     def _load_ports(self, given: dict[str, int] | None) -> dict[str, int]:
         saved = self.path("ports.json")
         if given is None and saved.exists():
             ports = json.loads(saved.read_text())
-            if len([k for k in ports if k.startswith("redis-cache-")]) == self.cache_shards:
+            if set(self.port_names()) <= set(ports):
                 return ports
         ports = dict(DEFAULT_PORTS)
         ports.update({f"redis-cache-{i}": CACHE_PORT_BASE + i for i in range(self.cache_shards)})
+        if self.ha:
+            ports["redis-state-replica"] = REPLICA_PORT_BASE
+            ports.update({f"redis-cache-{i}-replica": REPLICA_PORT_BASE + 1 + i
+                          for i in range(self.cache_shards)})
+            ports.update({f"redis-sentinel-{j}": SENTINEL_PORT_BASE + j for j in range(SENTINELS)})
         for name in list(ports):
             override = self.environ.get(f"STOCKPRED_PORT_{name.upper().replace('-', '_')}")
             if override:
@@ -188,7 +217,7 @@ class Stack:
         ext = self.external()
         gateway = f"http://127.0.0.1:{p['gateway']}"
         cache_urls = ",".join(
-            f"redis://127.0.0.1:{p[f'redis-cache-{i}']}/0" for i in range(self.cache_shards)
+            f"redis://127.0.0.1:{p[f'redis-{m}']}/0" for m in self.cache_masters()
         )
         env = {
             "STOCKPRED_ENV": "local",
@@ -206,12 +235,23 @@ class Stack:
             "AWS_ACCESS_KEY_ID": "test",
             "AWS_SECRET_ACCESS_KEY": "test",
             "STOCKPRED_API_URL": gateway,
+            **self._sentinel_env(ext),
             "STOCKPRED_WS_URL": gateway.replace("http://", "ws://") + "/local",
             "WS_MANAGEMENT_URL": gateway + "/local",
             "JWT_SECRET": self.environ.get("JWT_SECRET") or self.secret("jwt-secret"),
             "SERVICE_TOKEN": self.environ.get("SERVICE_TOKEN") or self.secret("service-token"),
         }
         return env
+
+    def _sentinel_env(self, ext: dict[str, str]) -> dict[str, str]:
+        if not self.ha or "REDIS_URL" in ext:
+            return {}
+        return {
+            "REDIS_SENTINELS": ",".join(f"127.0.0.1:{self.ports[f'redis-sentinel-{j}']}"
+                                        for j in range(SENTINELS)),
+            "REDIS_STATE_SERVICE": "state",
+            "CACHE_SHARDS": ",".join(self.cache_masters()),
+        }
 
     def secret(self, name: str) -> str:
         """A local secret (token signing, service token): made once, kept in the stack's folder."""
@@ -230,10 +270,8 @@ class Stack:
         out: list[Service] = []
         if "DATABASE_URL" not in ext:
             out.append(self._postgres())
-        if "REDIS_URL" not in ext:
-            out.append(self._redis("redis-state", persistent=self.durable))
         if "REDIS_URL" not in ext and not self.environ.get("CACHE_REDIS_URLS"):
-            out += [self._redis(f"redis-cache-{i}", persistent=False) for i in range(self.cache_shards)]
+            out += self._redis_topology()
         if "MONGO_URL" not in ext:
             out.append(self._ferretdb())
         if "AWS_ENDPOINT_URL" not in ext:
@@ -304,7 +342,19 @@ class Stack:
         return Service("postgres", argv, ready, user=user, prepare=prepare,
                        after_start=after_start, stop_signal=signal.SIGINT)
 
-    def _redis(self, name: str, *, persistent: bool) -> Service:
+    def _redis_topology(self) -> list[Service]:
+        """State primary and cache shards; with HA, a replica of each and three Sentinels."""
+        out = [self._redis("redis-state", persistent=self.durable)]
+        out += [self._redis(f"redis-{m}", persistent=False) for m in self.cache_masters()]
+        if self.ha:
+            out.append(self._redis("redis-state-replica", persistent=self.durable,
+                                   replica_of=self.ports["redis-state"]))
+            out += [self._redis(f"redis-{m}-replica", persistent=False,
+                                replica_of=self.ports[f"redis-{m}"]) for m in self.cache_masters()]
+            out += [self._sentinel(j) for j in range(SENTINELS)]
+        return out
+
+    def _redis(self, name: str, *, persistent: bool, replica_of: int | None = None) -> Service:
         port = self.ports[name]
         data = self.path("data", name)
 
@@ -321,6 +371,35 @@ class Stack:
                 "--appendonly", "yes" if persistent else "no", "--daemonize", "no"]
         if not persistent:
             argv += ["--maxmemory", "256mb", "--maxmemory-policy", "allkeys-lru"]
+        if replica_of:
+            argv += ["--replicaof", "127.0.0.1", str(replica_of)]
+        return Service(name, argv, ready, prepare=prepare)
+
+    def _sentinel(self, j: int) -> Service:
+        name = f"redis-sentinel-{j}"
+        port = self.ports[name]
+        data = self.path("data", name)
+        conf = data / "sentinel.conf"
+        monitored = {"state": self.ports["redis-state"],
+                     **{m: self.ports[f"redis-{m}"] for m in self.cache_masters()}}
+
+        def prepare() -> None:
+            data.mkdir(parents=True, exist_ok=True)
+            lines = [f"port {port}", "bind 127.0.0.1", f"dir {data}"]
+            for master, master_port in monitored.items():
+                lines += [f"sentinel monitor {master} 127.0.0.1 {master_port} 2",
+                          f"sentinel down-after-milliseconds {master} 1000",
+                          f"sentinel failover-timeout {master} 5000",
+                          f"sentinel parallel-syncs {master} 1"]
+            conf.write_text("\n".join(lines) + "\n")  # Sentinel rewrites it as it learns
+
+        def ready() -> bool:
+            import redis
+
+            masters = redis.Redis(port=port, socket_timeout=1).sentinel_masters()
+            return set(masters) == set(monitored)
+
+        argv = [shutil.which("redis-sentinel") or "redis-sentinel", str(conf)]
         return Service(name, argv, ready, prepare=prepare)
 
     def _ferretdb(self) -> Service:
@@ -493,21 +572,21 @@ def default_root() -> Path:
 
 # Variables that would point a stack at services other than its own.
 SERVICE_VARS = ("DATABASE_URL", "REDIS_URL", "CACHE_REDIS_URLS", "MONGO_URL", "AWS_ENDPOINT_URL",
+                "REDIS_SENTINELS", "REDIS_STATE_SERVICE", "CACHE_SHARDS",
                 "LOCALSTACK_HOST", "ALPHAVANTAGE_API_KEY", "ALPHAVANTAGE_BASE_URL",
                 "MARKET_PROVIDERS", "STOCKPRED_HOME")
 
 
 @contextlib.contextmanager
 def ephemeral_stack(*, prefix: str = "stockpred-", with_gateway: bool = False,
-                    extra_env: dict[str, str] | None = None,
+                    extra_env: dict[str, str] | None = None, cache_shards: int | None = None,
                     log: Callable[[str], None] = print) -> Iterator[tuple[Stack, dict[str, str]]]:
     """A throw-away stack on free ports in a temporary folder (tests, benchmarks); removed after."""
     root = Path(tempfile.mkdtemp(prefix=prefix))
-    ports = {name: free_port() for name in (*DEFAULT_PORTS, "redis-cache-0")}
     environ = {k: v for k, v in os.environ.items() if k not in SERVICE_VARS}
     environ.update(extra_env or {})
-    stack = Stack(root, ports=ports, durable=False, with_gateway=with_gateway, environ=environ,
-                  log=log)
+    stack = Stack(root, free_ports=True, cache_shards=cache_shards, durable=False,
+                  with_gateway=with_gateway, environ=environ, log=log)
     try:
         yield stack, stack.up()
     finally:

@@ -24,7 +24,9 @@ from tests.fakes.alphavantage import FakeAlphaVantage
 @pytest.fixture(scope="session")
 def stack() -> Iterator[dict[str, str]]:
     """The data services, started for this session; yields the environment that reaches them."""
-    with ephemeral_stack(prefix="stockpred-test-", log=lambda m: print(m, file=sys.stderr)) as (_, env):
+    # The cache topology the scenarios need: 3 shards x (master + replica), 3 Sentinels.
+    with ephemeral_stack(prefix="stockpred-test-", cache_shards=3,
+                         log=lambda m: print(m, file=sys.stderr)) as (_, env):
         saved = {k: os.environ.get(k) for k in (*env, *SERVICE_VARS)}
         for k in SERVICE_VARS:
             os.environ.pop(k, None)
@@ -45,6 +47,7 @@ def _reset_process_caches() -> None:
 
     redis_stores.cache_ring.cache_clear()
     redis_stores.state.cache_clear()
+    redis_stores.sentinel.cache_clear()
 
 
 @pytest.fixture(scope="session")
@@ -108,7 +111,7 @@ def gateway(stack: dict[str, str], fake_alphavantage: FakeAlphaVantage) -> Itera
 
 @pytest.fixture
 def flush_cache(stack: dict[str, str]) -> None:
-    import redis
+    from stockpred import redis_stores
 
-    for url in stack["CACHE_REDIS_URLS"].split(","):
-        redis.Redis.from_url(url).flushdb()
+    for shard in redis_stores.cache_ring().shards.values():
+        shard.master.flushdb()

@@ -9,7 +9,7 @@ from stockpred.redis_stores import CacheRing
 
 
 def test_many_concurrent_misses_load_once(stack):
-    cache = ReadThroughCache(CacheRing(tuple(stack["CACHE_REDIS_URLS"].split(","))))
+    cache = ReadThroughCache(CacheRing.from_urls(tuple(stack["CACHE_REDIS_URLS"].split(","))))
     key = f"stockpred:test:{uuid.uuid4()}"
     loads = []
 
@@ -31,7 +31,7 @@ def test_many_concurrent_misses_load_once(stack):
 
 
 def test_a_miss_is_remembered_briefly(stack):
-    cache = ReadThroughCache(CacheRing(tuple(stack["CACHE_REDIS_URLS"].split(","))))
+    cache = ReadThroughCache(CacheRing.from_urls(tuple(stack["CACHE_REDIS_URLS"].split(","))))
     key = f"stockpred:test:{uuid.uuid4()}"
     calls = []
     assert cache.get_or_load(key, 60, lambda: calls.append(1), missing_ttl_s=30).value is None
@@ -40,6 +40,6 @@ def test_a_miss_is_remembered_briefly(stack):
 
 
 def test_cache_down_still_answers_from_the_loader():
-    cache = ReadThroughCache(CacheRing(("redis://127.0.0.1:1/0",)))
+    cache = ReadThroughCache(CacheRing.from_urls(("redis://127.0.0.1:1/0",)))
     got = cache.get_or_load("stockpred:test:down", 60, lambda: {"v": 1})
     assert got.value == {"v": 1} and not got.hit

@@ -72,8 +72,18 @@ class ReadThroughCache:
         try:
             raw = client.get(cache_key)
         except redis.RedisError:
-            return None
+            raw = self._read_replica(cache_key)
         return None if raw is None else json.loads(raw)
+
+    def _read_replica(self, cache_key: str) -> bytes | None:
+        """While a shard's master is down or being replaced, its replica may still answer."""
+        replica = self.ring.replica_for(cache_key)
+        if replica is None:
+            return None
+        try:
+            return replica.get(cache_key)
+        except redis.RedisError:
+            return None
 
     def _write(self, client: redis.Redis, cache_key: str, value: Any, ttl_s: int) -> None:
         with contextlib.suppress(redis.RedisError):

@@ -37,6 +37,9 @@ class Settings:
     alphavantage_base_url: str
     quote_ttl_s: int
     home: Path
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    state_service: str = "state"
+    cache_shards: tuple[str, ...] = ()
 
     @property
     def local(self) -> bool:
@@ -69,4 +72,11 @@ def load() -> Settings:
         ).rstrip("/"),
         quote_ttl_s=int(os.environ.get("QUOTE_TTL_SECONDS", "60")),
         home=Path(os.environ.get("STOCKPRED_HOME", ".local")),
+        redis_sentinels=tuple(
+            (host, int(port))
+            for host, _, port in (a.strip().rpartition(":")
+                                  for a in os.environ.get("REDIS_SENTINELS", "").split(",") if a.strip())
+        ),
+        state_service=os.environ.get("REDIS_STATE_SERVICE", "state"),
+        cache_shards=tuple(s.strip() for s in os.environ.get("CACHE_SHARDS", "").split(",") if s.strip()),
     )

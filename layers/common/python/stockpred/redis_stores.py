@@ -1,47 +1,112 @@
 """Redis adapter, with state and cache kept apart.
 
 - State (WebSocket rooms, idempotency keys, login counters, breaker state): one replicated
-  primary at REDIS_URL, never resharded.
-- Cache (quotes, histories): shards at CACHE_REDIS_URLS on a consistent-hash ring (ketama via
-  uhashring); adding or removing a shard moves about 1/N of the keys and may lose some, which a
-  cache may do.
+  primary, never resharded: REDIS_URL, or the Sentinel service REDIS_STATE_SERVICE.
+- Cache (quotes, histories): shards on a consistent-hash ring (ketama via uhashring); adding or
+  removing a shard moves about 1/N of the keys and may lose some, which a cache may do. Shards
+  are CACHE_SHARDS (Sentinel service names: each a master with a replica) or CACHE_REDIS_URLS.
+
+With Sentinels (REDIS_SENTINELS) every client finds the current master through them and retries
+a failed command with backoff for a bounded time (about 5 s), which covers a failover; cache
+reads may fall back to the shard's replica meanwhile.
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+from redis.sentinel import Sentinel
 from uhashring import HashRing
 
 from stockpred import config
+
+TIMEOUTS = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}
+
+
+def _retry(tries: int = 10, cap_s: float = 0.5) -> dict[str, object]:
+    """Bounded retries with backoff from 50 ms: state rides out a failover (10 tries, about 5 s);
+    the cache gives up sooner (3 tries), reads its replica, and else loads from the source."""
+    return {"retry": Retry(ExponentialBackoff(cap=cap_s, base=0.05), tries),
+            "retry_on_error": [RedisConnectionError, RedisTimeoutError, ReadOnlyError]}
+
+
+CACHE_RETRY = {"tries": 3, "cap_s": 0.2}
+
+
+@dataclass
+class Shard:
+    name: str
+    master: redis.Redis
+    replica: redis.Redis | None = None
+
+
+@functools.cache
+def sentinel(addresses: tuple[tuple[str, int], ...]) -> Sentinel:
+    return Sentinel(list(addresses), sentinel_kwargs=TIMEOUTS, **TIMEOUTS)
+
+
+def shard(name_or_url: str, sentinels: tuple[tuple[str, int], ...] = ()) -> Shard:
+    if sentinels:
+        s = sentinel(sentinels)
+        return Shard(name_or_url, s.master_for(name_or_url, **TIMEOUTS, **_retry(**CACHE_RETRY)),
+                     s.slave_for(name_or_url, **TIMEOUTS))
+    return Shard(name_or_url, redis.Redis.from_url(name_or_url, **TIMEOUTS, **_retry(**CACHE_RETRY)))
 
 
 class CacheRing:
     """Cache shards on a consistent-hash ring: each key lives on exactly one shard."""
 
-    def __init__(self, urls: tuple[str, ...]) -> None:
-        if not urls:
+    def __init__(self, shards: list[Shard]) -> None:
+        if not shards:
             raise ValueError("the cache ring needs at least one shard")
-        self.clients = {
-            url: redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-            for url in urls
-        }
-        self._ring = HashRing(nodes=list(urls), hash_fn="ketama")
+        self.shards = {s.name: s for s in shards}
+        self._ring = HashRing(nodes=list(self.shards), hash_fn="ketama")
+
+    @classmethod
+    def from_urls(cls, urls: tuple[str, ...]) -> CacheRing:
+        return cls([shard(u) for u in urls])
+
+    @property
+    def clients(self) -> dict[str, redis.Redis]:
+        return {name: s.master for name, s in self.shards.items()}
 
     def node_for(self, key: str) -> str:
         return self._ring.get_node(key)
 
     def client_for(self, key: str) -> redis.Redis:
-        return self.clients[self.node_for(key)]
+        return self.shards[self.node_for(key)].master
+
+    def replica_for(self, key: str) -> redis.Redis | None:
+        return self.shards[self.node_for(key)].replica
+
+    def add(self, new: Shard) -> None:
+        self.shards[new.name] = new
+        self._ring.add_node(new.name)
+
+    def remove(self, name: str) -> None:
+        self.shards.pop(name)
+        self._ring.remove_node(name)
 
 
 @functools.cache
 def cache_ring(urls: tuple[str, ...] | None = None) -> CacheRing:
-    return CacheRing(urls or config.load().cache_redis_urls)
+    settings = config.load()
+    if urls is None and settings.redis_sentinels and settings.cache_shards:
+        return CacheRing([shard(n, settings.redis_sentinels) for n in settings.cache_shards])
+    return CacheRing.from_urls(urls or settings.cache_redis_urls)
 
 
 @functools.cache
 def state(url: str | None = None) -> redis.Redis:
-    return redis.Redis.from_url(url or config.load().redis_url, socket_timeout=2,
-                                socket_connect_timeout=2)
+    settings = config.load()
+    if url is None and settings.redis_sentinels:
+        return sentinel(settings.redis_sentinels).master_for(settings.state_service, **TIMEOUTS,
+                                                             **_retry())
+    return redis.Redis.from_url(url or settings.redis_url, **TIMEOUTS, **_retry())
