@@ -5,6 +5,7 @@
     stockpred import-csv DIR             load a folder of daily OHLCV CSV files
     stockpred train SYMBOL... | --all    train, evaluate and publish models
     stockpred evaluate SYMBOL            walk-forward report: model beside four baselines
+    stockpred cache status               the cache ring, each shard's master and replica, breakers
 """
 
 from __future__ import annotations
@@ -175,6 +176,42 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache_status(args: argparse.Namespace) -> int:
+    import redis
+
+    from stockpred import breakers, config, redis_stores
+
+    _apply_env(_stack(args))
+    settings = config.load()
+    ring = redis_stores.cache_ring()
+    state = (f"Sentinel service {settings.state_service}" if settings.redis_sentinels
+             else settings.redis_url)
+    print(f"cache ring: {len(ring.shards)} shard(s), ketama; state: {state}")
+    print(f"{'shard':<12}{'master':<18}{'replicas':<22}{'keys':>8}{'hits':>10}{'misses':>10}"
+          f"{'hit ratio':>11}")
+    for name, shard in ring.shards.items():
+        master, replicas = name, "-"
+        if settings.redis_sentinels:
+            s = redis_stores.sentinel(settings.redis_sentinels)
+            try:
+                master = "{}:{}".format(*s.discover_master(name))
+                replicas = ",".join("{}:{}".format(*r) for r in s.discover_slaves(name)) or "none"
+            except redis.RedisError as exc:
+                master = f"unknown ({type(exc).__name__})"
+        try:
+            stats = shard.master.info("stats")
+            keys = shard.master.dbsize()
+        except redis.RedisError as exc:
+            print(f"{name:<12}{master:<18}{replicas:<22}  unreachable: {exc}")
+            continue
+        hits, misses = stats["keyspace_hits"], stats["keyspace_misses"]
+        ratio = f"{hits / (hits + misses):.1%}" if hits + misses else "-"
+        print(f"{name:<12}{master:<18}{replicas:<22}{keys:>8}{hits:>10}{misses:>10}{ratio:>11}")
+    print("breakers: " + ", ".join(f"{n} {b['state']} ({b['failures']} failures)"
+                                   for n, b in breakers.states().items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stockpred", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -219,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cost-bps", type=float, default=10.0, help="cost per side, basis points")
     p.add_argument("--out", default="reports", help="folder for the JSON and PNG (default reports/)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("cache", help="the cache ring and the circuit breakers")
+    p.add_argument("action", choices=["status"])
+    p.set_defaults(func=cmd_cache_status)
     return parser
 
 

@@ -235,6 +235,7 @@ class Stack:
             "AWS_ACCESS_KEY_ID": "test",
             "AWS_SECRET_ACCESS_KEY": "test",
             "STOCKPRED_API_URL": gateway,
+            "CACHE_MODE": "shards",
             **self._sentinel_env(ext),
             "STOCKPRED_WS_URL": gateway.replace("http://", "ws://") + "/local",
             "WS_MANAGEMENT_URL": gateway + "/local",

@@ -17,8 +17,16 @@ from pathlib import Path
 import pytest
 import requests
 
-from devstack.services import REPO_ROOT, SERVICE_VARS, ephemeral_stack, wait_until
+from devstack.services import REPO_ROOT, SERVICE_VARS, Stack, ephemeral_stack, wait_until
 from tests.fakes.alphavantage import FakeAlphaVantage
+
+STACKS: list[Stack] = []
+
+
+@pytest.fixture(scope="session")
+def stack_handle(stack: dict[str, str]) -> Stack:
+    """The session's Stack itself, for scenarios that stop and start its processes."""
+    return STACKS[-1]
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +34,8 @@ def stack() -> Iterator[dict[str, str]]:
     """The data services, started for this session; yields the environment that reaches them."""
     # The cache topology the scenarios need: 3 shards x (master + replica), 3 Sentinels.
     with ephemeral_stack(prefix="stockpred-test-", cache_shards=3,
-                         log=lambda m: print(m, file=sys.stderr)) as (_, env):
+                         log=lambda m: print(m, file=sys.stderr)) as (handle, env):
+        STACKS.append(handle)
         saved = {k: os.environ.get(k) for k in (*env, *SERVICE_VARS)}
         for k in SERVICE_VARS:
             os.environ.pop(k, None)
@@ -96,7 +105,8 @@ def gateway(stack: dict[str, str], fake_alphavantage: FakeAlphaVantage) -> Itera
              "ALPHAVANTAGE_BASE_URL": fake_alphavantage.url,
              "DEVSTACK_SCHEDULES": "off",
              # Faults fire only at points a test lists in Redis; none are listed by default.
-             "FAULT_INJECTION": "on"}
+             "FAULT_INJECTION": "on",
+             "BREAKER_FAIL_MAX": "3", "BREAKER_RESET_SECONDS": "3"}
     gw = start_gateway(stack, extra, Path(stack["STOCKPRED_HOME"]) / "log")
     try:
         yield gw

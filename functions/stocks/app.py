@@ -5,6 +5,7 @@ from __future__ import annotations
 from chalice import Chalice, Response
 
 from stockpred import market, realtime
+from stockpred.cache import Lookup
 from stockpred.handlers import ApiError, install, json_response, market_errors, query_date, symbol_param
 from stockpred.prices import ProviderUnavailable
 
@@ -14,8 +15,8 @@ log = install(app, "stocks")
 DEFAULT_HISTORY_DAYS = 100
 
 
-def _cache_header(hit: bool) -> dict[str, str]:
-    return {"X-Cache": "HIT" if hit else "MISS"}
+def _cache_header(got: Lookup) -> dict[str, str]:
+    return {"X-Cache": "STALE" if got.stale else "HIT" if got.hit else "MISS"}
 
 
 @app.route("/api/stocks", methods=["GET"])
@@ -33,11 +34,11 @@ def list_symbols() -> Response:
 def details(symbol: str) -> Response:
     symbol = symbol_param(symbol)
     with market_errors():
-        quote, hit = market.default().quote(symbol)
-    body = market.details_body(quote)
-    if not hit:
+        quote, got = market.default().quote(symbol)
+    body = market.details_body(quote, got)
+    if not got.hit and not got.stale:
         realtime.publish("quote", realtime.broadcast_symbol, symbol, {"type": "quote", **body})
-    return json_response(200, body, _cache_header(hit))
+    return json_response(200, body, _cache_header(got))
 
 
 @app.route("/api/stocks/{symbol}/history", methods=["GET"])
@@ -48,7 +49,7 @@ def history(symbol: str) -> Response:
     if start and end and start > end:
         raise ApiError(400, "'from' must not be after 'to'")
     with market_errors():
-        hist, hit = market.default().history(symbol)
+        hist, got = market.default().history(symbol)
     bars = hist.bars
     if start is None and end is None:
         bars = bars[-DEFAULT_HISTORY_DAYS:]
@@ -62,4 +63,5 @@ def history(symbol: str) -> Response:
         "to": bars[-1].date.isoformat() if bars else None,
         "count": len(bars),
         "bars": [b.to_json() for b in bars],
-    }, _cache_header(hit))
+        "stale": got.stale,
+    }, _cache_header(got))

@@ -4,12 +4,13 @@ import threading
 import time
 import uuid
 
+from stockpred import redis_stores
 from stockpred.cache import ReadThroughCache
 from stockpred.redis_stores import CacheRing
 
 
 def test_many_concurrent_misses_load_once(stack):
-    cache = ReadThroughCache(CacheRing.from_urls(tuple(stack["CACHE_REDIS_URLS"].split(","))))
+    cache = ReadThroughCache(redis_stores.cache_ring())
     key = f"stockpred:test:{uuid.uuid4()}"
     loads = []
 
@@ -31,7 +32,7 @@ def test_many_concurrent_misses_load_once(stack):
 
 
 def test_a_miss_is_remembered_briefly(stack):
-    cache = ReadThroughCache(CacheRing.from_urls(tuple(stack["CACHE_REDIS_URLS"].split(","))))
+    cache = ReadThroughCache(redis_stores.cache_ring())
     key = f"stockpred:test:{uuid.uuid4()}"
     calls = []
     assert cache.get_or_load(key, 60, lambda: calls.append(1), missing_ttl_s=30).value is None

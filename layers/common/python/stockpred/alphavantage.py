@@ -12,9 +12,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import pybreaker
 import requests
 
-from stockpred import price_store
+from stockpred import breakers, price_store
 from stockpred.logs import get_logger
 from stockpred.prices import Bar, ProviderUnavailable, Quote, SymbolInfo
 
@@ -80,6 +81,14 @@ class AlphaVantageProvider:
         self._session = requests.Session()
 
     def _get(self, function: str, symbol: str, **params: str) -> Any:
+        """A checked body, through the breaker: failures and throttling count, unknown symbols don't."""
+        try:
+            return breakers.breaker(SOURCE, (UnknownToProvider,)).call(
+                self._fetch, function, symbol, params)
+        except pybreaker.CircuitBreakerError:
+            raise ProviderUnavailable("Alpha Vantage circuit breaker is open") from None
+
+    def _fetch(self, function: str, symbol: str, params: dict[str, str]) -> Any:
         try:
             resp = self._session.get(
                 f"{self._base}/query",
@@ -92,9 +101,10 @@ class AlphaVantageProvider:
         if resp.status_code != 200:
             raise ProviderUnavailable(f"Alpha Vantage answered HTTP {resp.status_code}")
         try:
-            return resp.json()
+            body = resp.json()
         except ValueError as exc:
             raise ProviderUnavailable("Alpha Vantage answered non-JSON") from exc
+        return check_body(body)
 
     def symbols(self) -> list[SymbolInfo]:
         return price_store.symbols(SOURCE)

@@ -3,7 +3,8 @@
 Keys are namespaced and versioned (`stockpred:v1:<kind>:<id>`) so a format change never reads
 old entries. On a miss the first caller takes a short lock next to the key and loads; the others
 wait for its value instead of calling upstream too. A negative answer (unknown symbol) is cached
-briefly so repeated nonsense does not reach the provider.
+briefly so repeated nonsense does not reach the provider. When the provider is down, the last
+known good copy of a key is served, marked stale with its age, rather than an error.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import redis
 
+from stockpred.prices import ProviderUnavailable
 from stockpred.redis_stores import CacheRing
 
 NAMESPACE = "stockpred:v1"
@@ -33,6 +35,8 @@ def key(kind: str, ident: str) -> str:
 class Lookup:
     value: Any
     hit: bool
+    stale: bool = False
+    age_s: float | None = None
 
 
 class ReadThroughCache:
@@ -42,8 +46,12 @@ class ReadThroughCache:
         self.wait_s = wait_s
 
     def get_or_load(self, cache_key: str, ttl_s: int, load: Callable[[], Any],
-                    missing_ttl_s: int = 60) -> Lookup:
-        """The cached value or `load()`'s; `None` from load is cached as a miss for missing_ttl_s."""
+                    missing_ttl_s: int = 60, keep_last_s: int = 0) -> Lookup:
+        """The cached value or `load()`'s; `None` from load is cached as a miss for missing_ttl_s.
+
+        With keep_last_s, every loaded value is also kept that long as the key's last known good
+        copy, served (stale, with its age) when load() raises ProviderUnavailable.
+        """
         client = self.ring.client_for(cache_key)
         cached = self._read(client, cache_key)
         if cached is not None:
@@ -54,10 +62,20 @@ class ReadThroughCache:
             waited = self._wait_for(client, cache_key, lock)
             if waited is not None:
                 return Lookup(None if waited == MISSING else waited, True)
+        last_key = f"{cache_key}:last"
         try:
-            value = load()
+            try:
+                value = load()
+            except ProviderUnavailable:
+                last = self._read(self.ring.client_for(last_key), last_key) if keep_last_s else None
+                if last is None:
+                    raise
+                return Lookup(last["value"], False, stale=True, age_s=round(time.time() - last["at"], 1))
             stored = MISSING if value is None else value
             self._write(client, cache_key, stored, missing_ttl_s if value is None else ttl_s)
+            if keep_last_s and value is not None:
+                self._write(self.ring.client_for(last_key), last_key,
+                            {"at": time.time(), "value": value}, keep_last_s)
             return Lookup(value, False)
         finally:
             self._unlock(client, lock, token)

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from stockpred import cache as cache_mod
 from stockpred import config
 from stockpred.alphavantage import AlphaVantageProvider
-from stockpred.cache import ReadThroughCache
+from stockpred.cache import Lookup, ReadThroughCache
 from stockpred.config import Settings
 from stockpred.csv_prices import CsvProvider
 from stockpred.logs import get_logger
@@ -34,6 +34,8 @@ from stockpred.sample_data import SampleProvider
 
 log = get_logger("market")
 MARKET_TZ = ZoneInfo("America/New_York")
+# How long the last good quote/history stays servable (stale) while the providers are down.
+KEEP_LAST_S = 7 * 86_400
 
 
 def seconds_until_next_close(now: dt.datetime | None = None) -> int:
@@ -85,7 +87,7 @@ class MarketData:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MarketData:
-        return cls(build_providers(settings), ReadThroughCache(cache_ring(settings.cache_redis_urls)),
+        return cls(build_providers(settings), ReadThroughCache(cache_ring()),
                    settings.quote_ttl_s)
 
     def _first(self, ask: str, symbol: str) -> Any:
@@ -114,18 +116,19 @@ class MarketData:
                 continue
         return sorted(seen.values(), key=lambda i: i.symbol)
 
-    def quote(self, symbol: str) -> tuple[Quote, bool]:
-        """The latest quote and whether it came from the cache; UnknownSymbol if nobody has it."""
+    def quote(self, symbol: str) -> tuple[Quote, Lookup]:
+        """The latest quote and how it was found (cache hit, stale); UnknownSymbol if nobody has it."""
         def load() -> dict[str, Any] | None:
             found = self._first("quote", symbol)
             return found[1].to_json() if found else None
 
-        got = self.cache.get_or_load(cache_mod.key("quote", symbol), self.quote_ttl_s, load)
+        got = self.cache.get_or_load(cache_mod.key("quote", symbol), self.quote_ttl_s, load,
+                                     keep_last_s=KEEP_LAST_S)
         if got.value is None:
             raise UnknownSymbol(symbol)
-        return Quote.from_json(got.value), got.hit
+        return Quote.from_json(got.value), got
 
-    def history(self, symbol: str) -> tuple[History, bool]:
+    def history(self, symbol: str) -> tuple[History, Lookup]:
         def load() -> dict[str, Any] | None:
             found = self._first("daily_bars", symbol)
             if not found:
@@ -133,14 +136,14 @@ class MarketData:
             return {"source": found[0], "bars": [b.to_json() for b in found[1]]}
 
         got = self.cache.get_or_load(cache_mod.key("history", symbol),
-                                     seconds_until_next_close(), load)
+                                     seconds_until_next_close(), load, keep_last_s=KEEP_LAST_S)
         if got.value is None:
             raise UnknownSymbol(symbol)
         bars = [Bar.from_json(b) for b in got.value["bars"]]
-        return History(symbol, got.value["source"], bars), got.hit
+        return History(symbol, got.value["source"], bars), got
 
 
-def details_body(quote: Quote) -> dict[str, Any]:
+def details_body(quote: Quote, got: Lookup | None = None) -> dict[str, Any]:
     """The spec's details shape (`id`, `symbol`, `price`, `currency`) plus what a user wants next."""
     body: dict[str, Any] = {
         "id": f"{quote.symbol}:{quote.as_of.isoformat()}",
@@ -156,4 +159,7 @@ def details_body(quote: Quote) -> dict[str, Any]:
         body["previous_close"] = f"{quote.previous_close:.4f}"
         body["change"] = f"{change:.4f}"
         body["change_percent"] = f"{change / quote.previous_close * 100:.4f}%"
+    body["stale"] = bool(got and got.stale)
+    if got and got.stale:
+        body["age_seconds"] = got.age_s
     return body

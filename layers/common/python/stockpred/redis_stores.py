@@ -14,6 +14,7 @@ reads may fall back to the shard's replica meanwhile.
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 
 import redis
@@ -97,7 +98,14 @@ class CacheRing:
 
 @functools.cache
 def cache_ring(urls: tuple[str, ...] | None = None) -> CacheRing:
+    """The cache as configured: ElastiCache in cluster mode (CACHE_MODE=cluster, the cluster
+    spreads keys over its own slots), Sentinel-managed shards, or plain URLs."""
     settings = config.load()
+    if urls is None and os.environ.get("CACHE_MODE") == "cluster":
+        from redis.cluster import RedisCluster
+
+        client = RedisCluster.from_url(os.environ["CACHE_CLUSTER_URL"], **TIMEOUTS)
+        return CacheRing([Shard("cluster", client)])
     if urls is None and settings.redis_sentinels and settings.cache_shards:
         return CacheRing([shard(n, settings.redis_sentinels) for n in settings.cache_shards])
     return CacheRing.from_urls(urls or settings.cache_redis_urls)
