@@ -66,6 +66,14 @@ def connection() -> psycopg2.extensions.connection:
     return conn
 
 
+def reset() -> None:
+    """Forgets this thread's warm connection (the next use connects afresh)."""
+    conn = getattr(_local, "conn", None)
+    if conn is not None and not conn.closed:
+        conn.close()
+    _local.conn = None
+
+
 @contextlib.contextmanager
 def transaction() -> Iterator[psycopg2.extensions.cursor]:
     """A cursor in a transaction on the warm connection: committed on success, else rolled back."""
