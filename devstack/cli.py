@@ -6,6 +6,7 @@
     stockpred train SYMBOL... | --all    train, evaluate and publish models
     stockpred evaluate SYMBOL            walk-forward report: model beside four baselines
     stockpred cache status               the cache ring, each shard's master and replica, breakers
+    stockpred etl run                    one incremental warehouse load (all or nothing)
 """
 
 from __future__ import annotations
@@ -212,6 +213,22 @@ def cmd_cache_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_etl_run(args: argparse.Namespace) -> int:
+    from stockpred import warehouse
+
+    _apply_env(_stack(args))
+    try:
+        result = warehouse.run()
+    except warehouse.QualityError as exc:
+        print(f"error: data quality check failed, nothing loaded: {exc}", file=sys.stderr)
+        return 1
+    loaded = ", ".join(f"{n} {c}" for n, c in result["loaded"].items())
+    print(f"run {result['run_id']} committed{' (rebuilt from the sources)' if result['rebuilt'] else ''}: "
+          f"loaded {loaded}; warehouse holds {result['totals']['trades']} trades, "
+          f"{result['totals']['predictions']} predictions")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stockpred", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -256,6 +273,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cost-bps", type=float, default=10.0, help="cost per side, basis points")
     p.add_argument("--out", default="reports", help="folder for the JSON and PNG (default reports/)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("etl", help="load the data warehouse",
+                       description="One incremental ETL run: extracts what is new since the stored "
+                       "high-water marks, writes Parquet to the warehouse bucket, checks the data, "
+                       "and commits the manifest; a failed check loads nothing.")
+    p.add_argument("action", choices=["run"])
+    p.set_defaults(func=cmd_etl_run)
 
     p = sub.add_parser("cache", help="the cache ring and the circuit breakers")
     p.add_argument("action", choices=["status"])

@@ -241,6 +241,7 @@ class Stack:
             "WS_MANAGEMENT_URL": gateway + "/local",
             "JWT_SECRET": self.environ.get("JWT_SECRET") or self.secret("jwt-secret"),
             "SERVICE_TOKEN": self.environ.get("SERVICE_TOKEN") or self.secret("service-token"),
+            "PSEUDONYM_KEY": self.environ.get("PSEUDONYM_KEY") or self.secret("pseudonym-key"),
         }
         return env
 

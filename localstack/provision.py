@@ -17,7 +17,7 @@ import boto3
 
 from devstack.template import LOCAL_ACCOUNT, LOCAL_REGION, Template
 
-BUCKETS = ("stockpred-models",)
+BUCKETS = ("stockpred-models", "stockpred-warehouse")
 
 
 def _s3(endpoint: str):

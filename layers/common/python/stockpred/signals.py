@@ -197,7 +197,7 @@ def fill_outcomes(symbol: str, bars: list[Bar]) -> int:
             realised = nxt.close / float(last_close) - 1
             cur.execute(
                 """UPDATE predictions SET outcome_date = %s, realised_close = %s,
-                       realised_return = %s, correct = %s WHERE id = %s""",
+                       realised_return = %s, correct = %s, updated_at = now() WHERE id = %s""",
                 (nxt.date, nxt.close, realised, (realised > 0) == (action == "buy"), pid),
             )
             updated += 1
