@@ -7,6 +7,7 @@
     stockpred evaluate SYMBOL            walk-forward report: model beside four baselines
     stockpred cache status               the cache ring, each shard's master and replica, breakers
     stockpred etl run                    one incremental warehouse load (all or nothing)
+    stockpred report                     the analytics as a PNG chart and CSV files
 """
 
 from __future__ import annotations
@@ -229,6 +230,47 @@ def cmd_etl_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from stockpred import warehouse
+
+    _apply_env(_stack(args))
+    signals = pd.DataFrame(warehouse.signals(None, None, None))
+    trading = pd.DataFrame(warehouse.trading())
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    signals.to_csv(out / "signals_by_month.csv", index=False)
+    trading.to_csv(out / "trading_by_day.csv", index=False)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7))
+    if signals.empty:
+        top.text(0.5, 0.5, "no predictions with an outcome yet", ha="center", transform=top.transAxes)
+    for symbol, rows in signals.groupby("symbol") if not signals.empty else []:
+        top.plot(rows["month"], rows["hit_rate"], marker="o", label=symbol)
+    top.axhline(0.5, color="grey", linestyle="--", linewidth=0.8)
+    top.set_title("signal hit rate by month (from the warehouse)")
+    top.set_ylabel("hit rate")
+    if not signals.empty:
+        top.legend()
+    if trading.empty:
+        bottom.text(0.5, 0.5, "no trades yet", ha="center", transform=bottom.transAxes)
+    else:
+        bottom.bar(trading["date"], trading["volume_cents"] / 100, label="volume (USD)")
+        bottom.plot(trading["date"], trading["realised_pnl_cents"] / 100, color="black", marker="o",
+                    label="realised P&L (USD)")
+        bottom.legend()
+    bottom.set_title("trading by day")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(out / "report.png", dpi=110)
+    print(f"wrote {out / 'report.png'}, {out / 'signals_by_month.csv'}, {out / 'trading_by_day.csv'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stockpred", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -280,6 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "and commits the manifest; a failed check loads nothing.")
     p.add_argument("action", choices=["run"])
     p.set_defaults(func=cmd_etl_run)
+
+    p = sub.add_parser("report", help="the warehouse's analytics as a PNG chart and CSV files")
+    p.add_argument("--out", default="reports", help="folder for the files (default reports/)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("cache", help="the cache ring and the circuit breakers")
     p.add_argument("action", choices=["status"])

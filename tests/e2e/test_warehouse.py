@@ -5,6 +5,7 @@ in-process; the checks read the committed Parquet files directly (pyarrow on mot
 compare with PostgreSQL and MongoDB.
 """
 
+import datetime as dt
 import json
 import os
 import uuid
@@ -130,6 +131,18 @@ def test_a_run_killed_half_way_leaves_the_warehouse_as_it_was(gateway, stack):
     assert gateway.get("/api/analytics/trading").json() == analytics_before
     assert warehouse.run()["loaded"]["fact_trades"] == 1
     assert gateway.get("/api/analytics/trading").json() != analytics_before
+    # The dead run's files, and replaced dimensions, are collected once past the grace period.
+    manifest = warehouse.read_manifest()
+    s3 = boto3.client("s3", endpoint_url=stack["AWS_ENDPOINT_URL"], region_name="us-east-1")
+
+    def keys():
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=warehouse.bucket(), Prefix="warehouse/")
+        return {o["Key"] for page in pages for o in page.get("Contents", [])}
+
+    listed = {k for files in manifest["files"].values() for k in files} | {warehouse.MANIFEST}
+    assert keys() > listed
+    assert warehouse._collect_garbage(manifest, grace=dt.timedelta(0)) > 0
+    assert keys() == listed
 
 
 def test_a_failed_quality_check_loads_nothing(stack):
@@ -176,3 +189,37 @@ def test_analytics_equal_the_same_queries_by_hand_on_the_parquet_files(gateway, 
     assert all(r["symbol"] == "SYNTH" for r in one["by_month"])
     assert gateway.get("/api/analytics/signals", params={"from": "2020-13-01"}).status_code == 400
     assert gateway.get("/api/analytics/signals", params={"symbol": "$$"}).status_code == 400
+
+
+def test_etl_and_report_commands(stack, tmp_path):
+    import subprocess
+    import sys
+
+    from devstack.services import REPO_ROOT
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "devstack.cli", *args], env={**os.environ, **stack},
+                              capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+
+    run = cli("etl", "run")
+    assert run.returncode == 0 and " committed" in run.stdout, run.stderr
+    report = cli("report", "--out", str(tmp_path))
+    assert report.returncode == 0, report.stderr
+    assert (tmp_path / "report.png").read_bytes()[:4] == b"\x89PNG"
+    by_day = pd.read_csv(tmp_path / "trading_by_day.csv")
+    assert list(by_day.columns) == ["date", "trades", "shares", "volume_cents", "realised_pnl_cents"]
+    assert by_day["trades"].sum() == pg(stack, "SELECT count(*) FROM transactions")[0][0]
+
+
+def test_an_empty_bucket_is_rebuilt_from_the_sources(stack):
+    warehouse.run()
+    s3 = boto3.client("s3", endpoint_url=stack["AWS_ENDPOINT_URL"], region_name="us-east-1")
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=warehouse.bucket(), Prefix="warehouse/"):
+        for obj in page.get("Contents", []):
+            s3.delete_object(Bucket=warehouse.bucket(), Key=obj["Key"])
+    assert warehouse.read_manifest() is None
+    result = warehouse.run()
+    assert result["rebuilt"] is True
+    assert result["totals"]["trades"] == pg(stack, "SELECT count(*) FROM transactions")[0][0]
+    assert len(committed("fact_trades")) == result["totals"]["trades"]
+    assert len(committed("fact_prices")) > 10_000

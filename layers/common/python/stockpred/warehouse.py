@@ -88,34 +88,47 @@ def _filesystem() -> Any:
     return fs.S3FileSystem(region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
 
 
+_loaded: dict[tuple[str, tuple[str, ...]], pa.Table] = {}
+
+
 def table(name: str, manifest: dict[str, Any] | None = None) -> pa.Table:
-    """One table of the committed warehouse (only files the manifest lists)."""
+    """One table of the committed warehouse (only files the manifest lists).
+
+    A warm process keeps what it read for the file list it read it from: a query after a new
+    commit reads again, a query without one costs only the manifest GET.
+    """
     import pyarrow.dataset as ds
 
     manifest = manifest if manifest is not None else read_manifest() or _empty_manifest()
-    files = manifest["files"].get(name, [])
+    files = tuple(manifest["files"].get(name, []))
     if not files:
         return pa.table(SCHEMAS[name].empty_table())
-    dataset = ds.dataset([f"{bucket()}/{k}" for k in files], filesystem=_filesystem(), format="parquet",
-                         partitioning="hive", schema=SCHEMAS[name])
-    return dataset.to_table()
+    if (name, files) not in _loaded:
+        dataset = ds.dataset([f"{bucket()}/{k}" for k in files], filesystem=_filesystem(),
+                             format="parquet", partitioning="hive", schema=SCHEMAS[name])
+        for key in [k for k in _loaded if k[0] == name]:
+            del _loaded[key]
+        _loaded[(name, files)] = dataset.to_table()
+    return _loaded[(name, files)]
 
 
-def connect(manifest: dict[str, Any] | None = None) -> Any:
-    """An in-process DuckDB with every warehouse table registered (facts deduplicated)."""
+VIEWS = {
+    "fact_predictions": """SELECT * FROM fact_predictions_files QUALIFY row_number()
+                           OVER (PARTITION BY prediction_id ORDER BY updated_at DESC) = 1""",
+    "fact_prices": """SELECT * FROM fact_prices_files QUALIFY row_number()
+                      OVER (PARTITION BY symbol, day ORDER BY loaded_at DESC) = 1""",
+}
+
+
+def connect(manifest: dict[str, Any] | None = None, tables: tuple[str, ...] = (*FACTS, *DIMS)) -> Any:
+    """An in-process DuckDB with the named warehouse tables registered (facts deduplicated)."""
     import duckdb
 
     manifest = manifest if manifest is not None else read_manifest() or _empty_manifest()
     con = duckdb.connect()
-    for name in (*FACTS, *DIMS):
+    for name in tables:
         con.register(f"{name}_files", table(name, manifest))
-    con.execute("CREATE VIEW fact_trades AS SELECT * FROM fact_trades_files")
-    con.execute("""CREATE VIEW fact_predictions AS SELECT * FROM fact_predictions_files
-                   QUALIFY row_number() OVER (PARTITION BY prediction_id ORDER BY updated_at DESC) = 1""")
-    con.execute("""CREATE VIEW fact_prices AS SELECT * FROM fact_prices_files
-                   QUALIFY row_number() OVER (PARTITION BY symbol, day ORDER BY loaded_at DESC) = 1""")
-    for name in DIMS:
-        con.execute(f"CREATE VIEW {name} AS SELECT * FROM {name}_files")
+        con.execute(f"CREATE VIEW {name} AS {VIEWS.get(name, f'SELECT * FROM {name}_files')}")
     return con
 
 
@@ -370,9 +383,26 @@ def run() -> dict[str, Any]:
     }
     aws.client("s3").put_object(Bucket=bucket(), Key=MANIFEST, ContentType="application/json",
                                 Body=json.dumps(new_manifest, indent=1).encode())
+    removed = _collect_garbage(new_manifest)
     loaded = {name: len(batch.rows[name]) for name in FACTS}
     log.info("etl run committed", extra={"fields": {"run_id": run_id, "loaded": loaded, "rebuilt": rebuilt}})
-    return {"run_id": run_id, "loaded": loaded, "rebuilt": rebuilt, "totals": totals}
+    return {"run_id": run_id, "loaded": loaded, "rebuilt": rebuilt, "totals": totals,
+            "files_removed": removed}
+
+
+def _collect_garbage(manifest: dict[str, Any], grace: dt.timedelta = OVERLAP) -> int:
+    """Deletes files no manifest lists (replaced dimensions, a failed run's parts) once they are
+    older than `grace`, so tools that read whole folders (Glue, Athena) see what readers here see."""
+    s3 = aws.client("s3")
+    listed = {k for keys in manifest["files"].values() for k in keys} | {MANIFEST}
+    cutoff = dt.datetime.now(dt.UTC) - grace
+    removed = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket(), Prefix=f"{PREFIX}/"):
+        for obj in page.get("Contents", []):
+            if obj["Key"] not in listed and obj["LastModified"] < cutoff:
+                s3.delete_object(Bucket=bucket(), Key=obj["Key"])
+                removed += 1
+    return removed
 
 
 # ---- analytics ---------------------------------------------------------------------------------
@@ -389,7 +419,7 @@ def signals(symbol: str | None, start: dt.date | None, end: dt.date | None) -> l
     if end:
         where.append("CAST(as_of AS DATE) <= ?")
         params.append(end)
-    rows = connect().execute(f"""
+    rows = connect(tables=("fact_predictions",)).execute(f"""
         SELECT symbol, substr(as_of, 1, 7) AS month, count(*) AS predictions,
                avg(CAST(correct AS DOUBLE)) AS hit_rate,
                avg(realised_return) FILTER (WHERE action = 'buy') AS mean_return_after_buy,
@@ -405,7 +435,7 @@ def signals(symbol: str | None, start: dt.date | None, end: dt.date | None) -> l
 
 def trading() -> list[dict[str, Any]]:
     """Per day: trades, volume and realised P&L (sells), in cents."""
-    rows = connect().execute("""
+    rows = connect(tables=("fact_trades",)).execute("""
         SELECT trade_date, count(*) AS trades, sum(quantity) AS shares,
                sum(amount_cents) AS volume_cents,
                coalesce(sum(realised_pnl_cents), 0) AS realised_pnl_cents
