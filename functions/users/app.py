@@ -156,8 +156,9 @@ def _trade(side: str) -> Response:
     if result.status == "committed":
         body = {"message": TRADE_DONE[side], "transaction_id": result.transaction_id,
                 "price": money(result.price_cents) if result.price_cents else None}
-        realtime.publish("trade", realtime.notify_user, user_id, {
-            "type": "trade", "action": side, "symbol": symbol, "quantity": quantity, **body})
+        if not result.replayed:
+            realtime.publish("trade", realtime.notify_user, user_id, {
+                "type": "trade", "action": side, "symbol": symbol, "quantity": quantity, **body})
         return json_response(200, body)
     if result.status == "aborted" and result.error_type in REFUSALS:
         message = ("Stock data not available" if result.error_type == "UnknownSymbol"

@@ -204,3 +204,20 @@ def test_flooding_and_oversized_frames_are_cut_off_without_harming_others(gatewa
             assert pushed["type"] == "prediction" and not bystander.closed
 
     asyncio.run(scenario())
+
+
+def test_a_replayed_idempotent_buy_is_confirmed_once(gateway, stack):
+    user, token = signup(gateway)
+
+    async def scenario():
+        async with aiohttp.ClientSession() as s:
+            ws = await join(s, stack, token)
+            headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex}
+            order = {"user_id": user, "symbol": "SPX", "quantity": 1}
+            for _ in range(3):
+                r = await off_thread(gateway.post, "/api/users/buy", json=order, headers=headers)
+                assert r.status_code == 200
+            assert (await next_json(ws))["type"] == "trade"
+            assert await nothing_arrives(ws)
+
+    asyncio.run(scenario())

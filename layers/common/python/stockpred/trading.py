@@ -137,6 +137,7 @@ class TradeResult:
     error_type: str | None = None
     message: str | None = None
     price_cents: int | None = None
+    replayed: bool = False  # the answer of an earlier request with the same Idempotency-Key
 
 
 class IdempotencyConflict(Exception):
@@ -229,9 +230,10 @@ def execute(user_id: str, symbol: str, side: str, quantity: int, idempotency_key
             raise IdempotencyConflict()
         txid = first["transaction_id"]
         if first.get("result"):
-            return TradeResult(**first["result"])
+            return TradeResult(**{**first["result"], "replayed": True})
         _wait_for_start(txid)
     result = wait(txid, deadline_s)
+    result.replayed = not claimed
     if result.status != "pending":
         state.set(key, json.dumps({"transaction_id": txid, "fingerprint": fingerprint,
                                    "result": asdict(result)}), ex=86_400)
