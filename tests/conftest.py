@@ -11,7 +11,9 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -65,6 +67,17 @@ def fake_alphavantage() -> Iterator[FakeAlphaVantage]:
         yield fake
 
 
+@dataclass(frozen=True)
+class NewUser:
+    user_id: str
+    token: str
+    email: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
 class Gateway:
     def __init__(self, url: str, proc: subprocess.Popen, log: Path) -> None:
         self.url = url
@@ -76,6 +89,15 @@ class Gateway:
 
     def post(self, path: str, **kw: object) -> requests.Response:
         return requests.post(self.url + path, timeout=30, **kw)
+
+    def new_user(self, name: str = "Test User", password: str = "s3cret-pass") -> NewUser:
+        """A registered, signed-in user with a fresh email."""
+        email = f"user-{uuid.uuid4().hex[:12]}@example.com"
+        r = self.post("/api/users/register", json={"name": name, "email": email, "password": password})
+        assert r.status_code == 201, r.text
+        login = self.post("/api/users/login", json={"email": email, "password": password})
+        assert login.status_code == 200, login.text
+        return NewUser(r.json()["user_id"], login.json()["token"], email)
 
 
 def start_gateway(env: dict[str, str], extra: dict[str, str], log_dir: Path) -> Gateway:

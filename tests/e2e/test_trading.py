@@ -26,12 +26,9 @@ START = 10_000_000
 SPX_CENTS = 250_685  # the sample's last close, 2506.850098, in cents
 
 
-def register(gateway, cash=None):
-    email = f"trader-{uuid.uuid4().hex[:10]}@example.com"
-    r = gateway.post("/api/users/register", json={"name": "T", "email": email, "password": "s3cret-pass"})
-    assert r.status_code == 201, r.text
-    token = gateway.post("/api/users/login", json={"email": email, "password": "s3cret-pass"}).json()["token"]
-    return r.json()["user_id"], {"Authorization": f"Bearer {token}"}
+def register(gateway):
+    user = gateway.new_user()
+    return user.user_id, user.headers
 
 
 def trade(gateway, side, user, headers, symbol="SPX", quantity=1, key=None):

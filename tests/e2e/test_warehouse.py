@@ -32,11 +32,8 @@ def pg(stack, sql, *args):
 
 
 def trader(gateway):
-    email = f"wh-{uuid.uuid4().hex[:10]}@example.com"
-    user = gateway.post("/api/users/register", json={"name": "Warehouse Person", "email": email,
-                                                     "password": "s3cret-pass"}).json()["user_id"]
-    token = gateway.post("/api/users/login", json={"email": email, "password": "s3cret-pass"}).json()["token"]
-    return user, {"Authorization": f"Bearer {token}"}, email
+    user = gateway.new_user(name="Warehouse Person")
+    return user.user_id, user.headers, user.email
 
 
 def trade(gateway, side, user, headers, quantity=1, symbol="SPX"):

@@ -19,11 +19,8 @@ pytestmark = pytest.mark.usefixtures("flush_cache")
 
 
 def signup(gateway):
-    email = f"ws-{uuid.uuid4().hex[:10]}@example.com"
-    user = gateway.post("/api/users/register", json={"name": "W", "email": email,
-                                                     "password": "s3cret-pass"}).json()["user_id"]
-    token = gateway.post("/api/users/login", json={"email": email, "password": "s3cret-pass"}).json()["token"]
-    return user, token
+    user = gateway.new_user()
+    return user.user_id, user.token
 
 
 def ws_url(stack, token):
