@@ -48,7 +48,8 @@ def on_room(event: dict[str, Any], conn_id: str, join: bool) -> dict[str, Any]:
     if not join:
         realtime.unsubscribe(conn_id, symbol)
         return _reply({"type": "unsubscribed", "symbol": symbol})
-    if len(realtime.rooms_of(conn_id)) >= MAX_ROOMS and symbol not in realtime.rooms_of(conn_id):
+    rooms = realtime.rooms_of(conn_id)
+    if len(rooms) >= MAX_ROOMS and symbol not in rooms:
         return _error(f"at most {MAX_ROOMS} rooms per connection")
     realtime.subscribe(conn_id, symbol)
     return _reply({"type": "subscribed", "symbol": symbol})

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 from typing import Any
 
 from chalice import Chalice, Response
@@ -43,16 +45,26 @@ def _claims() -> dict[str, Any]:
         raise ApiError(401, INVALID_TOKEN, {"WWW-Authenticate": "Bearer"}) from None
 
 
-def _invalid(exc: ValidationError) -> Response:
-    return json_response(400, {"error": "Invalid input data", "fields": exc.fields})
+def _invalid(fields: dict[str, str]) -> ApiError:
+    return ApiError(400, "Invalid input data", details={"fields": fields})
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """What every user route answers alike: bad input is 400, a user that no longer exists 401."""
+    try:
+        yield
+    except ValidationError as exc:
+        raise _invalid(exc.fields) from None
+    except UserNotFound:
+        raise ApiError(401, INVALID_TOKEN, {"WWW-Authenticate": "Bearer"}) from None
 
 
 @app.route("/api/users/register", methods=["POST"], content_types=ANY_BODY)
 def register() -> Response:
     try:
-        user_id = users().register(_body())
-    except ValidationError as exc:
-        return _invalid(exc)
+        with _user_errors():
+            user_id = users().register(_body())
     except UserExists:
         raise ApiError(409, "User already exists") from None
     return json_response(201, {"message": "User registered successfully", "user_id": user_id})
@@ -62,9 +74,8 @@ def register() -> Response:
 def login() -> Response:
     client = app.current_request.context.get("identity", {}).get("sourceIp", "unknown")
     try:
-        token = users().login(_body(), client)
-    except ValidationError as exc:
-        return _invalid(exc)
+        with _user_errors():
+            token = users().login(_body(), client)
     except TooManyAttempts as exc:
         raise ApiError(429, "Too many failed logins, try again later",
                        {"Retry-After": str(exc.retry_after_s)}) from None
@@ -77,10 +88,8 @@ def login() -> Response:
 @app.route("/api/users/profile", methods=["GET"])
 def profile() -> Response:
     claims = _claims()
-    try:
+    with _user_errors():
         p = users().profile(claims["sub"])
-    except UserNotFound:
-        raise ApiError(401, INVALID_TOKEN, {"WWW-Authenticate": "Bearer"}) from None
     return json_response(200, {"user_id": p.user_id, "name": p.name, "email": p.email})
 
 
@@ -88,13 +97,10 @@ def profile() -> Response:
 def update_profile() -> Response:
     claims = _claims()
     try:
-        users().update_profile(claims["sub"], _body())
-    except ValidationError as exc:
-        return _invalid(exc)
+        with _user_errors():
+            users().update_profile(claims["sub"], _body())
     except UserExists:
         raise ApiError(409, "Email already in use") from None
-    except UserNotFound:
-        raise ApiError(401, INVALID_TOKEN, {"WWW-Authenticate": "Bearer"}) from None
     return json_response(200, {"message": "Profile updated successfully"})
 
 
@@ -102,13 +108,10 @@ def update_profile() -> Response:
 def change_password() -> Response:
     claims = _claims()
     try:
-        users().change_password(claims["sub"], _body())
-    except ValidationError as exc:
-        return _invalid(exc)
+        with _user_errors():
+            users().change_password(claims["sub"], _body())
     except InvalidCredentials:
         raise ApiError(403, "Current password is incorrect") from None
-    except UserNotFound:
-        raise ApiError(401, INVALID_TOKEN, {"WWW-Authenticate": "Bearer"}) from None
     return json_response(200, {"message": "Password changed; sign in again with the new password"})
 
 
@@ -123,10 +126,8 @@ def logout() -> Response:
 @app.route("/api/users/portfolio", methods=["GET"])
 def get_portfolio() -> Response:
     claims = _claims()
-    try:
+    with _user_errors():
         users().profile(claims["sub"])
-    except UserNotFound:
-        raise ApiError(401, INVALID_TOKEN, {"WWW-Authenticate": "Bearer"}) from None
     return json_response(200, portfolio.portfolio(claims["sub"]))
 
 
@@ -141,14 +142,13 @@ def _trade(side: str) -> Response:
     claims = _claims()
     order, errors = trading.parse_order(_body())
     if errors:
-        return json_response(400, {"error": "Invalid input data", "fields": errors})
+        raise _invalid(errors)
     user_id, symbol, quantity = order["user_id"], order["symbol"], order["quantity"]
     if user_id != claims["sub"]:
         raise ApiError(403, "You can only trade for your own account")
     key = app.current_request.headers.get("idempotency-key")
     if key is not None and not 1 <= len(key) <= 255:
-        return json_response(400, {"error": "Invalid input data",
-                                   "fields": {"Idempotency-Key": "1 to 255 characters"}})
+        raise _invalid({"Idempotency-Key": "1 to 255 characters"})
     try:
         result = trading.execute(user_id, symbol, side, quantity, key)
     except trading.IdempotencyConflict:

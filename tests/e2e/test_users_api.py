@@ -518,42 +518,45 @@ def test_malformed_json_is_400(gateway, db, victim, path, raw):
     assert users_snapshot(db) == before
 
 
-# ---- values of the wrong type ----------------------------------------------------------------
-@pytest.mark.parametrize("value", NOT_STRINGS, ids=repr)
+# ---- values that are not plain strings: wrong types and query operators ---------------------
+NON_STRINGS = NOT_STRINGS + OPERATORS
+
+
+@pytest.mark.parametrize("value", NON_STRINGS, ids=repr)
 @pytest.mark.parametrize("field", ["name", "email", "password"])
-def test_register_400_for_a_field_of_the_wrong_type(gateway, db, field, value):
-    before = counts(db)
+def test_register_400_for_a_field_that_is_not_a_string(gateway, db, field, value):
+    before, before_counts = users_snapshot(db), counts(db)
     body = {"name": "Valid Name", "email": fresh_email(), "password": PASSWORD, field: value}
     assert_invalid(gateway.post("/api/users/register", json=body), field)
-    assert counts(db) == before
+    assert users_snapshot(db) == before and counts(db) == before_counts
 
 
-@pytest.mark.parametrize("value", NOT_STRINGS, ids=repr)
+@pytest.mark.parametrize("value", NON_STRINGS, ids=repr)
 @pytest.mark.parametrize("field", ["email", "password"])
-def test_login_400_for_a_field_of_the_wrong_type(gateway, victim, field, value):
+def test_login_400_for_a_field_that_is_not_a_string(gateway, victim, field, value):
     body = {"email": victim.email, "password": PASSWORD, field: value}
     r = gateway.post("/api/users/login", json=body)
     assert_invalid(r, field)
     assert "token" not in r.json()
 
 
-@pytest.mark.parametrize("value", NOT_STRINGS, ids=repr)
+@pytest.mark.parametrize("value", NON_STRINGS, ids=repr)
 @pytest.mark.parametrize("field", ["name", "email"])
-def test_profile_update_400_for_a_field_of_the_wrong_type(gateway, db, victim, field, value):
-    before = db.users.find_one({"_id": victim.user_id})
+def test_profile_update_400_for_a_field_that_is_not_a_string(gateway, db, victim, field, value):
+    before = users_snapshot(db)
     r = gateway.post("/api/users/profile/update", headers=bearer(victim.token), json={field: value})
     assert_invalid(r, field)
-    assert db.users.find_one({"_id": victim.user_id}) == before
+    assert users_snapshot(db) == before
 
 
-@pytest.mark.parametrize("value", NOT_STRINGS, ids=repr)
+@pytest.mark.parametrize("value", NON_STRINGS, ids=repr)
 @pytest.mark.parametrize("field", ["current_password", "new_password"])
-def test_password_change_400_for_a_field_of_the_wrong_type(gateway, db, victim, field, value):
-    before = db.users.find_one({"_id": victim.user_id})
+def test_password_change_400_for_a_field_that_is_not_a_string(gateway, db, victim, field, value):
+    before = users_snapshot(db)
     body = {"current_password": PASSWORD, "new_password": NEW_PASSWORD, field: value}
     r = gateway.post("/api/users/password", headers=bearer(victim.token), json=body)
     assert_invalid(r, field)
-    assert db.users.find_one({"_id": victim.user_id}) == before
+    assert users_snapshot(db) == before
     assert profile(gateway, victim.token).status_code == 200
 
 
@@ -656,49 +659,12 @@ def test_a_valid_token_for_a_user_that_does_not_exist_is_401(gateway, db, stack,
 
 
 # ---- injection attempts ----------------------------------------------------------------------
-@pytest.mark.parametrize("value", OPERATORS, ids=repr)
-@pytest.mark.parametrize("field", ["name", "email", "password"])
-def test_register_refuses_operators_and_writes_nothing(gateway, db, field, value):
-    before = users_snapshot(db)
-    body = {"name": "Valid Name", "email": fresh_email(), "password": PASSWORD, field: value}
-    assert_invalid(gateway.post("/api/users/register", json=body), field)
-    assert users_snapshot(db) == before
-
-
-@pytest.mark.parametrize("value", OPERATORS, ids=repr)
-@pytest.mark.parametrize("field", ["email", "password"])
-def test_login_refuses_operators(gateway, victim, field, value):
-    body = {"email": victim.email, "password": PASSWORD, field: value}
-    r = gateway.post("/api/users/login", json=body)
-    assert_invalid(r, field)
-    assert "token" not in r.json()
-
-
 def test_login_with_operators_in_both_fields_gives_no_token(gateway, db):
     before = users_snapshot(db)
     r = gateway.post("/api/users/login", json={"email": {"$ne": None}, "password": {"$ne": None}})
     assert_invalid(r, "email", "password")
     r = gateway.post("/api/users/login", json={"email": {"$gt": ""}, "password": {"$gt": ""}})
     assert_invalid(r, "email", "password")
-    assert users_snapshot(db) == before
-
-
-@pytest.mark.parametrize("value", OPERATORS, ids=repr)
-@pytest.mark.parametrize("field", ["name", "email"])
-def test_profile_update_refuses_operators(gateway, db, victim, field, value):
-    before = users_snapshot(db)
-    r = gateway.post("/api/users/profile/update", headers=bearer(victim.token), json={field: value})
-    assert_invalid(r, field)
-    assert users_snapshot(db) == before
-
-
-@pytest.mark.parametrize("value", OPERATORS, ids=repr)
-@pytest.mark.parametrize("field", ["current_password", "new_password"])
-def test_password_change_refuses_operators(gateway, db, victim, field, value):
-    before = users_snapshot(db)
-    body = {"current_password": PASSWORD, "new_password": NEW_PASSWORD, field: value}
-    r = gateway.post("/api/users/password", headers=bearer(victim.token), json=body)
-    assert_invalid(r, field)
     assert users_snapshot(db) == before
 
 

@@ -24,11 +24,13 @@ from stockpred.prices import ProviderUnavailable, UnknownSymbol
 class ApiError(ChaliceUnhandledError):
     """Raised by a view to answer `{"error": message}` with `status`."""
 
-    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None,
+                 details: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = dict(headers or {})
+        self.details = dict(details or {})
 
 
 def json_response(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response:
@@ -54,7 +56,7 @@ def install(app: Chalice, service: str) -> logging.Logger:
         try:
             response = get_response(request)
         except ApiError as exc:
-            response = error_response(exc.status, exc.message, exc.headers)
+            response = json_response(exc.status, {"error": exc.message, **exc.details}, exc.headers)
         except Exception:
             log.exception("unhandled error", extra={"fields": {"path": request.path}})
             response = error_response(500, "Internal Server Error")

@@ -53,7 +53,6 @@ def decision(cur: psycopg2.extensions.cursor, txid: str) -> str | None:
 
 def prepare(txid: str, user_id: str, symbol: str, side: str, quantity: int, price_cents: int,
             cost_cents: int = 0) -> None:
-    postgres.connection()  # migrations applied
     conn = _autocommit()
     try:
         with conn.cursor() as cur:
@@ -78,7 +77,6 @@ def prepare(txid: str, user_id: str, symbol: str, side: str, quantity: int, pric
 
 def decide(txid: str, wanted: str, by: str) -> str:
     """Writes `wanted` unless a decision exists; returns the decision that stands."""
-    postgres.connection()
     conn = _autocommit()
     try:
         with conn.cursor() as cur:

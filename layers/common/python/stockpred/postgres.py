@@ -50,18 +50,24 @@ def migrate(conn: psycopg2.extensions.connection) -> list[str]:
     return applied
 
 
+_migrated: set[str] = set()
+
+
 def connect(dsn: str | None = None) -> psycopg2.extensions.connection:
-    conn = psycopg2.connect(dsn or config.load().database_url, connect_timeout=5,
-                            application_name="stockpred")
+    """A new connection to a database whose migrations have run (checked once per process)."""
+    dsn = dsn or config.load().database_url
+    conn = psycopg2.connect(dsn, connect_timeout=5, application_name="stockpred")
+    if dsn not in _migrated:
+        migrate(conn)
+        _migrated.add(dsn)
     return conn
 
 
 def connection() -> psycopg2.extensions.connection:
-    """This thread's warm connection, migrated on first use and replaced when it has broken."""
+    """This thread's warm connection, replaced when it has broken."""
     conn = getattr(_local, "conn", None)
     if conn is None or conn.closed:
         conn = connect()
-        migrate(conn)
         _local.conn = conn
     return conn
 

@@ -99,7 +99,13 @@ def train(symbol: str, bars: list[Bar], kind: str = DEFAULT_KIND, source: str = 
     return meta
 
 
+_recorded: set[str] = set()
+
+
 def _record_model(meta: dict[str, Any]) -> None:
+    """Makes sure the model's row exists (once per version in a warm process, not per request)."""
+    if meta["version"] in _recorded:
+        return
     with postgres.transaction() as cur:
         cur.execute(
             """INSERT INTO models (version, symbol, kind, trained_at, sha256, metadata)
@@ -107,6 +113,7 @@ def _record_model(meta: dict[str, Any]) -> None:
             (meta["version"], meta["symbol"], meta["kind"], meta["trained_at"], meta["sha256"],
              json.dumps(meta)),
         )
+    _recorded.add(meta["version"])
 
 
 def current_model(symbol: str, bars: list[Bar], source: str, train_on_demand: bool) -> LoadedModel:

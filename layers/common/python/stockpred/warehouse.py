@@ -308,7 +308,7 @@ def _write(name: str, rows: list[dict[str, Any]], run_id: str) -> list[str]:
     return keys
 
 
-def _check(batch: Batch, before: Any) -> dict[str, int]:
+def _check(batch: Batch, before: Any, loaded_trades: set[str]) -> dict[str, int]:
     """The run's quality gate: no null keys, no duplicate facts, totals reconcile with sources."""
     problems = []
     trades = batch.rows["fact_trades"]
@@ -320,8 +320,7 @@ def _check(batch: Batch, before: Any) -> dict[str, int]:
         if nulls:
             problems.append(f"{name}: {nulls} row(s) with a null key")
     ids = [r["trade_id"] for r in trades]
-    old_ids = set(before.execute("SELECT trade_id FROM fact_trades").fetchnumpy()["trade_id"].tolist())
-    if len(ids) != len(set(ids)) or old_ids & set(ids):
+    if len(ids) != len(set(ids)) or loaded_trades & set(ids):
         problems.append("fact_trades: a trade would be loaded twice")
     old_trades, old_amount = before.execute(
         "SELECT count(*), coalesce(sum(amount_cents), 0) FROM fact_trades").fetchone()
@@ -354,7 +353,6 @@ def run() -> dict[str, Any]:
         "SELECT symbol, CAST(day AS VARCHAR), epoch_us(loaded_at) FROM fact_prices_files "
         "WHERE source <> 'sample'").fetchall()}
     batch = Batch()
-    postgres.connection()
     conn = postgres.connect()
     try:
         conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
@@ -370,7 +368,7 @@ def run() -> dict[str, Any]:
     old_dates = before.execute("SELECT min(date), max(date) FROM dim_date").fetchone()
     dates |= {d for d in old_dates if d is not None}
     _dimensions(batch, dates)
-    totals = _check(batch, before)
+    totals = _check(batch, before, loaded_trades)
 
     run_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     files = {name: list(manifest["files"].get(name, [])) + _write(name, batch.rows[name], run_id)
