@@ -1,17 +1,17 @@
 """Predict service: a buy/sell signal per symbol from its current model, and the stored history.
 
-A symbol with no trained model is trained on demand (logistic regression with its walk-forward
-record, a few seconds on 20 years of daily bars) unless TRAIN_ON_DEMAND=off.
+Serving imports numpy and stockml.signals only. A symbol with no trained model answers 202 with
+Retry-After while one training runs in the retrain function (started by the first such request,
+single-flight across requests and instances), unless TRAIN_ON_DEMAND=off (then 404).
 """
 
 from __future__ import annotations
 
-import os
-
 from chalice import Chalice, Response
 
+from stockml import signals
 from stockml.registry import ArtifactRejected, ModelNotFound
-from stockpred import market, realtime, signals
+from stockpred import config, market, realtime
 from stockpred.handlers import ApiError, install, json_response, market_errors, query_int, symbol_param
 from stockpred.market import History
 
@@ -29,8 +29,14 @@ def predict(symbol: str) -> Response:
     symbol = symbol_param(symbol)
     hist = _history(symbol)
     try:
-        body, created = signals.predict(symbol, hist.bars, source=hist.source,
-                                        train_on_demand=os.environ.get("TRAIN_ON_DEMAND", "on") != "off")
+        body, created = signals.predict(symbol, hist.bars, train_on_demand=config.load().train_on_demand)
+    except signals.TrainingStarted as training:
+        wait = signals.TRAINING_RETRY_AFTER_S
+        return json_response(202, {
+            "symbol": symbol, "status": "training",
+            "message": f"No model for {symbol} yet: one is being trained, ask again in about {wait} s",
+            "retry_after": wait, "started_by_this_request": training.started,
+        }, {"Retry-After": str(wait)})
     except signals.NotEnoughHistory as exc:
         raise ApiError(422, f"Cannot predict {symbol}: {exc}") from None
     except ModelNotFound:

@@ -1,16 +1,18 @@
 """Scheduled retraining: a fresh model with its walk-forward record for every symbol.
 
-Runs on the template's `Schedule` event (devstack fires it locally). Symbols come from
-RETRAIN_SYMBOLS (comma-separated) or else every symbol the market data knows. Stops starting
-new symbols when the invocation's remaining time runs low; what is left is retrained next time.
+Runs on the template's `Schedule` event (devstack fires it locally) for RETRAIN_SYMBOLS
+(comma-separated) or else every symbol the market data knows, and on an asynchronous invoke
+from the predict function (`{"symbols": [...], "on_demand": true}`) for a symbol without a
+model, whose training lock it frees when done, trained or not. Stops starting new symbols when
+the invocation's remaining time runs low; what is left is retrained next time.
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from stockpred import market, signals
+from stockml import signals, training
+from stockpred import config, market
 from stockpred.logs import get_logger
 from stockpred.prices import ProviderUnavailable, UnknownSymbol
 
@@ -19,8 +21,9 @@ RESERVE_MS = 120_000
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    wanted = os.environ.get("RETRAIN_SYMBOLS", "")
-    symbols = [s.strip().upper() for s in wanted.split(",") if s.strip()] or [
+    on_demand = bool((event or {}).get("on_demand"))
+    requested = [str(s).upper() for s in (event or {}).get("symbols") or []]
+    symbols = requested or list(config.load().retrain_symbols) or [
         i.symbol for i in market.default().symbols()]
     done: dict[str, str] = {}
     skipped: dict[str, str] = {}
@@ -30,9 +33,12 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             continue
         try:
             hist, _ = market.default().history(symbol)
-            meta = signals.train(symbol, hist.bars, source=hist.source)
+            meta = training.train(symbol, hist.bars, source=hist.source)
             done[symbol] = meta["version"]
-        except (UnknownSymbol, ProviderUnavailable, signals.NotEnoughHistory) as exc:
+        except (UnknownSymbol, ProviderUnavailable, training.NotEnoughHistory) as exc:
             skipped[symbol] = f"{type(exc).__name__}: {exc}"
+        finally:
+            if on_demand:
+                signals.training_finished(symbol)
     log.info("retrain finished", extra={"fields": {"trained": done, "skipped": skipped}})
     return {"trained": done, "skipped": skipped}

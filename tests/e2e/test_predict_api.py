@@ -49,7 +49,7 @@ def import_csv(folder, stack):
 
 
 def test_predict_answers_the_spec_shape_and_stores_one_row(gateway, stack):
-    r = gateway.get("/api/predict/SPX")
+    r = gateway.predict("SPX")
     assert r.status_code == 200, r.text
     body = r.json()
     for field, kind in SPEC_FIELDS.items():
@@ -70,9 +70,10 @@ def test_predict_answers_the_spec_shape_and_stores_one_row(gateway, stack):
     rows = db_rows(stack, "SELECT id::text, action, model_version FROM predictions "
                           "WHERE symbol = 'SPX' AND as_of = '2018-12-31'")
     assert rows == [(body["_id"], body["action"], body["model_version"])]
-    models = db_rows(stack, "SELECT sha256, metadata->>'sklearn_version' FROM models "
-                            "WHERE version = %s", body["model_version"])
+    models = db_rows(stack, "SELECT sha256, metadata->>'format_version', metadata->>'sklearn_version' "
+                            "FROM models WHERE version = %s", body["model_version"])
     assert len(models) == 1 and len(models[0][0]) == 64
+    assert models[0][1] == "1" and models[0][2]
 
 
 def test_predict_errors(gateway):
@@ -99,7 +100,7 @@ def test_short_history_is_a_clear_422(gateway, stack, tmp_path):
 def test_history_fills_the_outcome_once_the_next_close_is_known(gateway, stack, tmp_path):
     as_of = write_synth(tmp_path / "csv", 700)
     import_csv(tmp_path / "csv", stack)
-    first = gateway.get("/api/predict/SYNTH")
+    first = gateway.predict("SYNTH")
     assert first.status_code == 200, first.text
     assert first.json()["as_of"] == as_of.isoformat()
     listed = gateway.get("/api/predictions/SYNTH").json()["predictions"]
@@ -117,3 +118,31 @@ def test_history_fills_the_outcome_once_the_next_close_is_known(gateway, stack, 
     assert outcome["return"] == pytest.approx(realised, abs=1e-6)
     assert outcome["correct"] == ((realised > 0) == (first.json()["action"] == "buy"))
     assert listed[0]["outcome"] is None
+
+
+def test_ten_concurrent_first_predictions_start_one_training_then_all_get_the_same_signal(
+        gateway, stack, tmp_path):
+    """A symbol without a model answers 202 + Retry-After at once (never API Gateway's 29 s 504),
+    and the lock on the state Redis lets exactly one of ten concurrent requests start a training."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    write_synth(tmp_path / "csv", 700, seed=11)
+    (tmp_path / "csv" / "SYNTH.csv").rename(tmp_path / "csv" / "FLIGHT.csv")
+    import_csv(tmp_path / "csv", stack)
+    with ThreadPoolExecutor(10) as pool:
+        first = list(pool.map(lambda _: gateway.get("/api/predict/FLIGHT"), range(10)))
+    waiting = [r for r in first if r.status_code == 202]
+    # A training of 700 bars takes about a second: requests queued behind busy workers may
+    # already find the model (200). Every one answers at once; exactly one starts the training.
+    assert waiting and {r.status_code for r in first} <= {200, 202}, [r.text for r in first]
+    assert all(r.headers["Retry-After"] == "15" and r.json()["status"] == "training" for r in waiting)
+    assert sum(r.json()["started_by_this_request"] for r in waiting) == 1
+    assert max(r.elapsed.total_seconds() for r in first) < 10
+
+    ready = gateway.predict("FLIGHT")
+    assert ready.status_code == 200, ready.text
+    with ThreadPoolExecutor(10) as pool:
+        again = list(pool.map(lambda _: gateway.get("/api/predict/FLIGHT"), range(10)))
+    assert {r.status_code for r in again} == {200}
+    assert {r.json()["_id"] for r in again} == {ready.json()["_id"]}
+    assert db_rows(stack, "SELECT count(*) FROM models WHERE symbol = 'FLIGHT'") == [(1,)]

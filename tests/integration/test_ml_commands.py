@@ -40,7 +40,7 @@ def test_train_publishes_a_model_with_its_record(stack):
         meta = cur.fetchone()[0]
     conn.close()
     for field in ("symbol", "version", "trained_at", "training_window", "features", "params",
-                  "metrics", "sklearn_version", "sha256"):
+                  "metrics", "sklearn_version", "format_version", "sha256"):
         assert field in meta, field
     assert cli(stack, "train", "--help").returncode == 0
     bad = cli(stack, "train", "NOPE$")
@@ -64,9 +64,9 @@ def test_model_bucket_survives_a_restart_through_its_snapshot(stack, tmp_path):
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
     provision(endpoint)
     bucket = BUCKETS[0]
-    s3.put_object(Bucket=bucket, Key="models/TEST/v1/model.joblib", Body=b"artifact")
+    s3.put_object(Bucket=bucket, Key="models/TEST/v1/model.npz", Body=b"artifact")
     assert snapshot(endpoint, tmp_path)[bucket] >= 1
-    s3.delete_object(Bucket=bucket, Key="models/TEST/v1/model.joblib")
+    s3.delete_object(Bucket=bucket, Key="models/TEST/v1/model.npz")
     restored = provision(endpoint, tmp_path)
     assert restored[bucket] >= 1
-    assert s3.get_object(Bucket=bucket, Key="models/TEST/v1/model.joblib")["Body"].read() == b"artifact"
+    assert s3.get_object(Bucket=bucket, Key="models/TEST/v1/model.npz")["Body"].read() == b"artifact"

@@ -7,9 +7,10 @@ import boto3
 import numpy as np
 import pytest
 
-from stockml.features import build_features, build_targets, frame_from_bars
-from stockml.models import make_model
-from stockml.registry import ArtifactRejected, ModelNotFound, ModelRegistry
+from stockml import artifact
+from stockml.features import frame_from_bars
+from stockml.models import make_model, training_rows
+from stockml.registry import ArtifactRejected, ModelNotFound, ModelRegistry, OutdatedArtifact
 from stockpred.sample_data import load_series
 
 
@@ -23,11 +24,9 @@ def registry(stack):
 
 @pytest.fixture(scope="module")
 def fitted():
-    df = frame_from_bars(load_series("SPX")[-900:])
-    X, y = build_features(df), build_targets(df)
-    ok = X.notna().all(axis=1) & y["next_return"].notna()
-    model = make_model("logreg").fit(X[ok], y.loc[ok, "direction"], y.loc[ok, "next_return"])
-    return model, X[ok].tail(20)
+    rows = training_rows(frame_from_bars(load_series("SPX")[-900:]))
+    model = make_model("logreg").fit(rows.X, rows.direction, rows.next_return)
+    return model, rows.X[-20:]
 
 
 def metadata(symbol="SPX"):
@@ -38,31 +37,58 @@ def metadata(symbol="SPX"):
 
 def test_round_trip_predicts_identically_and_keeps_metadata(registry, fitted):
     model, X = fitted
-    meta = registry.publish(model, metadata())
-    assert len(meta["sha256"]) == 64 and meta["sklearn_version"]
+    meta = registry.publish(artifact.export(model), metadata())
+    assert len(meta["sha256"]) == 64 and meta["format_version"] == artifact.FORMAT_VERSION
+    assert meta["features"] == list(model.feature_names)
+    key = f"models/SPX/{meta['version']}/model.npz"
+    assert registry.s3.get_object(Bucket=registry.bucket, Key=key)["Body"].read() == artifact.export(model)
     fresh = ModelRegistry(registry.s3, registry.bucket)
     loaded = fresh.latest("SPX")
     assert loaded.version == meta["version"]
     assert loaded.metadata["training_window"] == {"from": "2015-06-01", "to": "2018-12-28"}
     for a, b in zip(model.predict(X), loaded.model.predict(X), strict=True):
-        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+    assert registry.publish(model, metadata())["sha256"] == meta["sha256"]
 
 
 def test_a_tampered_artifact_is_refused(registry, fitted):
     meta = registry.publish(fitted[0], metadata())
-    key = f"models/SPX/{meta['version']}/model.joblib"
+    key = f"models/SPX/{meta['version']}/model.npz"
     blob = registry.s3.get_object(Bucket=registry.bucket, Key=key)["Body"].read()
     registry.s3.put_object(Bucket=registry.bucket, Key=key, Body=blob[:-1] + bytes([blob[-1] ^ 1]))
     with pytest.raises(ArtifactRejected, match="sha256"):
         ModelRegistry(registry.s3, registry.bucket).latest("SPX")
 
 
-def test_another_sklearn_version_is_refused(registry, fitted):
+def test_another_artifact_format_is_refused(registry, fitted):
     meta = registry.publish(fitted[0], metadata())
     key = f"models/SPX/{meta['version']}/metadata.json"
     registry.s3.put_object(Bucket=registry.bucket, Key=key,
-                           Body=json.dumps({**meta, "sklearn_version": "0.24.2"}).encode())
-    with pytest.raises(ArtifactRejected, match=r"scikit-learn 0\.24\.2"):
+                           Body=json.dumps({**meta, "format_version": 0}).encode())
+    with pytest.raises(OutdatedArtifact, match="format 0"):
+        ModelRegistry(registry.s3, registry.bucket).latest("SPX")
+
+
+def test_a_model_saved_before_numpy_artifacts_is_refused_unread(registry):
+    """A joblib-era version (model.joblib, no format_version) is never unpickled: OutdatedArtifact."""
+    version = "20260101T000000Z-0123456789"
+    registry.s3.put_object(Bucket=registry.bucket, Key=f"models/SPX/{version}/model.joblib",
+                           Body=b"\x80\x04.")
+    registry.s3.put_object(Bucket=registry.bucket, Key=f"models/SPX/{version}/metadata.json",
+                           Body=json.dumps({**metadata(), "version": version, "sha256": "0" * 64,
+                                            "sklearn_version": "1.9.1"}).encode())
+    registry.s3.put_object(Bucket=registry.bucket, Key="models/SPX/latest.json",
+                           Body=json.dumps({"version": version}).encode())
+    with pytest.raises(OutdatedArtifact):
+        registry.latest("SPX")
+
+
+def test_an_artifact_for_other_features_is_refused(registry, fitted):
+    meta = registry.publish(fitted[0], metadata())
+    key = f"models/SPX/{meta['version']}/metadata.json"
+    registry.s3.put_object(Bucket=registry.bucket, Key=key,
+                           Body=json.dumps({**meta, "features": ["ret_1"]}).encode())
+    with pytest.raises(ArtifactRejected, match="features"):
         ModelRegistry(registry.s3, registry.bucket).latest("SPX")
 
 

@@ -11,6 +11,7 @@ import pytest
 from stockml.evaluation import (
     BASELINES,
     METRIC_KEYS,
+    OutOfSample,
     baselines,
     evaluate_with_frames,
     format_table,
@@ -20,7 +21,7 @@ from stockml.evaluation import (
     walk_forward,
     walk_forward_splits,
 )
-from stockml.features import build_features, frame_from_bars
+from stockml.features import Frame, as_day, build_features, frame_from_bars
 from stockpred.sample_data import available, load_series
 from tests.unit.test_stockml_features import changed_after
 
@@ -30,19 +31,19 @@ FIRST_TEST = "2015-01-02"
 
 
 @functools.cache
-def spx() -> pd.DataFrame:
-    return frame_from_bars(load_series("SPX")).loc["2011":"2016"]
+def spx() -> Frame:
+    return frame_from_bars(load_series("SPX")).between("2011-01-01", "2016-12-31")
 
 
 @functools.cache
-def honest_and_leaky() -> tuple[pd.DataFrame, pd.DataFrame]:
+def honest_and_leaky() -> tuple[OutOfSample, OutOfSample]:
     kw = {"first_test_date": FIRST_TEST, "refit_every": 63}
     return walk_forward(spx(), "logreg", **kw), walk_forward(spx(), "logreg", leak_shift=1, **kw)
 
 
 # --- splits ---------------------------------------------------------------------------------------
 
-DATES = pd.bdate_range("2010-01-01", periods=700)
+DATES = pd.bdate_range("2010-01-01", periods=700).to_numpy().astype("datetime64[D]")
 
 
 @pytest.mark.parametrize("window,rolling_days", [("expanding", None), ("rolling", 250), ("rolling", None)])
@@ -94,10 +95,10 @@ def test_splits_refuse_unsafe_or_impossible_settings():
 def test_walk_forward_predictions_up_to_t_ignore_every_later_bar(kind):
     t = "2015-09-15"
     kw = {"first_test_date": FIRST_TEST, "refit_every": 63}
-    original = walk_forward(spx(), kind, **kw).loc[:t]
-    changed = walk_forward(changed_after(spx(), t), kind, **kw).loc[:t]
-    cols = ["prob_up", "expected_return", "action"]
-    pd.testing.assert_frame_equal(original[cols], changed[cols], check_exact=True)
+    original = walk_forward(spx(), kind, **kw).between(last=t)
+    changed = walk_forward(changed_after(spx(), t), kind, **kw).between(last=t)
+    for col in ("dates", "prob_up", "expected_return", "action"):
+        np.testing.assert_array_equal(getattr(original, col), getattr(changed, col))
     assert len(original) > 100
 
 
@@ -112,36 +113,36 @@ def test_leak_detector_a_one_day_leak_inflates_accuracy():
 
 @needs_sample
 def test_honest_pipeline_features_use_only_data_cut_at_t():
-    df = spx()
+    frame = spx()
     honest, _ = honest_and_leaky()
-    full = build_features(df)
-    for t in honest.index[::40]:
-        np.testing.assert_allclose(full.loc[t].to_numpy(), build_features(df.loc[:t]).loc[t].to_numpy(),
-                                   rtol=1e-12, atol=0)
+    full = build_features(frame)
+    for t in honest.dates[::40]:
+        i = int(np.searchsorted(frame.dates, t))
+        np.testing.assert_allclose(full[i], build_features(frame.between(last=t))[-1], rtol=1e-12, atol=0)
 
 
 @needs_sample
 def test_oos_rows_carry_the_realised_next_day_outcome():
     honest, _ = honest_and_leaky()
-    close = spx()["close"]
-    nxt = close.shift(-1) / close - 1
-    np.testing.assert_allclose(honest["realised_return"], nxt.loc[honest.index])
-    assert ((honest["direction"] == 1) == (honest["realised_return"] > 0)).all()
-    assert set(honest["action"]) <= {"buy", "sell"}
-    assert honest.index[0] >= pd.Timestamp(FIRST_TEST)
+    close = spx().close
+    at = np.searchsorted(spx().dates, honest.dates)
+    np.testing.assert_allclose(honest.realised_return, close[at + 1] / close[at] - 1)
+    np.testing.assert_array_equal(honest.direction == 1, honest.realised_return > 0)
+    assert set(honest.action) <= {"buy", "sell"}
+    assert honest.dates[0] >= as_day(FIRST_TEST)
 
 
 # --- metrics on known answers -------------------------------------------------------------------
 
-def oos_frame(realised: np.ndarray, prob_up: np.ndarray, expected: np.ndarray | None = None) -> pd.DataFrame:
-    index = pd.bdate_range("2020-01-01", periods=len(realised), name="date")
-    return pd.DataFrame({
-        "prob_up": prob_up,
-        "expected_return": realised if expected is None else expected,
-        "action": np.where(prob_up > 0.5, "buy", "sell"),
-        "realised_return": realised,
-        "direction": (realised > 0).astype(int),
-    }, index=index)
+def oos_frame(realised: np.ndarray, prob_up: np.ndarray, expected: np.ndarray | None = None) -> OutOfSample:
+    return OutOfSample(
+        dates=pd.bdate_range("2020-01-01", periods=len(realised)).to_numpy().astype("datetime64[D]"),
+        prob_up=prob_up,
+        expected_return=realised if expected is None else expected,
+        action=np.where(prob_up > 0.5, "buy", "sell"),
+        realised_return=realised,
+        direction=(realised > 0).astype(int),
+    )
 
 
 def test_a_perfect_predictor_scores_perfectly():
@@ -164,16 +165,16 @@ def test_a_coin_flip_is_near_chance_with_uninformative_ic():
     assert m["brier"] > 0.25
 
 
-def flat_bars(close: np.ndarray, index: pd.DatetimeIndex) -> pd.DataFrame:
-    return pd.DataFrame({"open": close, "high": close, "low": close, "close": close, "volume": 1e6},
-                        index=index)
+def flat_bars(close: np.ndarray, index: pd.DatetimeIndex) -> Frame:
+    dates = index.to_numpy().astype("datetime64[D]")
+    return Frame(dates, close, close, close, close, np.full(len(close), 1e6))
 
 
 def test_constant_up_series_buy_and_hold_has_no_drawdown():
     index = pd.bdate_range("2020-01-01", periods=300, name="date")
     close = 100 * 1.002 ** np.arange(300)
     df = flat_bars(close, index)
-    base = baselines(df, index[60:-1])
+    base = baselines(df, index[60:-1].to_numpy())
     assert set(base) == set(BASELINES)
     assert base["buy_and_hold"]["max_drawdown"] == pytest.approx(0.0, abs=1e-12)
     days = 239
@@ -189,20 +190,20 @@ def test_yesterday_baseline_follows_yesterdays_sign():
     index = pd.bdate_range("2020-01-01", periods=200, name="date")
     close = 100 * np.cumprod(np.where(np.arange(200) % 2 == 0, 1.01, 1 / 1.01))
     df = flat_bars(close, index)
-    base = baselines(df, index[60:-1])
+    base = baselines(df, index[60:-1].to_numpy())
     assert base["yesterday"]["accuracy"] == 0.0
     assert base["yesterday"]["turnover"] == pytest.approx(252, rel=0.01)
 
 
 def test_costs_take_about_two_costs_per_round_trip():
-    position = pd.Series([1.0, 0.0] * 50)
-    flat_market = pd.Series(0.0, index=position.index)
+    position = np.array([1.0, 0.0] * 50)
+    flat_market = np.zeros(len(position))
     m = strategy_metrics(position, flat_market, cost_bps=10)
     assert m["total_return"] == pytest.approx(0.999 ** 100 - 1)
     assert m["total_return"] == pytest.approx(-50 * 2 * 0.001, rel=0.06)
     assert m["turnover"] == pytest.approx(252)
 
-    realised = pd.Series(np.random.default_rng(3).normal(0.0005, 0.01, 100))
+    realised = np.random.default_rng(3).normal(0.0005, 0.01, 100)
     gross = strategy_metrics(position, realised, cost_bps=0)["total_return"]
     net = strategy_metrics(position, realised, cost_bps=10)["total_return"]
     assert np.log1p(gross) - np.log1p(net) == pytest.approx(100 * 0.001, rel=0.01)

@@ -1,1 +1,2 @@
-"""stockml: features, models, walk-forward evaluation and the model registry (predictions issue)."""
+"""stockml: features, numpy model artifacts, the registry and signals (serving, numpy only); models,
+walk-forward evaluation and training (scikit-learn)."""

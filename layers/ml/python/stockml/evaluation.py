@@ -4,6 +4,8 @@ Protocol: the model is refitted every `refit_every` trading days on bars that en
 days before the fold it predicts, then predicts each day of that fold. Every number reported here
 comes from those out-of-sample predictions and is compared with simple baselines on the same days.
 The strategy is "long on buy, flat on sell", paying `cost_bps` per side on every position change.
+Training-side tooling: numpy and scikit-learn's metrics, no pandas; `plot_report` imports
+matplotlib only when called.
 """
 
 from __future__ import annotations
@@ -15,11 +17,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 from sklearn.metrics import log_loss
 
-from stockml.features import FEATURE_NAMES, build_features, build_targets
-from stockml.models import MODEL_KINDS, action_for, make_model
+from stockml.artifact import action_for
+from stockml.features import (
+    FEATURE_NAMES,
+    DatedRows,
+    Frame,
+    as_day,
+    build_features,
+    build_targets,
+    rolling_mean,
+    usable_rows,
+)
+from stockml.models import MODEL_KINDS, make_model
 
 TRADING_DAYS = 252
 DEFAULT_ROLLING_DAYS = 5 * TRADING_DAYS
@@ -51,7 +62,7 @@ class Split:
         return slice(self.test_start, self.test_end)
 
 
-def walk_forward_splits(dates: Sequence[Any] | pd.Index, *, first_test_date: Any, refit_every: int = 21,
+def walk_forward_splits(dates: Sequence[Any] | np.ndarray, *, first_test_date: Any, refit_every: int = 21,
                         gap: int = 1, window: Window = "expanding",
                         rolling_days: int | None = None) -> list[Split]:
     """Time-ordered folds covering every date from first_test_date on.
@@ -60,8 +71,8 @@ def walk_forward_splits(dates: Sequence[Any] | pd.Index, *, first_test_date: Any
     row is the day before the fold starts and no training label reaches into the fold. `window` is
     "expanding" (all history) or "rolling" (the last `rolling_days` rows, default 5 years).
     """
-    index = pd.DatetimeIndex(dates)
-    if not index.is_monotonic_increasing or index.has_duplicates:
+    index = np.asarray(dates, dtype="datetime64[D]")
+    if (np.diff(index) <= np.timedelta64(0, "D")).any():
         raise ValueError("dates must be strictly increasing")
     if gap < 1:
         raise ValueError("gap must be at least 1 day: a row's label is the next day's close")
@@ -75,7 +86,7 @@ def walk_forward_splits(dates: Sequence[Any] | pd.Index, *, first_test_date: Any
     else:
         raise ValueError(f"unknown window {window!r}")
 
-    first = int(index.searchsorted(pd.Timestamp(first_test_date)))
+    first = int(np.searchsorted(index, as_day(first_test_date)))
     if first >= len(index):
         raise ValueError(f"no dates on or after {first_test_date}")
     splits = []
@@ -83,67 +94,88 @@ def walk_forward_splits(dates: Sequence[Any] | pd.Index, *, first_test_date: Any
         train_end = test_start - gap + 1
         train_start = 0 if window == "expanding" else max(0, train_end - rolling_days)
         if train_end <= train_start:
-            raise ValueError(f"no training rows before {index[test_start].date()}")
+            raise ValueError(f"no training rows before {index[test_start]}")
         splits.append(Split(train_start, train_end, test_start, min(test_start + refit_every, len(index))))
     return splits
 
 
-def walk_forward(df: pd.DataFrame, kind: str, *, first_test_date: Any, refit_every: int = 21, gap: int = 1,
+@dataclass(frozen=True, eq=False)
+class OutOfSample(DatedRows):
+    """Out-of-sample predictions, one row per day t: what the model said at t, what happened next.
+
+    `action` is "buy" or "sell"; `realised_return` is close[t+1]/close[t] - 1 and `direction` its
+    sign (1 up, 0 not up).
+    """
+
+    dates: np.ndarray
+    prob_up: np.ndarray
+    expected_return: np.ndarray
+    action: np.ndarray
+    realised_return: np.ndarray
+    direction: np.ndarray
+
+    @property
+    def buy(self) -> np.ndarray:
+        return self.action == "buy"
+
+
+def walk_forward(frame: Frame, kind: str, *, first_test_date: Any, refit_every: int = 21, gap: int = 1,
                  window: Window = "expanding", rolling_days: int | None = None, leak_shift: int = 0,
-                 params: dict[str, Any] | None = None, progress: Progress | None = None) -> pd.DataFrame:
+                 params: dict[str, Any] | None = None, progress: Progress | None = None) -> OutOfSample:
     """Out-of-sample predictions for every usable day from first_test_date on.
 
-    Columns: prob_up, expected_return, action, realised_return (next-day return), direction.
     `leak_shift=k` deliberately builds each row's features from bars k days in the future; it
     exists only to prove the evaluation catches look-ahead and must stay 0 for real use.
     """
-    features = build_features(df)
+    features = build_features(frame)
     if leak_shift:
-        features = features.shift(-leak_shift)
-    rows = features.join(build_targets(df)).dropna()
-    splits = walk_forward_splits(rows.index, first_test_date=first_test_date, refit_every=refit_every,
+        shifted = np.full_like(features, np.nan)
+        shifted[:-leak_shift] = features[leak_shift:]
+        features = shifted
+    targets = build_targets(frame)
+    ok = usable_rows(features, targets)
+    dates, X = frame.dates[ok], features[ok]
+    direction, next_return = targets.direction[ok], targets.next_return[ok]
+    splits = walk_forward_splits(dates, first_test_date=first_test_date, refit_every=refit_every,
                                  gap=gap, window=window, rolling_days=rolling_days)
-    X = rows[list(FEATURE_NAMES)]
-    prob_up = np.empty(len(rows))
-    expected = np.empty(len(rows))
+    prob_up = np.empty(len(dates))
+    expected = np.empty(len(dates))
     for done, split in enumerate(splits, start=1):
-        train = rows.iloc[split.train]
-        model = make_model(kind, **(params or {})).fit(X.iloc[split.train], train["direction"],
-                                                        train["next_return"])
-        prob_up[split.test], expected[split.test] = model.predict(X.iloc[split.test])
+        model = make_model(kind, **(params or {})).fit(X[split.train], direction[split.train],
+                                                        next_return[split.train])
+        prob_up[split.test], expected[split.test] = model.predict(X[split.test])
         if progress:
             progress(done, len(splits))
 
-    first = splits[0].test_start
-    oos = pd.DataFrame({
-        "prob_up": prob_up[first:],
-        "expected_return": expected[first:],
-        "action": [action_for(p) for p in prob_up[first:]],
-        "realised_return": rows["next_return"].to_numpy()[first:],
-        "direction": rows["direction"].to_numpy(dtype=int)[first:],
-    }, index=rows.index[first:])
-    oos.index.name = "date"
-    return oos
+    oos = slice(splits[0].test_start, None)
+    return OutOfSample(
+        dates=dates[oos],
+        prob_up=prob_up[oos],
+        expected_return=expected[oos],
+        action=np.array([action_for(p) for p in prob_up[oos]]),
+        realised_return=next_return[oos],
+        direction=direction[oos].astype(int),
+    )
 
 
-def strategy_returns(position: pd.Series, realised: pd.Series, cost_bps: float = 10) -> pd.Series:
+def strategy_returns(position: np.ndarray, realised: np.ndarray, cost_bps: float = 10) -> np.ndarray:
     """Daily net returns of holding `position` (0..1) from each close to the next.
 
     Every change of position (including the first entry from flat) pays cost_bps per side.
     """
-    position = position.astype(float)
-    trades = position.diff().abs()
-    trades.iloc[:1] = position.iloc[:1].abs()
-    return position * realised - trades * cost_bps / 1e4
+    position = np.asarray(position, dtype=float)
+    trades = np.abs(np.diff(position, prepend=0.0))
+    return position * np.asarray(realised, dtype=float) - trades * cost_bps / 1e4
 
 
-def strategy_metrics(position: pd.Series, realised: pd.Series, cost_bps: float = 10) -> dict[str, float]:
+def strategy_metrics(position: np.ndarray, realised: np.ndarray, cost_bps: float = 10) -> dict[str, float]:
     """Annualised return and Sharpe (252 days, rf=0), max drawdown (<= 0), turnover per year."""
+    position = np.asarray(position, dtype=float)
     net = strategy_returns(position, realised, cost_bps)
     days = len(net)
-    equity = np.concatenate([[1.0], (1 + net).cumprod().to_numpy()])
-    std = net.std(ddof=1)
-    trades = position.astype(float).diff().abs().fillna(abs(float(position.iloc[0])))
+    equity = np.concatenate([[1.0], (1 + net).cumprod()])
+    std = net.std(ddof=1) if days > 1 else math.nan
+    trades = np.abs(np.diff(position, prepend=0.0))
     return {
         "annual_return": equity[-1] ** (TRADING_DAYS / days) - 1,
         "total_return": equity[-1] - 1,
@@ -155,63 +187,100 @@ def strategy_metrics(position: pd.Series, realised: pd.Series, cost_bps: float =
     }
 
 
-def monthly_ic(expected: pd.Series, realised: pd.Series) -> pd.Series:
-    """Spearman rank correlation of predicted vs realised return within each calendar month."""
-    pairs = pd.DataFrame({"x": expected, "y": realised})
-    ics = {}
-    for month, group in pairs.groupby(pairs.index.to_period("M")):
-        if len(group) >= MIN_IC_DAYS and group["x"].nunique() > 1 and group["y"].nunique() > 1:
-            ics[month] = group["x"].rank().corr(group["y"].rank())
-    return pd.Series(ics, dtype=float)
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n, ties sharing the average of their ranks."""
+    order = np.argsort(x, kind="mergesort")
+    ordered = x[order]
+    first_of_run = np.ones(len(x), dtype=bool)
+    first_of_run[1:] = ordered[1:] != ordered[:-1]
+    starts = np.flatnonzero(first_of_run)
+    counts = np.diff(np.append(starts, len(x)))
+    ranks = np.empty(len(x))
+    ranks[order] = np.repeat(starts + (counts + 1) / 2, counts)
+    return ranks
 
 
-def _directional(pred_up: pd.Series, direction: pd.Series) -> dict[str, float]:
-    pred, truth = pred_up.astype(int).to_numpy(), direction.astype(int).to_numpy()
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation, scaled before the dot products for accuracy; NaN if either is constant."""
+    a, b = a - a.mean(), b - b.mean()
+    a_scale, b_scale = np.abs(a).max(), np.abs(b).max()
+    if len(a) < 2 or a_scale == 0 or b_scale == 0:
+        return math.nan
+    a, b = a / a_scale, b / b_scale
+    fact = len(a) - 1
+    a_std, b_std = np.sqrt(np.dot(a, a) / fact), np.sqrt(np.dot(b, b) / fact)
+    if a_std == 0 or b_std == 0:
+        return math.nan
+    return float(np.clip(np.dot(a, b) / fact / a_std / b_std, -1.0, 1.0))
+
+
+def monthly_ic(dates: np.ndarray, expected: np.ndarray, realised: np.ndarray) -> np.ndarray:
+    """Spearman rank correlation of predicted vs realised return within each calendar month.
+
+    Months with fewer than MIN_IC_DAYS days, or a constant side, are left out.
+    """
+    months = np.asarray(dates, dtype="datetime64[D]").astype("datetime64[M]")
+    ics = []
+    for month in np.unique(months):
+        x, y = expected[months == month], realised[months == month]
+        if len(x) >= MIN_IC_DAYS and len(np.unique(x)) > 1 and len(np.unique(y)) > 1:
+            ics.append(_pearson(_average_ranks(x), _average_ranks(y)))
+    return np.array(ics, dtype=float)
+
+
+def _directional(pred_up: np.ndarray, direction: np.ndarray) -> dict[str, float]:
+    pred, truth = np.asarray(pred_up).astype(int), np.asarray(direction).astype(int)
     recalls = [(pred[truth == c] == c).mean() for c in (0, 1) if (truth == c).any()]
     return {"accuracy": float((pred == truth).mean()), "balanced_accuracy": float(np.mean(recalls))}
 
 
-def metrics(oos: pd.DataFrame, *, cost_bps: float = 10) -> dict[str, Any]:
+def metrics(oos: OutOfSample, *, cost_bps: float = 10) -> dict[str, Any]:
     """Directional, probabilistic, ranking (monthly IC) and after-cost strategy metrics of oos rows."""
-    pred_up = oos["action"] == "buy"
-    direction = oos["direction"].astype(int)
-    prob = oos["prob_up"].to_numpy(dtype=float)
-    ic = monthly_ic(oos["expected_return"], oos["realised_return"])
-    ic_std = ic.std(ddof=1)
+    direction = oos.direction.astype(int)
+    prob = oos.prob_up.astype(float)
+    ic = monthly_ic(oos.dates, oos.expected_return, oos.realised_return)
+    ic_std = ic.std(ddof=1) if len(ic) > 1 else math.nan
     out: dict[str, Any] = dict.fromkeys(METRIC_KEYS)
-    out.update(_directional(pred_up, direction))
+    out.update(_directional(oos.buy, direction))
     out.update({
-        "brier": float(np.mean((prob - direction.to_numpy()) ** 2)),
+        "brier": float(np.mean((prob - direction) ** 2)),
         "log_loss": float(log_loss(direction, prob, labels=[0, 1])),
         "ic_mean": float(ic.mean()) if len(ic) else math.nan,
         "ic_ir": float(ic.mean() / ic_std) if len(ic) > 1 and ic_std > 0 else math.nan,
         "ic_months": len(ic),
     })
-    out.update(strategy_metrics(pred_up.astype(float), oos["realised_return"], cost_bps))
+    out.update(strategy_metrics(oos.buy.astype(float), oos.realised_return, cost_bps))
     return out
 
 
-def baselines(df: pd.DataFrame, oos_index: pd.Index, cost_bps: float = 10) -> dict[str, dict[str, Any]]:
+def baselines(frame: Frame, oos_dates: np.ndarray, cost_bps: float = 10) -> dict[str, dict[str, Any]]:
     """Naive rules on the same out-of-sample days, with the same metric keys (None where undefined).
 
     buy_and_hold: always long. always_up: predict up every day (trades as buy and hold).
     yesterday: predict the direction of the return that ended at t. sma_20_50: long when the
     20-day average close is above the 50-day one at t.
     """
-    close = df["close"]
-    targets = build_targets(df).reindex(oos_index)
-    realised, direction = targets["next_return"], targets["direction"]
+    oos_dates = np.asarray(oos_dates, dtype="datetime64[D]")
+    at = np.searchsorted(frame.dates, oos_dates)
+    if (at >= len(frame)).any() or (frame.dates[np.minimum(at, len(frame) - 1)] != oos_dates).any():
+        raise ValueError("every out-of-sample day must be a day of the frame")
+    close = frame.close
+    targets = build_targets(frame)
+    realised, direction = targets.next_return[at], targets.direction[at]
+    with np.errstate(invalid="ignore"):
+        up_today = np.zeros(len(close), dtype=bool)
+        up_today[1:] = close[1:] / close[:-1] - 1 > 0
+        sma_up = rolling_mean(close, 20) > rolling_mean(close, 50)
     signals = {
-        "always_up": pd.Series(True, index=oos_index),
-        "yesterday": (close.pct_change() > 0).reindex(oos_index, fill_value=False),
-        "sma_20_50": (close.rolling(20).mean() > close.rolling(50).mean()).reindex(oos_index,
-                                                                                   fill_value=False),
+        "always_up": np.ones(len(at), dtype=bool),
+        "yesterday": up_today[at],
+        "sma_20_50": sma_up[at],
     }
     out = {}
     for name in BASELINES:
         row: dict[str, Any] = dict.fromkeys(METRIC_KEYS)
         if name == "buy_and_hold":
-            row.update(strategy_metrics(pd.Series(1.0, index=oos_index), realised, cost_bps))
+            row.update(strategy_metrics(np.ones(len(at)), realised, cost_bps))
         else:
             row.update(_directional(signals[name], direction))
             row.update(strategy_metrics(signals[name].astype(float), realised, cost_bps))
@@ -234,41 +303,40 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def evaluate_with_frames(df: pd.DataFrame, *, symbol: str, kinds: Sequence[str] = MODEL_KINDS,
+def evaluate_with_frames(frame: Frame, *, symbol: str, kinds: Sequence[str] = MODEL_KINDS,
                          first_test_date: Any = "2009-02-09", refit_every: int = 21, gap: int = 1,
                          window: Window = "expanding", cost_bps: float = 10,
-                         progress: Progress | None = None) -> tuple[dict[str, Any], dict[str, pd.DataFrame]]:
-    """Like `evaluate`, also returning each model's out-of-sample frame (for `plot_report`)."""
-    frames: dict[str, pd.DataFrame] = {}
+                         progress: Progress | None = None) -> tuple[dict[str, Any], dict[str, OutOfSample]]:
+    """Like `evaluate`, also returning each model's out-of-sample rows (for `plot_report`)."""
+    frames: dict[str, OutOfSample] = {}
     for i, kind in enumerate(kinds):
         step = None
         if progress:
             def step(done: int, total: int, i: int = i) -> None:
                 progress(i * total + done, len(kinds) * total)
-        frames[kind] = walk_forward(df, kind, first_test_date=first_test_date, refit_every=refit_every,
+        frames[kind] = walk_forward(frame, kind, first_test_date=first_test_date, refit_every=refit_every,
                                     gap=gap, window=window, progress=step)
-    oos_index = next(iter(frames.values())).index
-    if any(not f.index.equals(oos_index) for f in frames.values()):
+    oos_dates = next(iter(frames.values())).dates
+    if any(not np.array_equal(f.dates, oos_dates) for f in frames.values()):
         raise RuntimeError("models were evaluated on different days")
 
-    models = {kind: metrics(frame, cost_bps=cost_bps) for kind, frame in frames.items()}
-    base = baselines(df, oos_index, cost_bps=cost_bps)
+    models = {kind: metrics(oos, cost_bps=cost_bps) for kind, oos in frames.items()}
+    base = baselines(frame, oos_dates, cost_bps=cost_bps)
     bh_sharpe = base["buy_and_hold"]["sharpe"]
     edge = {kind: bool(np.isfinite(m["sharpe"]) and np.isfinite(bh_sharpe) and m["sharpe"] > bh_sharpe)
             for kind, m in models.items()}
-    usable = build_features(df).join(build_targets(df)).dropna().index
+    usable = frame.dates[usable_rows(build_features(frame), build_targets(frame))]
     report = {
         "symbol": symbol,
-        "out_of_sample": {"start": oos_index[0].date().isoformat(),
-                          "end": oos_index[-1].date().isoformat(), "days": len(oos_index)},
+        "out_of_sample": {"start": str(oos_dates[0]), "end": str(oos_dates[-1]), "days": len(oos_dates)},
         "protocol": {
             "target": "next-day close-to-close direction and return",
             "validation": f"walk-forward, {window} window, refit every {refit_every} trading days, "
                           f"last training row {gap} day(s) before each fold",
-            "first_test_date": pd.Timestamp(first_test_date).date().isoformat(),
-            "train_start": usable[0].date().isoformat(),
+            "first_test_date": str(as_day(first_test_date)),
+            "train_start": str(usable[0]),
             "window": window, "refit_every": refit_every, "gap": gap,
-            "folds": math.ceil(len(oos_index) / refit_every),
+            "folds": math.ceil(len(oos_dates) / refit_every),
             "strategy": "long on buy, flat on sell",
             "cost_bps": cost_bps,
             "features": list(FEATURE_NAMES),
@@ -281,7 +349,7 @@ def evaluate_with_frames(df: pd.DataFrame, *, symbol: str, kinds: Sequence[str] 
     return _clean(report), frames
 
 
-def evaluate(df: pd.DataFrame, *, symbol: str, kinds: Sequence[str] = MODEL_KINDS,
+def evaluate(frame: Frame, *, symbol: str, kinds: Sequence[str] = MODEL_KINDS,
              first_test_date: Any = "2009-02-09", refit_every: int = 21, cost_bps: float = 10,
              progress: Progress | None = None) -> dict[str, Any]:
     """JSON-serialisable report: out-of-sample period, protocol, per-model metrics, baselines, edge.
@@ -289,7 +357,7 @@ def evaluate(df: pd.DataFrame, *, symbol: str, kinds: Sequence[str] = MODEL_KIND
     `report["edge"][kind]` is True only when the model's after-cost Sharpe beats buy and hold's on
     the same out-of-sample days.
     """
-    report, _ = evaluate_with_frames(df, symbol=symbol, kinds=kinds, first_test_date=first_test_date,
+    report, _ = evaluate_with_frames(frame, symbol=symbol, kinds=kinds, first_test_date=first_test_date,
                                      refit_every=refit_every, cost_bps=cost_bps, progress=progress)
     return report
 
@@ -346,7 +414,7 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def plot_report(report: dict[str, Any], oos_frames: dict[str, pd.DataFrame], path: str | Path) -> Path:
+def plot_report(report: dict[str, Any], oos_frames: dict[str, OutOfSample], path: str | Path) -> Path:
     """PNG with after-cost equity curves (models vs buy and hold) and rolling 63-day accuracy."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter
@@ -355,18 +423,16 @@ def plot_report(report: dict[str, Any], oos_frames: dict[str, pd.DataFrame], pat
     fig = Figure(figsize=(11, 8), layout="constrained")
     equity_ax, acc_ax = fig.subplots(2, 1, sharex=True, height_ratios=[2, 1])
     first = next(iter(oos_frames.values()))
-    realised = first["realised_return"]
-    hold = (1 + strategy_returns(pd.Series(1.0, index=first.index), realised, cost)).cumprod()
-    equity_ax.plot(hold.index, hold.to_numpy(), color="black", lw=1.2, label="buy and hold")
-    up_rate = (first["direction"] == 1).astype(float).rolling(63).mean()
-    acc_ax.plot(up_rate.index, up_rate.to_numpy(), color="black", lw=1, label="always up")
+    hold = (1 + strategy_returns(np.ones(len(first)), first.realised_return, cost)).cumprod()
+    equity_ax.plot(first.dates, hold, color="black", lw=1.2, label="buy and hold")
+    up_rate = rolling_mean((first.direction == 1).astype(float), 63)
+    acc_ax.plot(first.dates, up_rate, color="black", lw=1, label="always up")
     for kind, oos in oos_frames.items():
-        position = (oos["action"] == "buy").astype(float)
-        curve = (1 + strategy_returns(position, oos["realised_return"], cost)).cumprod()
+        curve = (1 + strategy_returns(oos.buy.astype(float), oos.realised_return, cost)).cumprod()
         sharpe = report["models"][kind]["sharpe"]
-        equity_ax.plot(curve.index, curve.to_numpy(), lw=1, label=f"{kind} (Sharpe {_fmt(sharpe, '.2f')})")
-        hits = ((oos["action"] == "buy") == (oos["direction"] == 1)).astype(float).rolling(63).mean()
-        acc_ax.plot(hits.index, hits.to_numpy(), lw=1, label=kind)
+        equity_ax.plot(oos.dates, curve, lw=1, label=f"{kind} (Sharpe {_fmt(sharpe, '.2f')})")
+        hits = rolling_mean((oos.buy == (oos.direction == 1)).astype(float), 63)
+        acc_ax.plot(oos.dates, hits, lw=1, label=kind)
     equity_ax.set_yscale("log")
     plain = FuncFormatter(lambda y, _: f"{y:g}")
     equity_ax.yaxis.set_major_formatter(plain)

@@ -1,22 +1,23 @@
-"""Signal models: a next-day direction classifier and a next-day return regressor, fitted together.
+"""Signal models (training side): a next-day direction classifier and a next-day return regressor.
 
-`make_model(kind)` builds an unfitted `SignalModel`; `train(df, kind)` fits one on every bar whose
-next-day outcome is known, and `predict_next(model, df)` turns the latest bar into a signal. Models
-are deterministic and picklable with joblib, so the registry can store and reload them.
+`make_model(kind)` builds an unfitted `SignalModel`; `train(frame, kind)` fits one on every bar
+whose next-day outcome is known, and `predict_next(model, frame)` turns the latest bar into a
+signal. Inputs are numpy arrays whose columns are FEATURE_NAMES. Models are deterministic; the
+predict function never loads them: `stockml.artifact.export` turns a fitted one into numpy arrays.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, NamedTuple
 
 import numpy as np
-import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from stockml.features import FEATURE_NAMES, build_features, build_targets
+from stockml.artifact import action_for
+from stockml.features import FEATURE_NAMES, Frame, build_features, build_targets, usable_rows
 
 MODEL_KINDS: tuple[str, ...] = ("logreg", "hgb")
 
@@ -28,54 +29,42 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
             "l2_regularization": 1.0},
 }
 
-Action = Literal["buy", "sell"]
-
-
-def action_for(prob_up: float) -> Action:
-    """"buy" when the model gives better-than-even odds of an up day, else "sell"."""
-    return "buy" if prob_up > 0.5 else "sell"
-
-
 class SignalModel:
-    """A direction classifier and a return regressor sharing one feature list."""
+    """A direction classifier and a return regressor sharing one feature list (FEATURE_NAMES)."""
 
     def __init__(self, kind: str, params: dict[str, Any], classifier: Pipeline, regressor: Pipeline):
         self.kind = kind
         self.params = dict(params)
         self.classifier = classifier
         self.regressor = regressor
-        self.feature_names: tuple[str, ...] = ()
+        self.feature_names: tuple[str, ...] = FEATURE_NAMES
         self.trained_through: str | None = None
 
-    def fit(self, X: pd.DataFrame | np.ndarray, direction: Any, next_return: Any) -> SignalModel:
-        """Fit both parts on rows of X (features) with their next-day direction and return."""
-        if isinstance(X, pd.DataFrame):
-            self.feature_names = tuple(X.columns)
-            if isinstance(X.index, pd.DatetimeIndex) and len(X):
-                self.trained_through = X.index.max().date().isoformat()
-        else:
-            width = np.shape(X)[1]
-            self.feature_names = FEATURE_NAMES if width == len(FEATURE_NAMES) else tuple(
-                f"x{i}" for i in range(width))
+    def fit(self, X: np.ndarray, direction: np.ndarray, next_return: np.ndarray,
+            trained_through: str | None = None) -> SignalModel:
+        """Fit both parts on rows of X with their next-day direction and return.
+
+        `trained_through` is the date of the last row (ISO), kept for the model's metadata.
+        """
         values = self._values(X)
         self.classifier.fit(values, np.asarray(direction, dtype=int))
         self.regressor.fit(values, np.asarray(next_return, dtype=float))
+        self.trained_through = trained_through
         return self
 
-    def predict(self, X: pd.DataFrame | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(probability of an up day, expected next-day return) for each row of X."""
         values = self._values(X)
         up_column = list(self.classifier.classes_).index(1)
         prob_up = self.classifier.predict_proba(values)[:, up_column]
         return prob_up, self.regressor.predict(values)
 
-    def _values(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
-        if isinstance(X, pd.DataFrame):
-            missing = set(self.feature_names) - set(X.columns)
-            if missing:
-                raise ValueError(f"missing features: {sorted(missing)}")
-            X = X[list(self.feature_names)]
-        return np.asarray(X, dtype=float)
+    def _values(self, X: np.ndarray) -> np.ndarray:
+        values = np.asarray(X, dtype=float)
+        if values.ndim != 2 or values.shape[1] != len(self.feature_names):
+            raise ValueError(f"expected rows of {len(self.feature_names)} features "
+                             f"({', '.join(self.feature_names)}), got shape {values.shape}")
+        return values
 
     def __repr__(self) -> str:
         return (f"SignalModel(kind={self.kind!r}, params={self.params!r}, "
@@ -103,23 +92,34 @@ def make_model(kind: str, **params: Any) -> SignalModel:
     return SignalModel(kind, p, classifier, regressor)
 
 
-def training_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """Features joined with targets, keeping only rows where all of them are known."""
-    return build_features(df).join(build_targets(df)).dropna()
+class TrainingRows(NamedTuple):
+    """The rows a model can learn from: features with a known next-day outcome, and their dates."""
+
+    dates: np.ndarray
+    X: np.ndarray
+    direction: np.ndarray
+    next_return: np.ndarray
 
 
-def train(df: pd.DataFrame, kind: str, **params: Any) -> SignalModel:
-    """Fit a SignalModel on every bar of an OHLCV frame whose next-day outcome is known."""
-    rows = training_frame(df)
-    features = rows[list(FEATURE_NAMES)]
-    return make_model(kind, **params).fit(features, rows["direction"], rows["next_return"])
+def training_rows(frame: Frame) -> TrainingRows:
+    """Features and targets of every bar whose features and next-day outcome are all known."""
+    features, targets = build_features(frame), build_targets(frame)
+    ok = usable_rows(features, targets)
+    return TrainingRows(frame.dates[ok], features[ok], targets.direction[ok], targets.next_return[ok])
 
 
-def predict_next(model: SignalModel, df: pd.DataFrame) -> dict[str, Any]:
-    """Signal for the day after the last bar of df: date, prob_up, expected_return, action."""
-    features = build_features(df).iloc[[-1]]
-    if features.isna().to_numpy().any():
+def train(frame: Frame, kind: str, **params: Any) -> SignalModel:
+    """Fit a SignalModel on every bar of `frame` whose next-day outcome is known."""
+    rows = training_rows(frame)
+    return make_model(kind, **params).fit(rows.X, rows.direction, rows.next_return,
+                                          trained_through=str(rows.dates[-1]) if len(rows.dates) else None)
+
+
+def predict_next(model: SignalModel, frame: Frame) -> dict[str, Any]:
+    """Signal for the day after the last bar of `frame`: date, prob_up, expected_return, action."""
+    features = build_features(frame)[-1:]
+    if np.isnan(features).any():
         raise ValueError("not enough history for the latest bar's features")
     prob_up, expected = model.predict(features)
-    return {"date": features.index[0].date().isoformat(), "prob_up": float(prob_up[0]),
+    return {"date": str(frame.dates[-1]), "prob_up": float(prob_up[0]),
             "expected_return": float(expected[0]), "action": action_for(float(prob_up[0]))}

@@ -1,33 +1,43 @@
-"""Model registry on S3: a joblib artifact and its metadata per (symbol, version).
+"""Model registry on S3: a numpy artifact and its metadata per (symbol, version).
 
 Layout in the bucket:
-    models/<SYMBOL>/<version>/model.joblib
+    models/<SYMBOL>/<version>/model.npz       stockml.artifact: arrays only, no pickle
     models/<SYMBOL>/<version>/metadata.json   symbol, version, kind, trained_at, training window,
-                                              features, params, metrics, sklearn_version, sha256
+                                              features, params, metrics, format_version, sha256
     models/<SYMBOL>/latest.json               {"version": ...}
 
-An artifact is loaded only after its sha256 and the scikit-learn version it was saved with have
-been checked against the metadata; a mismatch raises ArtifactRejected and nothing is unpickled.
-A warm process keeps what it loaded and re-reads the `latest` pointer at most every
+An artifact is loaded only after its sha256, its format version and its feature list have been
+checked against the metadata and this runtime; a mismatch raises ArtifactRejected (OutdatedArtifact
+for an artifact of another format, e.g. one saved before this format existed). Loading needs numpy
+alone. A warm process keeps what it loaded and re-reads the `latest` pointer at most every
 `pointer_ttl_s` seconds.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import joblib
-import sklearn
+from stockml import artifact
+from stockml.artifact import ServingModel
+from stockml.features import FEATURE_NAMES
+
+if TYPE_CHECKING:
+    from stockml.models import SignalModel
+
+ARTIFACT_NAME = "model.npz"
 
 
 class ArtifactRejected(RuntimeError):
-    """The artifact does not match its metadata (hash or scikit-learn version): never used."""
+    """The artifact does not match its metadata or this runtime (hash, format, features): never used."""
+
+
+class OutdatedArtifact(ArtifactRejected):
+    """The artifact was saved in another format than this runtime reads: retrain to replace it."""
 
 
 class ModelNotFound(LookupError):
@@ -36,7 +46,7 @@ class ModelNotFound(LookupError):
 
 @dataclass(frozen=True)
 class LoadedModel:
-    model: Any
+    model: ServingModel
     metadata: dict[str, Any]
 
     @property
@@ -57,25 +67,25 @@ class ModelRegistry:
         self._pointer_checked: dict[str, float] = {}
         self._lock = threading.Lock()
 
-    def publish(self, model: Any, metadata: dict[str, Any]) -> dict[str, Any]:
-        """Stores the artifact and its metadata, then moves `latest` to it. Returns the metadata."""
-        buf = io.BytesIO()
-        joblib.dump(model, buf, compress=3)
-        blob = buf.getvalue()
+    def publish(self, model: bytes | SignalModel, metadata: dict[str, Any]) -> dict[str, Any]:
+        """Stores the artifact (exported bytes, or a fitted SignalModel to export) and its metadata,
+        then moves `latest` to it. Returns the stored metadata."""
+        blob = model if isinstance(model, bytes) else artifact.export(model)
+        serving = artifact.load(blob)
         sha = hashlib.sha256(blob).hexdigest()
         symbol = metadata["symbol"]
         version = f"{metadata['trained_at'].replace('-', '').replace(':', '')[:15]}Z-{sha[:10]}"
         meta = {**metadata, "version": version, "sha256": sha, "size_bytes": len(blob),
-                "sklearn_version": sklearn.__version__}
+                "format_version": serving.format_version, "features": list(serving.feature_names)}
         base = f"{_prefix(symbol)}/{version}"
-        self.s3.put_object(Bucket=self.bucket, Key=f"{base}/model.joblib", Body=blob)
+        self.s3.put_object(Bucket=self.bucket, Key=f"{base}/{ARTIFACT_NAME}", Body=blob)
         self.s3.put_object(Bucket=self.bucket, Key=f"{base}/metadata.json",
                            Body=json.dumps(meta, indent=2).encode(), ContentType="application/json")
         self.s3.put_object(Bucket=self.bucket, Key=f"{_prefix(symbol)}/latest.json",
                            Body=json.dumps({"version": version}).encode(),
                            ContentType="application/json")
         with self._lock:
-            self._loaded[symbol] = LoadedModel(model, meta)
+            self._loaded[symbol] = LoadedModel(serving, meta)
             self._pointer_checked[symbol] = time.monotonic()
         return meta
 
@@ -94,15 +104,22 @@ class ModelRegistry:
         """Fetches and verifies one version; ArtifactRejected if it does not match its metadata."""
         base = f"{_prefix(symbol)}/{version}"
         meta = json.loads(self._get(f"{base}/metadata.json"))
-        blob = self._get(f"{base}/model.joblib")
+        name = f"{symbol} model {version}"
+        if meta.get("format_version") != artifact.FORMAT_VERSION:
+            raise OutdatedArtifact(f"{name} is in artifact format {meta.get('format_version')}, "
+                                   f"this runtime reads format {artifact.FORMAT_VERSION}: retrain it")
+        blob = self._get(f"{base}/{ARTIFACT_NAME}")
         digest = hashlib.sha256(blob).hexdigest()
         if digest != meta.get("sha256"):
-            raise ArtifactRejected(f"{symbol} model {version}: sha256 {digest[:12]}... does not "
-                                   f"match the metadata's {str(meta.get('sha256'))[:12]}...")
-        if meta.get("sklearn_version") != sklearn.__version__:
-            raise ArtifactRejected(f"{symbol} model {version} was saved with scikit-learn "
-                                   f"{meta.get('sklearn_version')}, this runtime has {sklearn.__version__}")
-        return LoadedModel(joblib.load(io.BytesIO(blob)), meta)
+            raise ArtifactRejected(f"{name}: sha256 {digest[:12]}... does not match the "
+                                   f"metadata's {str(meta.get('sha256'))[:12]}...")
+        try:
+            model = artifact.load(blob)
+        except artifact.ArtifactError as exc:
+            raise ArtifactRejected(f"{name}: {exc}") from None
+        if model.feature_names != FEATURE_NAMES or list(model.feature_names) != meta.get("features"):
+            raise ArtifactRejected(f"{name} was trained on other features than this runtime computes")
+        return LoadedModel(model, meta)
 
     def latest(self, symbol: str) -> LoadedModel:
         """The current model, from memory while the `latest` pointer is fresh enough."""

@@ -1,10 +1,17 @@
-"""Buy/sell signals: train and publish a model per symbol, predict from it, store every prediction.
+"""Buy/sell signals (serving): predict from a symbol's current model, store and list every prediction.
 
-A model's out-of-sample record comes from a walk-forward evaluation on that symbol's history
-(stockml.evaluation), and every prediction carries it with an `edge` flag: true only when the
-model beat buy-and-hold's after-cost Sharpe on the same out-of-sample days. A prediction is
-stored once per (symbol, as_of, model_version); asking again returns the stored row. Once the
-next day's close is known, the stored row's outcome is filled in.
+This is the predict function's path and imports numpy, the feature module and the registry only:
+no scikit-learn, scipy, pandas or joblib, even indirectly (a unit test keeps it that way). Models
+come from the registry as numpy artifacts. A symbol without a usable model is not trained here:
+API Gateway gives a request 29 s, so `request_training` starts one training in the retrain
+function (an asynchronous Lambda invoke) and the caller answers 202. A lock on the state Redis
+makes that single-flight across concurrent requests and warm instances: ten first requests for a
+symbol start one training.
+
+Every prediction carries its model's out-of-sample record with an `edge` flag: true only when the
+model beat buy-and-hold's after-cost Sharpe on the same out-of-sample days. A prediction is stored
+once per (symbol, as_of, model_version); asking again returns the stored row. Once the next day's
+close is known, the stored row's outcome is filled in.
 """
 
 from __future__ import annotations
@@ -12,30 +19,73 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
-import os
-import time
 import uuid
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from stockml.evaluation import evaluate
-from stockml.features import FEATURE_NAMES, build_features, build_targets, frame_from_bars
-from stockml.models import action_for, make_model
-from stockml.registry import LoadedModel, ModelNotFound, ModelRegistry
-from stockpred import aws, postgres
+import numpy as np
+
+from stockml.artifact import action_for
+from stockml.features import build_features, frame_from_bars
+from stockml.registry import LoadedModel, ModelNotFound, ModelRegistry, OutdatedArtifact
+from stockpred import aws, config, postgres, redis_stores
 from stockpred.logs import get_logger
-from stockpred.prices import Bar
+
+if TYPE_CHECKING:
+    from stockpred.prices import Bar
 
 log = get_logger("signals")
 
-DEFAULT_KIND = os.environ.get("MODEL_KIND", "logreg")
-MIN_TRAIN_DAYS = int(os.environ.get("MIN_TRAIN_DAYS", "504"))
+
 MIN_TEST_DAYS = 126
-RECORD_REFIT_EVERY = int(os.environ.get("RECORD_REFIT_EVERY", "21"))
+TRAIN_LOCK_S = 900  # the retrain function's Timeout: a crashed training frees its symbol by then
+TRAINING_RETRY_AFTER_S = 15
 
 
 class NotEnoughHistory(ValueError):
-    """Too few daily bars to train and evaluate a model honestly."""
+    """Too few daily bars to train and evaluate a model honestly, or to compute today's features."""
+
+
+class TrainingStarted(Exception):
+    """No usable model yet; a training for the symbol runs (`started`: by this request)."""
+
+    def __init__(self, symbol: str, started: bool) -> None:
+        super().__init__(symbol)
+        self.symbol = symbol
+        self.started = started
+
+
+def check_history(bars: list[Bar]) -> None:
+    """NotEnoughHistory unless there are enough bars for the record and the final fit."""
+    needed = config.load().min_train_days + MIN_TEST_DAYS
+    if len(bars) < needed:
+        raise NotEnoughHistory(f"need at least {needed} daily bars to train and evaluate a model, "
+                               f"have {len(bars)}")
+
+
+def _training_lock(symbol: str) -> str:
+    return f"stockpred:training:{symbol}"
+
+
+def request_training(symbol: str) -> bool:
+    """Starts one training of `symbol` in the retrain function unless one already runs; True if
+    this call started it."""
+    state = redis_stores.state()
+    if not state.set(_training_lock(symbol), str(uuid.uuid4()), nx=True, ex=TRAIN_LOCK_S):
+        return False
+    try:
+        aws.client("lambda").invoke(
+            FunctionName=config.load().train_function_name, InvocationType="Event",
+            Payload=json.dumps({"symbols": [symbol], "on_demand": True}).encode())
+    except Exception:
+        state.delete(_training_lock(symbol))
+        raise
+    log.info("training requested", extra={"fields": {"symbol": symbol}})
+    return True
+
+
+def training_finished(symbol: str) -> None:
+    """Frees the symbol's training lock (the retrain function calls it, trained or not)."""
+    redis_stores.state().delete(_training_lock(symbol))
 
 
 @functools.cache
@@ -43,66 +93,10 @@ def registry() -> ModelRegistry:
     return ModelRegistry(aws.client("s3"), aws.model_bucket())
 
 
-def _first_test_date(bars: list[Bar]) -> dt.date:
-    if len(bars) < MIN_TRAIN_DAYS + MIN_TEST_DAYS:
-        raise NotEnoughHistory(
-            f"need at least {MIN_TRAIN_DAYS + MIN_TEST_DAYS} daily bars to train and evaluate "
-            f"a model, have {len(bars)}")
-    return bars[MIN_TRAIN_DAYS].date
-
-
-def train(symbol: str, bars: list[Bar], kind: str = DEFAULT_KIND, source: str = "",
-          progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Evaluates walk-forward for the record, fits on all history, publishes; returns metadata."""
-    started = time.perf_counter()
-    first_test = _first_test_date(bars)
-    df = frame_from_bars(bars)
-    report = evaluate(df, symbol=symbol, kinds=(kind,), first_test_date=first_test.isoformat(),
-                      refit_every=RECORD_REFIT_EVERY, progress=progress)
-    features = build_features(df)
-    targets = build_targets(df)
-    usable = features.notna().all(axis=1) & targets["next_return"].notna()
-    model = make_model(kind)
-    model.fit(features[usable], targets.loc[usable, "direction"], targets.loc[usable, "next_return"])
-    model_metrics = report["models"][kind]
-    bh = report["baselines"]["buy_and_hold"]
-    record = {
-        "out_of_sample": report["out_of_sample"],
-        "accuracy": round(model_metrics["accuracy"], 4),
-        "balanced_accuracy": round(model_metrics["balanced_accuracy"], 4),
-        "sharpe": round(model_metrics["sharpe"], 3),
-        "annual_return": round(model_metrics["annual_return"], 4),
-        "buy_and_hold_sharpe": round(bh["sharpe"], 3),
-        "always_up_accuracy": round(report["baselines"]["always_up"]["accuracy"], 4),
-        "edge": bool(report["edge"][kind]),
-    }
-    metadata = {
-        "symbol": symbol,
-        "kind": kind,
-        "trained_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "training_window": {"from": features[usable].index[0].date().isoformat(),
-                            "to": features[usable].index[-1].date().isoformat(),
-                            "rows": int(usable.sum())},
-        "data_source": source,
-        "features": list(FEATURE_NAMES),
-        "params": model.params,
-        "metrics": report["models"][kind],
-        "baselines": report["baselines"],
-        "record": record,
-        "train_seconds": round(time.perf_counter() - started, 2),
-    }
-    meta = registry().publish(model, metadata)
-    _record_model(meta)
-    log.info("model published", extra={"fields": {"symbol": symbol, "version": meta["version"],
-                                                  "edge": record["edge"],
-                                                  "seconds": metadata["train_seconds"]}})
-    return meta
-
-
 _recorded: set[str] = set()
 
 
-def _record_model(meta: dict[str, Any]) -> None:
+def record_model(meta: dict[str, Any]) -> None:
     """Makes sure the model's row exists (once per version in a warm process, not per request)."""
     if meta["version"] in _recorded:
         return
@@ -116,32 +110,32 @@ def _record_model(meta: dict[str, Any]) -> None:
     _recorded.add(meta["version"])
 
 
-def current_model(symbol: str, bars: list[Bar], source: str, train_on_demand: bool) -> LoadedModel:
+def current_model(symbol: str, bars: list[Bar], train_on_demand: bool) -> LoadedModel:
+    """The symbol's published model. Without one (or with one in an outdated artifact format):
+    with `train_on_demand`, TrainingStarted after asking for one training; otherwise the
+    registry's ModelNotFound / OutdatedArtifact."""
     try:
         return registry().latest(symbol)
-    except ModelNotFound:
+    except (ModelNotFound, OutdatedArtifact):
         if not train_on_demand:
             raise
-    log.info("no model yet: training on demand", extra={"fields": {"symbol": symbol}})
-    train(symbol, bars, source=source)
-    return registry().latest(symbol)
+    check_history(bars)
+    raise TrainingStarted(symbol, request_training(symbol))
 
 
-def predict(symbol: str, bars: list[Bar], source: str = "",
-            train_on_demand: bool = True) -> tuple[dict[str, Any], bool]:
+def predict(symbol: str, bars: list[Bar], train_on_demand: bool = True) -> tuple[dict[str, Any], bool]:
     """The stored prediction for the last bar with the current model, and whether it is new."""
-    loaded = current_model(symbol, bars, source, train_on_demand)
-    df = frame_from_bars(bars)
-    features = build_features(df)
-    last = features.iloc[[-1]]
-    if last.isna().any(axis=None):
+    loaded = current_model(symbol, bars, train_on_demand)
+    frame = frame_from_bars(bars)
+    last = build_features(frame)[-1:]
+    if len(last) == 0 or np.isnan(last).any():
         raise NotEnoughHistory("not enough history to compute today's features")
     prob_up, expected = loaded.model.predict(last)
     prob, exp_ret = float(prob_up[0]), float(expected[0])
-    as_of = features.index[-1].date()
-    last_close = float(df["close"].iloc[-1])
+    as_of: dt.date = frame.dates[-1].item()
+    last_close = float(frame.close[-1])
     record = loaded.metadata["record"]
-    _record_model(loaded.metadata)
+    record_model(loaded.metadata)
     with postgres.transaction() as cur:
         cur.execute(
             """INSERT INTO predictions (id, symbol, as_of, model_version, last_close, predicted_close,
@@ -212,6 +206,7 @@ def fill_outcomes(symbol: str, bars: list[Bar]) -> int:
 
 
 def history(symbol: str, bars: list[Bar], limit: int) -> list[dict[str, Any]]:
+    """The symbol's stored predictions, newest first, with outcomes filled where now known."""
     fill_outcomes(symbol, bars)
     with postgres.transaction() as cur:
         cur.execute(f"SELECT {_COLUMNS} FROM predictions WHERE symbol = %s "
