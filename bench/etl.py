@@ -41,13 +41,13 @@ def insert_trades(n: int, seed: int) -> None:
 
 
 def measure(size: int) -> tuple[int, float, float, float]:
-    from stockpred import aws, market, mongo, postgres, redis_stores, warehouse
+    from stockpred import aws, config, market, mongo, postgres, redis_stores, secrets, warehouse
 
     with ephemeral_stack(prefix="stockpred-bench-", extra_env={"STOCKPRED_REDIS_HA": "off"},
                          log=lambda m: print(m, file=sys.stderr)) as (_, env):
         os.environ.update(env)
-        for cached in (redis_stores.cache_ring, redis_stores.state, aws.client, market.default,
-                       mongo.client, mongo.db):
+        for cached in (config.load, secrets, redis_stores.cache_ring, redis_stores.state, aws.client,
+                       market.default, mongo):
             cached.cache_clear()
         postgres.reset()
         warehouse.run()  # first run: dimensions and the sample prices, not measured

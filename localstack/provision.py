@@ -6,6 +6,8 @@ Works against any endpoint speaking the AWS APIs on :4566 (moto server or LocalS
 - State machines: every `AWS::Serverless::StateMachine` of template.yaml, its definition file
   with `DefinitionSubstitutions` filled in (a function's `!GetAtt X.Arn` becomes the local ARN
   of X, which devstack's Lambda Invoke API serves), named by its logical id.
+- Secrets: the ones the functions read from Secrets Manager (their `*_SECRET_ARN` variables name
+  them), with the local stack's values; created, or given the new value, at every start.
 """
 
 from __future__ import annotations
@@ -17,7 +19,16 @@ import boto3
 
 from devstack.template import LOCAL_ACCOUNT, LOCAL_REGION, Template
 
-BUCKETS = ("stockpred-models", "stockpred-warehouse")
+BUCKETS = ("stockpred-models", "stockpred-warehouse", "stockpred-market-data")
+# The variable a function reads a secret's name from, and the secret's name locally.
+SECRETS = {
+    "JWT_SECRET_ARN": "stockpred/jwt-secret",
+    "SERVICE_TOKEN_SECRET_ARN": "stockpred/service-token",
+    "PSEUDONYM_KEY_SECRET_ARN": "stockpred/pseudonym-key",
+    "DATABASE_SECRET_ARN": "stockpred/database",
+    "MONGO_SECRET_ARN": "stockpred/mongo",
+    "ALPHAVANTAGE_SECRET_ARN": "stockpred/alphavantage",
+}
 
 
 def _s3(endpoint: str):
@@ -39,6 +50,11 @@ def state_machine_definitions(template: Template) -> dict[str, str]:
                 if attr != "Arn" or target not in template.functions:
                     raise ValueError(f"{lid}: cannot resolve substitution {name} locally")
                 value = template.functions[target].arn
+            elif isinstance(value, dict) and str(value.get("Ref", "")).endswith(".Alias"):
+                target = value["Ref"].removesuffix(".Alias")
+                if target not in template.functions:
+                    raise ValueError(f"{lid}: cannot resolve substitution {name} locally")
+                value = f"{template.functions[target].arn}:{template.alias or '$LATEST'}"
             text = text.replace("${" + name + "}", str(value))
         json.loads(text)
         out[lid] = text
@@ -59,6 +75,24 @@ def provision_state_machines(endpoint: str, template: Template) -> list[str]:
         else:
             arns.append(sfn.create_state_machine(name=name, definition=definition, roleArn=role,
                                                  type="STANDARD")["stateMachineArn"])
+    return arns
+
+
+def provision_secrets(endpoint: str, values: dict[str, str], region: str = LOCAL_REGION) -> dict[str, str]:
+    """Creates each secret (name -> value), or puts the value as its new current version when it
+    differs; idempotent. Returns name -> ARN."""
+    sm = boto3.client("secretsmanager", endpoint_url=endpoint, region_name=region,
+                      aws_access_key_id="test", aws_secret_access_key="test")
+    arns = {}
+    for name, value in values.items():
+        try:
+            current = sm.get_secret_value(SecretId=name)
+        except sm.exceptions.ResourceNotFoundException:
+            arns[name] = sm.create_secret(Name=name, SecretString=value)["ARN"]
+            continue
+        if current.get("SecretString") != value:
+            sm.put_secret_value(SecretId=name, SecretString=value)
+        arns[name] = current["ARN"]
     return arns
 
 

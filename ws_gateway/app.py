@@ -8,15 +8,12 @@ Replies to two-way routes are the returned `body`; pushes go through the managem
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
-from stockpred import auth, realtime, symbols
+from stockpred import auth, config, realtime, symbols
 from stockpred.logs import get_logger
 
 log = get_logger("ws")
-MAX_ROOMS = int(os.environ.get("WS_MAX_ROOMS_PER_CONNECTION", "50"))
-MAX_RATE = int(os.environ.get("WS_MAX_MESSAGES_PER_SECOND", "20"))
 
 
 def _reply(message: dict[str, Any], status: int = 200) -> dict[str, Any]:
@@ -49,8 +46,9 @@ def on_room(event: dict[str, Any], conn_id: str, join: bool) -> dict[str, Any]:
         realtime.unsubscribe(conn_id, symbol)
         return _reply({"type": "unsubscribed", "symbol": symbol})
     rooms = realtime.rooms_of(conn_id)
-    if len(rooms) >= MAX_ROOMS and symbol not in rooms:
-        return _error(f"at most {MAX_ROOMS} rooms per connection")
+    max_rooms = config.load().ws_max_rooms_per_connection
+    if len(rooms) >= max_rooms and symbol not in rooms:
+        return _error(f"at most {max_rooms} rooms per connection")
     realtime.subscribe(conn_id, symbol)
     return _reply({"type": "subscribed", "symbol": symbol})
 
@@ -63,7 +61,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if route == "$disconnect":
         realtime.forget(conn_id)
         return {"statusCode": 200}
-    if not realtime.count_message(conn_id, MAX_RATE):
+    if not realtime.count_message(conn_id, config.load().ws_max_messages_per_second):
         log.warning("connection flooding: cut off", extra={"fields": {"connection": conn_id}})
         realtime.disconnect(conn_id)
         return {"statusCode": 429}

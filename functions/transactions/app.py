@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
-import os
 from typing import Any
 
 from chalice import Chalice, Response
 
-from stockpred import auth, ledger, trading
+from stockpred import auth, ledger, secrets, trading
 from stockpred.handlers import ApiError, install, json_body, json_response, query_int
 from stockpred.money import price_cents
 
@@ -19,14 +18,14 @@ log = install(app, "transactions")
 
 
 def _service_caller() -> None:
-    """Only other services write the ledger: IAM-signed on AWS, a service token locally."""
+    """Only other services write the ledger: IAM-signed on AWS, else the service token (its secret)."""
     request = app.current_request
     if request.context.get("identity", {}).get("userArn"):
         return
     given = request.headers.get("x-service-token")
-    expected = os.environ.get("SERVICE_TOKEN", "")
     if not given:
         raise ApiError(401, "Service credentials required")
+    expected = secrets.service_token()
     if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
         raise ApiError(403, "Not allowed to write the ledger")
 

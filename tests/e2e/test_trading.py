@@ -19,6 +19,7 @@ import pytest
 import redis
 
 from devstack.services import REPO_ROOT
+from stockpred import secrets
 from stockpred.accounts import Accounts
 
 pytestmark = pytest.mark.usefixtures("flush_cache")
@@ -242,7 +243,7 @@ def test_store_needs_a_service_credential(gateway, stack):
     assert r.status_code == 403 and "error" in r.json()
     user, _ = register(gateway)
     r = gateway.post("/api/transactions/store", json={**STORE, "user_id": user},
-                     headers={"X-Service-Token": stack["SERVICE_TOKEN"]})
+                     headers={"X-Service-Token": secrets.service_token()})
     assert r.status_code == 201 and r.json()["message"] == "Transaction stored successfully"
     assert ledger_rows(stack, user) == [("SPX", "buy", 2, 250685, 501370)]
 
@@ -254,7 +255,7 @@ def test_store_needs_a_service_credential(gateway, stack):
 ])
 def test_store_refuses_malformed_records_without_writing(gateway, stack, change):
     user, _ = register(gateway)
-    service = {"X-Service-Token": stack["SERVICE_TOKEN"]}
+    service = {"X-Service-Token": secrets.service_token()}
     r = gateway.post("/api/transactions/store", json={**STORE, "user_id": user, **change}, headers=service)
     assert r.status_code == 400 and r.json()["error"].startswith("Invalid input data")
     assert ledger_rows(stack, user) == []

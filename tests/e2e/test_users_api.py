@@ -27,6 +27,8 @@ import pymongo
 import pytest
 import redis
 
+from stockpred import secrets
+
 PASSWORD = "correct-horse-42"
 NEW_PASSWORD = "battery-staple-77"
 INVALID_TOKEN = {"error": "Invalid or missing token"}
@@ -281,7 +283,7 @@ def test_login_200_gives_a_working_token(gateway, stack):
     assert r.status_code == 200
     body = r.json()
     assert body["message"] == "Login successful" and body["expires_in"] == 900
-    claims = jwt.decode(body["token"], stack["JWT_SECRET"], algorithms=["HS256"],
+    claims = jwt.decode(body["token"], secrets.jwt_secret(), algorithms=["HS256"],
                         audience="stockpred-api", issuer="stockpred")
     assert claims["sub"] == user_id and claims["exp"] - claims["iat"] == 900
     assert {"jti", "tv"} <= set(claims)
@@ -635,13 +637,13 @@ BAD_AUTHORIZATIONS: dict[str, Callable[[User, str], str]] = {
 
 def test_a_token_forged_with_the_right_secret_is_accepted(gateway, stack, victim):
     """The control for the cases below: they fail for the reason they name, not another."""
-    token = forged(stack["JWT_SECRET"], claims_for(victim.user_id))
+    token = forged(secrets.jwt_secret(), claims_for(victim.user_id))
     assert profile(gateway, token).json()["user_id"] == victim.user_id
 
 
 @pytest.mark.parametrize("case", list(BAD_AUTHORIZATIONS))
 def test_bad_tokens_are_401_on_every_endpoint(gateway, db, stack, victim, case):
-    authorization = BAD_AUTHORIZATIONS[case](victim, stack["JWT_SECRET"])
+    authorization = BAD_AUTHORIZATIONS[case](victim, secrets.jwt_secret())
     before = db.users.find_one({"_id": victim.user_id})
     for method, path, body in PROTECTED:
         assert_401(call(gateway, method, path, body, authorization))
@@ -653,7 +655,7 @@ def test_bad_tokens_are_401_on_every_endpoint(gateway, db, stack, victim, case):
                          ids=[p for _, p, _ in PROTECTED if not p.endswith("/logout")])
 def test_a_valid_token_for_a_user_that_does_not_exist_is_401(gateway, db, stack, method, path, body):
     before = counts(db)
-    token = forged(stack["JWT_SECRET"], claims_for(uuid.uuid4().hex))
+    token = forged(secrets.jwt_secret(), claims_for(uuid.uuid4().hex))
     assert_401(call(gateway, method, path, body, f"Bearer {token}"), challenge=False)
     assert counts(db) == before
 

@@ -17,7 +17,7 @@ import pymongo
 import pytest
 import redis
 
-from stockpred import faults, warehouse
+from stockpred import config, faults, warehouse
 from tests.e2e.test_predict_api import import_csv, write_synth
 
 
@@ -63,7 +63,7 @@ def test_a_scripted_day_reconciles_with_the_sources(gateway, stack, tmp_path):
     trade(gateway, "buy", b, hb, 2, symbol="IXIC")
     write_synth(tmp_path / "csv", 700)
     import_csv(tmp_path / "csv", stack)
-    assert gateway.get("/api/predict/SYNTH").status_code == 200
+    assert gateway.predict("SYNTH").status_code == 200
     write_synth(tmp_path / "csv", 701)
     import_csv(tmp_path / "csv", stack)
     assert gateway.get("/api/predictions/SYNTH").status_code == 200  # fills the outcome
@@ -109,21 +109,23 @@ def test_a_second_run_with_nothing_new_loads_nothing_and_new_trades_appear_after
     assert (trades["user_key"] == warehouse.user_key(user)).sum() == 1
 
 
-def test_a_run_killed_half_way_leaves_the_warehouse_as_it_was(gateway, stack):
+def test_a_run_killed_half_way_leaves_the_warehouse_as_it_was(gateway, stack, monkeypatch):
     warehouse.run()
     before = warehouse.read_manifest()
     analytics_before = gateway.get("/api/analytics/trading").json()
     user, headers, _ = trader(gateway)
     trade(gateway, "buy", user, headers, 5)
     state = redis.Redis.from_url(stack["REDIS_URL"])
-    os.environ["FAULT_INJECTION"] = "on"
+    monkeypatch.setenv("FAULT_INJECTION", "on")
+    config.load.cache_clear()
     state.sadd(faults.KEY, "etl.before_commit")
     try:
         with pytest.raises(faults.InjectedFault):
             warehouse.run()
     finally:
         state.delete(faults.KEY)
-        os.environ.pop("FAULT_INJECTION")
+        monkeypatch.delenv("FAULT_INJECTION")
+        config.load.cache_clear()
     assert warehouse.read_manifest() == before
     assert gateway.get("/api/analytics/trading").json() == analytics_before
     assert warehouse.run()["loaded"]["fact_trades"] == 1

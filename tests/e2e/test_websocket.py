@@ -15,6 +15,8 @@ import jwt
 import pytest
 import redis
 
+from stockpred import secrets
+
 pytestmark = pytest.mark.usefixtures("flush_cache")
 
 
@@ -58,7 +60,7 @@ def test_a_prediction_reaches_only_its_symbols_room(gateway, stack):
         async with aiohttp.ClientSession() as s:
             spx = await join(s, stack, token, "SPX")
             ixic = await join(s, stack, token, "IXIC")
-            r = await off_thread(gateway.get, "/api/predict/SPX")
+            r = await off_thread(gateway.predict, "SPX")
             assert r.status_code == 200
             pushed = await next_json(spx, timeout=30)
             assert pushed["type"] == "prediction" and pushed["symbol"] == "SPX"
@@ -94,7 +96,7 @@ def test_bad_tokens_are_refused_at_connect(gateway, stack, token):
     now = int(time.time())
     claims = {"sub": user, "iat": now - 100, "exp": now - 10, "iss": "stockpred", "aud": "stockpred-api",
               "jti": "x", "tv": 0}
-    forged = {"expired": jwt.encode(claims, stack["JWT_SECRET"], algorithm="HS256"),
+    forged = {"expired": jwt.encode(claims, secrets.jwt_secret(), algorithm="HS256"),
               "other-secret": jwt.encode({**claims, "exp": now + 60}, "x" * 40, algorithm="HS256")}
     token = forged.get(token, token)
 
@@ -139,7 +141,7 @@ def test_a_vanished_client_is_cleaned_up_at_the_next_broadcast(gateway, stack):
     async def scenario():
         async with aiohttp.ClientSession() as s:
             live = await join(s, stack, token, "IXIC")
-            await off_thread(gateway.get, "/api/predict/IXIC")
+            await off_thread(gateway.predict, "IXIC")
             assert (await next_json(live, timeout=30))["symbol"] == "IXIC"
 
     asyncio.run(scenario())
@@ -196,7 +198,7 @@ def test_flooding_and_oversized_frames_are_cut_off_without_harming_others(gatewa
             msg = await big.receive(timeout=10)
             assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
 
-            await off_thread(gateway.get, "/api/predict/IXIC")
+            await off_thread(gateway.predict, "IXIC")
             pushed = await next_json(bystander, timeout=30)
             assert pushed["type"] == "prediction" and not bystander.closed
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
 import random
 import time
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from typing import Any
 import pymongo.errors
 from pymongo.database import Database
 
-from stockpred import mongo
+from stockpred import config, mongo
 
 
 class AccountError(Exception):
@@ -45,7 +44,7 @@ class Contention(AccountError):
 
 
 def starting_cash_cents() -> int:
-    return int(os.environ.get("STARTING_CASH_CENTS", "10000000"))
+    return config.load().starting_cash_cents
 
 
 @dataclass

@@ -9,14 +9,13 @@ issued before it.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import time
 import uuid
 from typing import Any
 
 import jwt
 
-from stockpred import redis_stores
+from stockpred import config, redis_stores, secrets
 from stockpred.config import ConfigError
 
 ISSUER = "stockpred"
@@ -30,14 +29,14 @@ class InvalidToken(Exception):
 
 
 def _secret() -> str:
-    secret = os.environ.get("JWT_SECRET", "")
+    secret = secrets.jwt_secret()
     if len(secret) < 32:
-        raise ConfigError("JWT_SECRET must be set (32+ characters); devstack keeps one in .local/")
+        raise ConfigError("the JWT signing secret must be 32+ characters (JWT_SECRET_ARN's secret)")
     return secret
 
 
 def ttl_seconds() -> int:
-    return int(os.environ.get("JWT_TTL_SECONDS", "900"))
+    return config.load().jwt_ttl_s
 
 
 def _token_version(user_id: str) -> int:

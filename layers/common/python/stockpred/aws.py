@@ -1,14 +1,13 @@
-"""AWS clients (boto3), pointed at the emulator in local mode.
+"""AWS clients (boto3), every one built here, pointed at the emulator in local mode.
 
-Locally every client goes to AWS_ENDPOINT_URL (moto server, or LocalStack where one answers);
-boto3 also honours service-specific overrides such as AWS_ENDPOINT_URL_LAMBDA (devstack).
+Locally every client goes to AWS_ENDPOINT_URL (moto server, or LocalStack where one answers),
+or to a service-specific override such as AWS_ENDPOINT_URL_LAMBDA (devstack).
 On AWS nothing is overridden and the function's role supplies credentials.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any
 
 import boto3
@@ -19,21 +18,31 @@ from stockpred import config
 _RETRIES = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=3, read_timeout=30)
 
 
-@functools.cache
-def client(service: str) -> Any:
+def _build(service: str, endpoint_url: str | None, client_config: Config) -> Any:
     settings = config.load()
-    kwargs: dict[str, Any] = {"config": _RETRIES,
-                              "region_name": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
-    specific = os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}")
-    if specific:
-        kwargs["endpoint_url"] = specific
-    elif settings.local and settings.aws_endpoint_url:
-        kwargs["endpoint_url"] = settings.aws_endpoint_url
+    kwargs: dict[str, Any] = {"config": client_config, "region_name": settings.aws_region}
+    if endpoint_url:
+        kwargs["endpoint_url"] = endpoint_url
     if settings.local:
-        kwargs.setdefault("aws_access_key_id", os.environ.get("AWS_ACCESS_KEY_ID", "test"))
-        kwargs.setdefault("aws_secret_access_key", os.environ.get("AWS_SECRET_ACCESS_KEY", "test"))
+        kwargs["aws_access_key_id"] = settings.aws_access_key_id
+        kwargs["aws_secret_access_key"] = settings.aws_secret_access_key
     return boto3.client(service, **kwargs)
 
 
+@functools.cache
+def client(service: str) -> Any:
+    """This process's client of one AWS service (boto3 clients are thread-safe)."""
+    return _build(service, config.load().aws_endpoint_for(service), _RETRIES)
+
+
+@functools.cache
+def websocket_management(endpoint_url: str, pool_size: int = 10) -> Any:
+    """The `@connections` management API of one WebSocket API (its https endpoint on AWS, devstack's
+    locally): one pooled connection per concurrent push, short timeouts (a push is best effort)."""
+    return _build("apigatewaymanagementapi", endpoint_url,
+                  Config(retries={"max_attempts": 2}, connect_timeout=2, read_timeout=5,
+                         max_pool_connections=pool_size))
+
+
 def model_bucket() -> str:
-    return os.environ.get("MODEL_BUCKET", "stockpred-models")
+    return config.load().model_bucket

@@ -8,11 +8,10 @@ callers fail at once without reaching the upstream.
 from __future__ import annotations
 
 import functools
-import os
 
 import pybreaker
 
-from stockpred import redis_stores
+from stockpred import config, redis_stores
 
 KNOWN = ("alphavantage",)
 
@@ -21,9 +20,9 @@ KNOWN = ("alphavantage",)
 def breaker(name: str, exclude: tuple[type[BaseException], ...] = ()) -> pybreaker.CircuitBreaker:
     storage = pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, redis_stores.state(),
                                             namespace=f"stockpred:breaker:{name}")
+    settings = config.load()
     return pybreaker.CircuitBreaker(
-        fail_max=int(os.environ.get("BREAKER_FAIL_MAX", "5")),
-        reset_timeout=float(os.environ.get("BREAKER_RESET_SECONDS", "60")),
+        fail_max=settings.breaker_fail_max, reset_timeout=settings.breaker_reset_s,
         exclude=list(exclude), state_storage=storage, name=name)
 
 

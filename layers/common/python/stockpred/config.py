@@ -1,82 +1,279 @@
-"""Settings, each from an environment variable with a working local default.
+"""Settings: every environment variable the functions read, typed, checked once per process.
 
 Local mode (STOCKPRED_ENV=local, the default) points at the services `stockpred services up`
-starts; any other mode refuses to run on a default where a secret or an address is needed.
+starts; any other mode refuses to run on a default where an address is needed.
+
+Secrets are not settings: a function gets only the name (ARN) of each secret, `*_SECRET_ARN`,
+and reads its value through `stockpred.secrets` (Secrets Manager, cached with a TTL). Only in
+local mode, when no ARN is given, the old plain variables (JWT_SECRET, SERVICE_TOKEN,
+PSEUDONYM_KEY, DATABASE_URL, MONGO_URL, ALPHAVANTAGE_API_KEY) stand in for them; they are
+read here and are never part of a Settings' repr.
+
+`load()` reads and checks the environment once per process; tests that change the environment
+call `load.cache_clear()`.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+
+LOCAL = "local"
+DEFAULT_TRADE_STATE_MACHINE_ARN = "arn:aws:states:us-east-1:123456789012:stateMachine:TradeStateMachine"
+RDS_CA_BUNDLE_URL = "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
+# AWS_ENDPOINT_URL_<SERVICE> overrides aws.client honours (boto3 reads its own spelling too).
+AWS_SERVICES = ("s3", "lambda", "stepfunctions", "secretsmanager", "apigatewaymanagementapi", "sts")
+CACHE_MODES = ("shards", "cluster")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class ConfigError(RuntimeError):
-    """A required setting is missing outside local mode."""
+    """A required setting is missing outside local mode, or a setting is malformed."""
 
 
-def _env(name: str, local_default: str | None = None) -> str:
-    value = os.environ.get(name)
-    if value:
-        return value
-    if os.environ.get("STOCKPRED_ENV", "local") == "local" and local_default is not None:
-        return local_default
-    raise ConfigError(f"{name} must be set outside local mode")
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Settings:
-    env: str
-    database_url: str
-    redis_url: str
-    cache_redis_urls: tuple[str, ...]
-    mongo_url: str
-    aws_endpoint_url: str | None
-    market_providers: tuple[str, ...]
-    alphavantage_api_key: str | None
-    alphavantage_base_url: str
-    quote_ttl_s: int
-    home: Path
+    env: str = LOCAL
+    home: Path = Path(".local")
+    log_level: str = "INFO"
+
+    # ---- Redis: state and cache -----------------------------------------------------------
+    redis_url: str = "redis://127.0.0.1:56379/0"
+    cache_redis_urls: tuple[str, ...] = ("redis://127.0.0.1:56380/0",)
     redis_sentinels: tuple[tuple[str, int], ...] = ()
     state_service: str = "state"
     cache_shards: tuple[str, ...] = ()
+    cache_mode: str = "shards"
+    cache_cluster_url: str | None = None
+
+    # ---- MongoDB, AWS ----------------------------------------------------------------------
+    mongo_db: str = "stockpred"
+    aws_region: str = "us-east-1"
+    aws_endpoint_url: str | None = None
+    aws_service_endpoints: tuple[tuple[str, str], ...] = ()
+    aws_access_key_id: str = field(default="test", repr=False)
+    aws_secret_access_key: str = field(default="test", repr=False)
+    model_bucket: str = "stockpred-models"
+    warehouse_bucket: str = "stockpred-warehouse"
+    price_data_bucket: str = "stockpred-market-data"
+    trade_state_machine_arn: str = DEFAULT_TRADE_STATE_MACHINE_ARN
+
+    # ---- market data -----------------------------------------------------------------------
+    market_providers: tuple[str, ...] = ("alphavantage", "csv", "s3", "sample")
+    alphavantage_base_url: str = "https://www.alphavantage.co"
+    quote_ttl_s: int = 60
+    breaker_fail_max: int = 5
+    breaker_reset_s: float = 60.0
+
+    # ---- users, accounts, trades -----------------------------------------------------------
+    jwt_ttl_s: int = 900
+    starting_cash_cents: int = 10_000_000
+    login_max_failures_per_email: int = 5
+    login_max_failures_per_client: int = 50
+    login_failure_window_s: int = 900
+    recovery_after_s: float = 30.0
+    fault_injection: bool = False
+
+    # ---- predictions and training ----------------------------------------------------------
+    model_kind: str = "logreg"
+    min_train_days: int = 504
+    record_refit_every: int = 21
+    train_on_demand: bool = True
+    train_function_name: str = "RetrainFunction"
+    retrain_symbols: tuple[str, ...] = ()
+
+    # ---- WebSocket API ---------------------------------------------------------------------
+    ws_management_url: str | None = None
+    ws_max_rooms_per_connection: int = 50
+    ws_max_messages_per_second: int = 20
+
+    # ---- secrets: where they are (Secrets Manager), and how long a value is reused ------------
+    jwt_secret_arn: str | None = None
+    service_token_secret_arn: str | None = None
+    pseudonym_key_secret_arn: str | None = None
+    alphavantage_secret_arn: str | None = None
+    database_secret_arn: str | None = None
+    mongo_secret_arn: str | None = None
+    secrets_ttl_s: float = 300.0
+    documentdb_ca_bundle_url: str = RDS_CA_BUNDLE_URL
+
+    # ---- local mode only: the plain values that stand in for secrets without an ARN -----------
+    database_url: str | None = field(default=None, repr=False)
+    mongo_url: str | None = field(default=None, repr=False)
+    jwt_secret: str | None = field(default=None, repr=False)
+    service_token: str | None = field(default=None, repr=False)
+    pseudonym_key: str | None = field(default=None, repr=False)
+    alphavantage_api_key: str | None = field(default=None, repr=False)
 
     @property
     def local(self) -> bool:
-        return self.env == "local"
+        return self.env == LOCAL
+
+    def aws_endpoint_for(self, service: str) -> str | None:
+        """AWS_ENDPOINT_URL_<SERVICE> if given, else AWS_ENDPOINT_URL in local mode."""
+        specific = dict(self.aws_service_endpoints).get(service)
+        if specific:
+            return specific
+        return self.aws_endpoint_url if self.local else None
 
 
-def load() -> Settings:
-    env = os.environ.get("STOCKPRED_ENV", "local")
-    redis_url = _env("REDIS_URL", "redis://127.0.0.1:56379/0")
+def _split(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+class _Reader:
+    """Reads variables from one environment; every failure is a ConfigError naming the variable."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        self.env = environ.get("STOCKPRED_ENV") or LOCAL
+        self.local = self.env == LOCAL
+
+    def text(self, name: str, default: str | None = None) -> str | None:
+        value = self.environ.get(name, "").strip()
+        return value or default
+
+    def required(self, name: str, local_default: str) -> str:
+        """An address: the local default in local mode, else it must be given."""
+        value = self.text(name)
+        if value:
+            return value
+        if self.local:
+            return local_default
+        raise ConfigError(f"{name} must be set outside local mode")
+
+    def local_only(self, name: str, local_default: str | None = None) -> str | None:
+        """A plain stand-in for a secret: read in local mode only, never elsewhere."""
+        return self.text(name, local_default) if self.local else None
+
+    def integer(self, name: str, default: int, minimum: int | None = None) -> int:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, not {raw!r}") from None
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{name} must be at least {minimum}, not {value}")
+        return value
+
+    def number(self, name: str, default: float, minimum: float | None = None) -> float:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{name} must be at least {minimum}, not {value}")
+        return value
+
+    def items(self, name: str, default: str = "") -> tuple[str, ...]:
+        """A comma-separated list."""
+        return _split(self.text(name, default) or "")
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...],
+               normalise: Callable[[str], str] = lambda v: v) -> str:
+        value = normalise(self.text(name, default) or default)
+        if value not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+        return value
+
+    def addresses(self, name: str) -> tuple[tuple[str, int], ...]:
+        out = []
+        for address in self.items(name):
+            host, _, port = address.rpartition(":")
+            try:
+                out.append((host, int(port)))
+            except ValueError:
+                raise ConfigError(f"{name} must list host:port addresses, not {address!r}") from None
+            if not host:
+                raise ConfigError(f"{name} must list host:port addresses, not {address!r}")
+        return tuple(out)
+
+
+def log_level(environ: Mapping[str, str] | None = None) -> str:
+    """LOG_LEVEL alone: loggers are made at import time, before the rest may be read."""
+    return _Reader(os.environ if environ is None else environ).choice(
+        "LOG_LEVEL", "INFO", LOG_LEVELS, normalise=str.upper)
+
+
+def from_environ(environ: Mapping[str, str]) -> Settings:
+    """The settings an environment gives, checked; ConfigError names the first bad variable."""
+    r = _Reader(environ)
+    cache_mode = r.choice("CACHE_MODE", "shards", CACHE_MODES)
+    cache_cluster_url = r.text("CACHE_CLUSTER_URL")
+    if cache_mode == "cluster" and not cache_cluster_url:
+        raise ConfigError("CACHE_CLUSTER_URL must be set when CACHE_MODE is cluster")
     return Settings(
-        env=env,
-        database_url=_env("DATABASE_URL", "postgresql://postgres@127.0.0.1:55432/stockpred"),
-        redis_url=redis_url,
-        cache_redis_urls=tuple(
-            u.strip()
-            for u in _env("CACHE_REDIS_URLS", "redis://127.0.0.1:56380/0").split(",")
-            if u.strip()
-        ),
-        mongo_url=_env("MONGO_URL", "mongodb://127.0.0.1:57017/"),
-        aws_endpoint_url=os.environ.get("AWS_ENDPOINT_URL")
-        or ("http://127.0.0.1:4566" if env == "local" else None),
-        market_providers=tuple(
-            p.strip()
-            for p in os.environ.get("MARKET_PROVIDERS", "alphavantage,csv,sample").split(",")
-            if p.strip()
-        ),
-        alphavantage_api_key=os.environ.get("ALPHAVANTAGE_API_KEY") or None,
-        alphavantage_base_url=os.environ.get(
-            "ALPHAVANTAGE_BASE_URL", "https://www.alphavantage.co"
-        ).rstrip("/"),
-        quote_ttl_s=int(os.environ.get("QUOTE_TTL_SECONDS", "60")),
-        home=Path(os.environ.get("STOCKPRED_HOME", ".local")),
-        redis_sentinels=tuple(
-            (host, int(port))
-            for host, _, port in (a.strip().rpartition(":")
-                                  for a in os.environ.get("REDIS_SENTINELS", "").split(",") if a.strip())
-        ),
-        state_service=os.environ.get("REDIS_STATE_SERVICE", "state"),
-        cache_shards=tuple(s.strip() for s in os.environ.get("CACHE_SHARDS", "").split(",") if s.strip()),
+        env=r.env,
+        home=Path(r.text("STOCKPRED_HOME", ".local") or ".local"),
+        log_level=log_level(environ),
+        redis_url=r.required("REDIS_URL", "redis://127.0.0.1:56379/0"),
+        cache_redis_urls=_split(r.required("CACHE_REDIS_URLS", "redis://127.0.0.1:56380/0")),
+        redis_sentinels=r.addresses("REDIS_SENTINELS"),
+        state_service=r.text("REDIS_STATE_SERVICE", "state") or "state",
+        cache_shards=r.items("CACHE_SHARDS"),
+        cache_mode=cache_mode,
+        cache_cluster_url=cache_cluster_url,
+        mongo_db=r.text("MONGO_DB", "stockpred") or "stockpred",
+        aws_region=r.text("AWS_DEFAULT_REGION", "us-east-1") or "us-east-1",
+        aws_endpoint_url=r.text("AWS_ENDPOINT_URL", "http://127.0.0.1:4566" if r.local else None),
+        aws_service_endpoints=tuple(
+            (service, url) for service in AWS_SERVICES
+            if (url := r.text(f"AWS_ENDPOINT_URL_{service.upper()}"))),
+        aws_access_key_id=r.text("AWS_ACCESS_KEY_ID", "test") or "test",
+        aws_secret_access_key=r.text("AWS_SECRET_ACCESS_KEY", "test") or "test",
+        model_bucket=r.text("MODEL_BUCKET", "stockpred-models") or "stockpred-models",
+        warehouse_bucket=r.text("WAREHOUSE_BUCKET", "stockpred-warehouse") or "stockpred-warehouse",
+        price_data_bucket=r.text("PRICE_DATA_BUCKET", "stockpred-market-data") or "",
+        trade_state_machine_arn=r.text("TRADE_STATE_MACHINE_ARN", DEFAULT_TRADE_STATE_MACHINE_ARN)
+        or DEFAULT_TRADE_STATE_MACHINE_ARN,
+        market_providers=r.items("MARKET_PROVIDERS", "alphavantage,csv,s3,sample"),
+        alphavantage_base_url=(r.text("ALPHAVANTAGE_BASE_URL") or "https://www.alphavantage.co").rstrip("/"),
+        quote_ttl_s=r.integer("QUOTE_TTL_SECONDS", 60, minimum=1),
+        breaker_fail_max=r.integer("BREAKER_FAIL_MAX", 5, minimum=1),
+        breaker_reset_s=r.number("BREAKER_RESET_SECONDS", 60.0, minimum=0),
+        jwt_ttl_s=r.integer("JWT_TTL_SECONDS", 900, minimum=1),
+        starting_cash_cents=r.integer("STARTING_CASH_CENTS", 10_000_000, minimum=0),
+        login_max_failures_per_email=r.integer("LOGIN_MAX_FAILURES_PER_EMAIL", 5, minimum=1),
+        login_max_failures_per_client=r.integer("LOGIN_MAX_FAILURES_PER_CLIENT", 50, minimum=1),
+        login_failure_window_s=r.integer("LOGIN_FAILURE_WINDOW_SECONDS", 900, minimum=1),
+        recovery_after_s=r.number("RECOVERY_AFTER_SECONDS", 30.0, minimum=0),
+        fault_injection=r.text("FAULT_INJECTION", "off") == "on",
+        model_kind=r.choice("MODEL_KIND", "logreg", ("logreg", "hgb")),
+        min_train_days=r.integer("MIN_TRAIN_DAYS", 504, minimum=50),
+        record_refit_every=r.integer("RECORD_REFIT_EVERY", 21, minimum=1),
+        train_on_demand=r.choice("TRAIN_ON_DEMAND", "on", ("on", "off")) == "on",
+        train_function_name=r.text("TRAIN_FUNCTION_NAME", "RetrainFunction") or "RetrainFunction",
+        retrain_symbols=tuple(s.upper() for s in r.items("RETRAIN_SYMBOLS")),
+        ws_management_url=r.text("WS_MANAGEMENT_URL"),
+        ws_max_rooms_per_connection=r.integer("WS_MAX_ROOMS_PER_CONNECTION", 50, minimum=1),
+        ws_max_messages_per_second=r.integer("WS_MAX_MESSAGES_PER_SECOND", 20, minimum=1),
+        jwt_secret_arn=r.text("JWT_SECRET_ARN"),
+        service_token_secret_arn=r.text("SERVICE_TOKEN_SECRET_ARN"),
+        pseudonym_key_secret_arn=r.text("PSEUDONYM_KEY_SECRET_ARN"),
+        alphavantage_secret_arn=r.text("ALPHAVANTAGE_SECRET_ARN"),
+        database_secret_arn=r.text("DATABASE_SECRET_ARN"),
+        mongo_secret_arn=r.text("MONGO_SECRET_ARN"),
+        secrets_ttl_s=r.number("SECRETS_TTL_SECONDS", 300.0, minimum=0),
+        documentdb_ca_bundle_url=r.text("DOCUMENTDB_CA_BUNDLE_URL", RDS_CA_BUNDLE_URL) or RDS_CA_BUNDLE_URL,
+        database_url=r.local_only("DATABASE_URL", "postgresql://postgres@127.0.0.1:55432/stockpred"),
+        mongo_url=r.local_only("MONGO_URL", "mongodb://127.0.0.1:57017/"),
+        jwt_secret=r.local_only("JWT_SECRET"),
+        service_token=r.local_only("SERVICE_TOKEN"),
+        pseudonym_key=r.local_only("PSEUDONYM_KEY"),
+        alphavantage_api_key=r.local_only("ALPHAVANTAGE_API_KEY"),
     )
+
+
+@functools.cache
+def load() -> Settings:
+    """This process's settings, read and checked on first use and kept (a warm function reuses
+    them). Tests that change the environment call `load.cache_clear()`."""
+    return from_environ(os.environ)

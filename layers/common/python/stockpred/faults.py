@@ -6,9 +6,7 @@ test can make one participant or the coordinator fail at one step without restar
 
 from __future__ import annotations
 
-import os
-
-from stockpred import redis_stores
+from stockpred import config, redis_stores
 
 KEY = "stockpred:faults"
 
@@ -18,7 +16,7 @@ class InjectedFault(RuntimeError):
 
 
 def check(point: str) -> None:
-    if os.environ.get("FAULT_INJECTION", "off") != "on":
+    if not config.load().fault_injection:
         return
     if redis_stores.state().sismember(KEY, point):
         raise InjectedFault(f"fault injected at {point}")

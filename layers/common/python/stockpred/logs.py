@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
-import os
 import sys
 import time
+
+from stockpred import config
 
 correlation_id: contextvars.ContextVar[str] = contextvars.ContextVar("correlation_id", default="-")
 
@@ -40,6 +41,6 @@ def get_logger(service: str) -> logging.Logger:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JsonFormatter(service))
         logger.addHandler(handler)
-        logger.setLevel(os.environ.get("LOG_LEVEL", "INFO"))
+        logger.setLevel(config.log_level())
         logger.propagate = False
     return logger

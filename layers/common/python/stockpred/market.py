@@ -1,9 +1,9 @@
 """Stock details and daily history: the configured provider chain behind the read-through cache.
 
-The chain is tried in order (default: alphavantage when a key is set, then imported CSVs, then
-the bundled sample); the first provider that knows a symbol answers. A provider that is down or
-throttled is skipped; if none could answer and one was unavailable, the caller learns it
-(503), not that the symbol is unknown (404).
+The chain is tried in order (default: alphavantage when its secret holds a key, then imported
+CSVs, then the bundled sample); the first provider that knows a symbol answers. A provider that
+is down or throttled is skipped; if none could answer and one was unavailable, the caller learns
+it (503), not that the symbol is unknown (404).
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from stockpred import aws, config, secrets
 from stockpred import cache as cache_mod
-from stockpred import config
 from stockpred.alphavantage import AlphaVantageProvider
 from stockpred.cache import Lookup, ReadThroughCache
 from stockpred.config import Settings
-from stockpred.csv_prices import CsvProvider
+from stockpred.csv_prices import CsvProvider, S3CsvProvider
 from stockpred.logs import get_logger
 from stockpred.prices import (
     Bar,
@@ -53,11 +53,14 @@ def build_providers(settings: Settings) -> list[PriceProvider]:
     chain: list[PriceProvider] = []
     for name in settings.market_providers:
         if name == "alphavantage":
-            if settings.alphavantage_api_key:
-                chain.append(AlphaVantageProvider(settings.alphavantage_api_key,
-                                                  settings.alphavantage_base_url))
+            api_key = secrets.alphavantage_api_key()
+            if api_key:
+                chain.append(AlphaVantageProvider(api_key, settings.alphavantage_base_url))
         elif name == "csv":
             chain.append(CsvProvider())
+        elif name == "s3":
+            if settings.price_data_bucket:
+                chain.append(S3CsvProvider(aws.client("s3"), settings.price_data_bucket))
         elif name == "sample":
             chain.append(SampleProvider())
         else:

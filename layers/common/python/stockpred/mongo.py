@@ -1,32 +1,49 @@
 """MongoDB adapter (pymongo only): FerretDB locally, MongoDB Atlas or DocumentDB on AWS.
 
-One client per process, and the indexes the domain relies on: the unique normalised email of
-`users`, and the account entries' order.
+One client per process (per URL: it comes from the mongo secret), and the indexes the domain
+relies on: the unique normalised email of `users`, and the account entries' order.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 
 import pymongo
 import pymongo.errors
 from pymongo.database import Database
 
-from stockpred import config
+from stockpred import config, secrets
 
 
 @functools.cache
+def _connect(url: str) -> pymongo.MongoClient:
+    return pymongo.MongoClient(url, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000,
+                               uuidRepresentation="standard", tz_aware=True)
+
+
 def client(url: str | None = None) -> pymongo.MongoClient:
-    return pymongo.MongoClient(url or config.load().mongo_url, serverSelectionTimeoutMS=5000,
-                               connectTimeoutMS=5000, uuidRepresentation="standard", tz_aware=True)
+    """This process's client of `url` (default: the mongo secret's). After a rotation the secret's
+    new URL gets its own client once the secret is read again (the old one, unused, stays until
+    the instance is recycled: rotations are rare)."""
+    return _connect(url or secrets.mongo_url())
 
 
 @functools.cache
-def db() -> Database:
-    database = client()[os.environ.get("MONGO_DB", "stockpred")]
+def _database(url: str, name: str) -> Database:
+    database = _connect(url)[name]
     ensure_indexes(database)
     return database
+
+
+def db() -> Database:
+    """The application's database (MONGO_DB), its indexes ensured once per process and URL."""
+    return _database(secrets.mongo_url(), config.load().mongo_db)
+
+
+def cache_clear() -> None:
+    """Forgets the clients and databases (tests that point the process at another server)."""
+    _connect.cache_clear()
+    _database.cache_clear()
 
 
 def is_duplicate_key(exc: pymongo.errors.PyMongoError) -> bool:

@@ -15,7 +15,7 @@ from importlib import resources
 import psycopg2
 import psycopg2.extensions
 
-from stockpred import config
+from stockpred import secrets
 
 _MIGRATION_LOCK = 7_316_001
 _local = threading.local()
@@ -54,8 +54,9 @@ _migrated: set[str] = set()
 
 
 def connect(dsn: str | None = None) -> psycopg2.extensions.connection:
-    """A new connection to a database whose migrations have run (checked once per process)."""
-    dsn = dsn or config.load().database_url
+    """A new connection to a database whose migrations have run (checked once per process).
+    The URL comes from the database secret each time, so a rotated password is used once read."""
+    dsn = dsn or secrets.database_url()
     conn = psycopg2.connect(dsn, connect_timeout=5, application_name="stockpred")
     if dsn not in _migrated:
         migrate(conn)

@@ -13,16 +13,11 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import functools
 import json
-import os
 import time
 from typing import Any
 
-import boto3
-from botocore.config import Config
-
-from stockpred import redis_stores
+from stockpred import aws, config, redis_stores
 from stockpred.logs import get_logger
 
 log = get_logger("realtime")
@@ -34,15 +29,12 @@ def _key(*parts: str) -> str:
     return ":".join((PREFIX, *parts))
 
 
-@functools.cache
 def management() -> Any:
-    url = os.environ.get("WS_MANAGEMENT_URL")
+    """The management API client (aws.py builds it, pooled for FANOUT_THREADS concurrent pushes)."""
+    url = config.load().ws_management_url
     if not url:
         raise RuntimeError("WS_MANAGEMENT_URL is not set: no WebSocket API to push to")
-    return boto3.client("apigatewaymanagementapi", endpoint_url=url,
-                        region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-                        config=Config(retries={"max_attempts": 2}, connect_timeout=2, read_timeout=5,
-                                      max_pool_connections=FANOUT_THREADS))
+    return aws.websocket_management(url, FANOUT_THREADS)
 
 
 # ---- connection state --------------------------------------------------------------------------
@@ -142,7 +134,7 @@ def notify_user(user_id: str, message: dict[str, Any]) -> int:
 
 def publish(kind: str, fn: Any, *args: Any) -> None:
     """Best effort from a request path: a push that fails is logged, never fails the request."""
-    if not os.environ.get("WS_MANAGEMENT_URL"):
+    if not config.load().ws_management_url:
         return
     try:
         fn(*args)

@@ -14,7 +14,6 @@ reads may fall back to the shard's replica meanwhile.
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass
 
 import redis
@@ -101,10 +100,10 @@ def cache_ring(urls: tuple[str, ...] | None = None) -> CacheRing:
     """The cache as configured: ElastiCache in cluster mode (CACHE_MODE=cluster, the cluster
     spreads keys over its own slots), Sentinel-managed shards, or plain URLs."""
     settings = config.load()
-    if urls is None and os.environ.get("CACHE_MODE") == "cluster":
+    if urls is None and settings.cache_mode == "cluster" and settings.cache_cluster_url:
         from redis.cluster import RedisCluster
 
-        client = RedisCluster.from_url(os.environ["CACHE_CLUSTER_URL"], **TIMEOUTS)
+        client = RedisCluster.from_url(settings.cache_cluster_url, **TIMEOUTS)
         return CacheRing([Shard("cluster", client)])
     if urls is None and settings.redis_sentinels and settings.cache_shards:
         return CacheRing([shard(n, settings.redis_sentinels) for n in settings.cache_shards])

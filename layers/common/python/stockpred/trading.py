@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -22,7 +21,7 @@ from typing import Any
 import psycopg2
 import pymongo.errors
 
-from stockpred import aws, faults, ledger, market, postgres, redis_stores, symbols
+from stockpred import aws, config, faults, ledger, market, postgres, redis_stores, symbols
 from stockpred.accounts import Accounts, Contention
 from stockpred.logs import get_logger
 from stockpred.money import price_cents
@@ -37,8 +36,7 @@ class TransientError(RuntimeError):
 
 
 def state_machine_arn() -> str:
-    return os.environ.get("TRADE_STATE_MACHINE_ARN") or (
-        "arn:aws:states:us-east-1:123456789012:stateMachine:TradeStateMachine")
+    return config.load().trade_state_machine_arn
 
 
 def parse_order(body: Any) -> tuple[dict[str, Any], dict[str, str]]:

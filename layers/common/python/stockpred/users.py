@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import os
 import re
 import uuid
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ import pymongo.errors
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from stockpred import auth, mongo, redis_stores
+from stockpred import auth, config, mongo, redis_stores
 from stockpred.accounts import Accounts
 
 _EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -108,9 +107,8 @@ def normalise_email(email: str) -> str:
 
 # ---- login throttling ------------------------------------------------------------------------
 def _limits() -> tuple[int, int, int]:
-    return (int(os.environ.get("LOGIN_MAX_FAILURES_PER_EMAIL", "5")),
-            int(os.environ.get("LOGIN_MAX_FAILURES_PER_CLIENT", "50")),
-            int(os.environ.get("LOGIN_FAILURE_WINDOW_SECONDS", "900")))
+    s = config.load()
+    return s.login_max_failures_per_email, s.login_max_failures_per_client, s.login_failure_window_s
 
 
 def _failure_keys(email: str, client: str) -> tuple[str, str]:

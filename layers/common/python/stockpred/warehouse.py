@@ -23,7 +23,6 @@ import hashlib
 import hmac
 import io
 import json
-import os
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +30,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stockpred import aws, faults, market, mongo, postgres
+from stockpred import aws, config, faults, market, mongo, postgres, secrets
 from stockpred.logs import get_logger
 from stockpred.sample_data import SAMPLE_SERIES, SampleProvider
 
@@ -49,14 +48,15 @@ class QualityError(RuntimeError):
 
 
 def bucket() -> str:
-    return os.environ.get("WAREHOUSE_BUCKET", "stockpred-warehouse")
+    return config.load().warehouse_bucket
 
 
 def user_key(user_id: str) -> str:
     """A stable pseudonym: the same user always gets the same key; the key does not give the id."""
-    secret = os.environ.get("PSEUDONYM_KEY", "")
+    secret = secrets.pseudonym_key()
     if len(secret) < 32:
-        raise RuntimeError("PSEUDONYM_KEY must be set (32+ characters)")
+        raise config.ConfigError("the pseudonym key (PSEUDONYM_KEY_SECRET_ARN's secret) must be 32+ "
+                                 "characters")
     return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()[:24]
 
 
@@ -79,13 +79,14 @@ def _empty_manifest() -> dict[str, Any]:
 def _filesystem() -> Any:
     from pyarrow import fs
 
-    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    settings = config.load()
+    endpoint = settings.aws_endpoint_for("s3")
     if endpoint:
         scheme, _, host = endpoint.partition("://")
-        return fs.S3FileSystem(endpoint_override=host, scheme=scheme, region="us-east-1",
-                               access_key=os.environ.get("AWS_ACCESS_KEY_ID", "test"),
-                               secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "test"))
-    return fs.S3FileSystem(region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+        return fs.S3FileSystem(endpoint_override=host, scheme=scheme, region=settings.aws_region,
+                               access_key=settings.aws_access_key_id,
+                               secret_key=settings.aws_secret_access_key)
+    return fs.S3FileSystem(region=settings.aws_region)
 
 
 _loaded: dict[tuple[str, tuple[str, ...]], pa.Table] = {}
@@ -329,8 +330,7 @@ def _check(batch: Batch, before: Any, loaded_trades: set[str]) -> dict[str, int]
     if total != batch.source_counts["trades"] or amount != batch.source_counts["trade_amount_cents"]:
         problems.append(f"fact_trades: {total} rows / {amount} cents do not reconcile with the ledger's "
                         f"{batch.source_counts['trades']} / {batch.source_counts['trade_amount_cents']}")
-    old_preds = set(before.execute("SELECT prediction_id FROM fact_predictions")
-                    .fetchnumpy()["prediction_id"].tolist())
+    old_preds = {pid for (pid,) in before.execute("SELECT prediction_id FROM fact_predictions").fetchall()}
     n_preds = len(old_preds | {r["prediction_id"] for r in preds})
     if n_preds != batch.source_counts["predictions"]:
         problems.append(f"fact_predictions: {n_preds} predictions, the service has "
@@ -346,7 +346,7 @@ def run() -> dict[str, Any]:
     rebuilt = manifest is None
     manifest = manifest or _empty_manifest()
     before = connect(manifest)
-    loaded_trades = set(before.execute("SELECT trade_id FROM fact_trades").fetchnumpy()["trade_id"].tolist())
+    loaded_trades = {tid for (tid,) in before.execute("SELECT trade_id FROM fact_trades").fetchall()}
     loaded_preds = set(before.execute(
         "SELECT prediction_id, epoch_us(updated_at) FROM fact_predictions_files").fetchall())
     loaded_prices = {(sym, str(day), us) for sym, day, us in before.execute(

@@ -1,0 +1,123 @@
+"""Settings read from the environment, checked once; the secrets' JSON shapes turned into URLs."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import pytest
+
+from stockpred import config, secrets
+from stockpred.config import ConfigError, from_environ
+
+AWS_ADDRESSES = {"STOCKPRED_ENV": "aws", "REDIS_URL": "rediss://state:6379/0",
+                 "CACHE_REDIS_URLS": "rediss://cache:6379/0"}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings():
+    config.load.cache_clear()
+    yield
+    config.load.cache_clear()
+
+
+def test_local_defaults_are_the_documented_ones():
+    s = from_environ({})
+    assert s.local and s.redis_url == "redis://127.0.0.1:56379/0"
+    assert s.database_url == "postgresql://postgres@127.0.0.1:55432/stockpred"
+    assert s.mongo_url == "mongodb://127.0.0.1:57017/"
+    assert s.aws_endpoint_url == "http://127.0.0.1:4566"
+    assert (s.quote_ttl_s, s.jwt_ttl_s, s.starting_cash_cents) == (60, 900, 10_000_000)
+    assert (s.login_max_failures_per_email, s.login_max_failures_per_client,
+            s.login_failure_window_s) == (5, 50, 900)
+    assert (s.breaker_fail_max, s.breaker_reset_s, s.recovery_after_s) == (5, 60.0, 30.0)
+    assert (s.ws_max_rooms_per_connection, s.ws_max_messages_per_second) == (50, 20)
+    assert s.market_providers == ("alphavantage", "csv", "s3", "sample")
+    assert not s.fault_injection and s.secrets_ttl_s == 300.0
+    assert s.documentdb_ca_bundle_url == config.RDS_CA_BUNDLE_URL
+
+
+@pytest.mark.parametrize("name", ["QUOTE_TTL_SECONDS", "JWT_TTL_SECONDS", "STARTING_CASH_CENTS",
+                                  "LOGIN_MAX_FAILURES_PER_EMAIL", "LOGIN_FAILURE_WINDOW_SECONDS",
+                                  "BREAKER_FAIL_MAX", "WS_MAX_ROOMS_PER_CONNECTION",
+                                  "WS_MAX_MESSAGES_PER_SECOND"])
+def test_a_non_integer_is_a_config_error_naming_the_variable(name):
+    with pytest.raises(ConfigError, match=name):
+        from_environ({name: "ten"})
+
+
+@pytest.mark.parametrize("name, value", [("BREAKER_RESET_SECONDS", "soon"),
+                                         ("RECOVERY_AFTER_SECONDS", "30s"),
+                                         ("SECRETS_TTL_SECONDS", "-1"),
+                                         ("REDIS_SENTINELS", "127.0.0.1:x"),
+                                         ("CACHE_MODE", "ring"), ("LOG_LEVEL", "chatty")])
+def test_other_malformed_values_name_their_variable(name, value):
+    with pytest.raises(ConfigError, match=name):
+        from_environ({name: value})
+
+
+def test_outside_local_mode_addresses_are_required_and_plain_secrets_are_not_read():
+    with pytest.raises(ConfigError, match="REDIS_URL"):
+        from_environ({"STOCKPRED_ENV": "aws"})
+    s = from_environ({**AWS_ADDRESSES, "JWT_SECRET": "x" * 40, "DATABASE_URL": "postgresql://h/db",
+                      "ALPHAVANTAGE_API_KEY": "k"})
+    assert (s.jwt_secret, s.database_url, s.alphavantage_api_key, s.aws_endpoint_url) == (None,) * 4
+    with pytest.raises(ConfigError, match="CACHE_CLUSTER_URL"):
+        from_environ({**AWS_ADDRESSES, "CACHE_MODE": "cluster"})
+
+
+def test_secret_values_stay_out_of_the_repr():
+    s = from_environ({"JWT_SECRET": "jwt-value-" * 4, "SERVICE_TOKEN": "token-value",
+                      "DATABASE_URL": "postgresql://u:db-password@h/db", "JWT_SECRET_ARN": "stockpred/jwt"})
+    text = repr(s)
+    assert "jwt-value" not in text and "token-value" not in text and "db-password" not in text
+    assert "stockpred/jwt" in text
+
+
+def test_load_is_read_once_until_cleared(monkeypatch):
+    monkeypatch.setenv("QUOTE_TTL_SECONDS", "61")
+    first = config.load()
+    monkeypatch.setenv("QUOTE_TTL_SECONDS", "62")
+    assert config.load() is first and first.quote_ttl_s == 61
+    config.load.cache_clear()
+    assert config.load().quote_ttl_s == 62
+
+
+def test_service_endpoint_overrides():
+    s = from_environ({"AWS_ENDPOINT_URL_LAMBDA": "http://127.0.0.1:3000"})
+    assert s.aws_endpoint_for("lambda") == "http://127.0.0.1:3000"
+    assert s.aws_endpoint_for("s3") == "http://127.0.0.1:4566"
+    assert from_environ(AWS_ADDRESSES).aws_endpoint_for("s3") is None
+
+
+# ---- secret shapes -------------------------------------------------------------------------------
+def test_rds_secret_becomes_a_postgresql_url_with_quoted_credentials():
+    url = secrets.database_url_from({"engine": "postgres", "username": "app", "password": "p@ss:w/rd?#%",
+                                     "host": "db.cluster.rds.amazonaws.com", "port": 5432,
+                                     "dbname": "stockpred"})
+    parts = urlsplit(url)
+    assert parts.scheme == "postgresql" and parts.hostname == "db.cluster.rds.amazonaws.com"
+    assert parts.port == 5432 and parts.path == "/stockpred"
+    assert unquote(parts.username) == "app" and unquote(parts.password) == "p@ss:w/rd?#%"
+    assert secrets.database_url_from({"url": "postgresql://a:b@h:1/x"}) == "postgresql://a:b@h:1/x"
+
+
+def test_documentdb_secret_becomes_a_tls_url_trusting_the_rds_bundle():
+    password = "p@ss:w/rd?&=+ %"
+    url = secrets.mongo_url_from({"username": "admin", "password": password,
+                                  "host": "docdb.cluster.docdb.amazonaws.com", "port": 27017},
+                                 ca_file="/tmp/rds-global-bundle.pem")
+    parts = urlsplit(url)
+    assert parts.scheme == "mongodb" and parts.hostname == "docdb.cluster.docdb.amazonaws.com"
+    assert parts.port == 27017 and unquote(parts.password) == password
+    assert url.count("@") == 1 and " " not in url  # quoted: the userinfo ends at the only '@'
+    query = parse_qs(parts.query)
+    assert query == {"tls": ["true"], "tlsCAFile": ["/tmp/rds-global-bundle.pem"], "replicaSet": ["rs0"],
+                     "readPreference": ["secondaryPreferred"], "retryWrites": ["false"]}
+    atlas = "mongodb+srv://u:p@cluster0.example.mongodb.net/?retryWrites=true"
+    assert secrets.mongo_url_from({"url": atlas}) == atlas
+
+
+def test_a_secret_missing_fields_is_a_config_error_without_its_values():
+    with pytest.raises(ConfigError, match="host") as err:
+        secrets.database_url_from({"username": "app", "password": "hunter2-secret"}, "stockpred/database")
+    assert "hunter2" not in str(err.value)
