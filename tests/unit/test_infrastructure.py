@@ -1,0 +1,684 @@
+"""What would break the stack on AWS, checked on template.yaml read as data, and by AWS's own tools.
+
+Where the template must follow the code (who pushes over WebSockets, who reads which secret), the
+answer is derived from the code: each function's handler is followed, call by call, through its
+own modules and the layers' (see `reached`), so a new call to the ledger or a new push shows up
+here without anyone updating a list.
+"""
+
+from __future__ import annotations
+
+import ast
+import datetime as dt
+import fnmatch
+import functools
+import json
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devstack.services import REPO_ROOT
+from devstack.template import load_yaml
+
+TEMPLATE = REPO_ROOT / "template.yaml"
+SAM = REPO_ROOT / ".tools/sam/bin/sam"
+SAM_PYTHON = REPO_ROOT / ".tools/sam/bin/python"
+ASL_VALIDATOR = REPO_ROOT / ".tools/node_modules/.bin/asl-validator"
+
+SECRET_ARN_VARS = ("JWT_SECRET_ARN", "SERVICE_TOKEN_SECRET_ARN", "PSEUDONYM_KEY_SECRET_ARN",
+                   "ALPHAVANTAGE_SECRET_ARN", "DATABASE_SECRET_ARN", "MONGO_SECRET_ARN")
+OLD_SECRET_VARS = ("DATABASE_URL", "MONGO_URL", "JWT_SECRET", "SERVICE_TOKEN", "PSEUDONYM_KEY",
+                   "ALPHAVANTAGE_API_KEY")
+LAYER = "layers/common/python/stockpred"
+# Each secret's value is read by one function of stockpred.secrets, where it is used, never all
+# at start-up: a function needs a secret exactly when its handler can reach that reader.
+SECRETS = f"{LAYER}/secrets.py"
+SECRET_USES: dict[str, list[tuple[str, str | None]]] = {
+    "DatabaseSecret": [(SECRETS, "database_url")],
+    "MongoSecret": [(SECRETS, "mongo_url")],
+    "AlphaVantageSecret": [(SECRETS, "alphavantage_api_key")],
+    "JwtSecret": [(SECRETS, "jwt_secret")],
+    "PseudonymKeySecret": [(SECRETS, "pseudonym_key")],
+    "ServiceTokenSecret": [(SECRETS, "service_token")],
+}
+# Every push and disconnect goes through the management API client.
+PUSH_USES: list[tuple[str, str | None]] = [(f"{LAYER}/realtime.py", "management")]
+
+
+# ---- the template as data ----------------------------------------------------------------------
+@functools.cache
+def template() -> dict[str, Any]:
+    return load_yaml(TEMPLATE)
+
+
+def resources(kind: str | None = None) -> dict[str, dict[str, Any]]:
+    return {lid: res for lid, res in template()["Resources"].items()
+            if kind is None or res["Type"] == kind}
+
+
+def props(lid: str) -> dict[str, Any]:
+    return template()["Resources"][lid].get("Properties", {})
+
+
+@functools.cache
+def functions() -> dict[str, dict[str, Any]]:
+    """Each function's properties with Globals.Function applied, as SAM applies them."""
+    glob = (template().get("Globals") or {}).get("Function") or {}
+    out = {}
+    for lid, res in resources("AWS::Serverless::Function").items():
+        merged = {**glob, **res.get("Properties", {})}
+        merged["Environment"] = {"Variables": {
+            **((glob.get("Environment") or {}).get("Variables") or {}),
+            **((res["Properties"].get("Environment") or {}).get("Variables") or {})}}
+        out[lid] = merged
+    return out
+
+
+def env(fn: str) -> dict[str, Any]:
+    return functions()[fn]["Environment"]["Variables"]
+
+
+def refs(value: Any) -> set[str]:
+    """Logical ids and parameters a value refers to (Ref, GetAtt, ${...} of Sub), recursively."""
+    out: set[str] = set()
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if key == "Ref" and isinstance(inner, str):
+                out.add(inner)
+            elif key == "Fn::GetAtt":
+                out.add(inner[0] if isinstance(inner, list) else inner.split(".")[0])
+            elif key == "Fn::Sub":
+                text, variables = (inner[0], inner[1]) if isinstance(inner, list) else (inner, {})
+                out |= {r for r in re.findall(r"\$\{([A-Za-z0-9]+)(?:\.[A-Za-z.]+)?\}", text)
+                        if r not in variables}
+                out |= refs(variables)
+            else:
+                out |= refs(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            out |= refs(inner)
+    return out
+
+
+def var(name: str) -> str:
+    """`${name}`, as !Sub writes it."""
+    return "${" + name + "}"
+
+
+def ref(value: Any) -> str | None:
+    return value.get("Ref") if isinstance(value, dict) else None
+
+
+def sub_text(value: Any) -> str:
+    if isinstance(value, dict) and "Fn::Sub" in value:
+        inner = value["Fn::Sub"]
+        return inner[0] if isinstance(inner, list) else inner
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def if_branches(value: Any, condition: str) -> tuple[Any, Any]:
+    """(when true, when false) of `!If [condition, ...]`; fails if the value is not one."""
+    assert isinstance(value, dict) and "Fn::If" in value, f"expected !If [{condition}, ...]: {value}"
+    name, when_true, when_false = value["Fn::If"]
+    assert name == condition, f"!If on {name}, expected {condition}"
+    return when_true, when_false
+
+
+def statements(fn: str) -> Iterator[dict[str, Any]]:
+    """The function's policy statements (inline, and the SAM policy templates that name secrets)."""
+    for policy in functions()[fn].get("Policies") or []:
+        if isinstance(policy, dict) and "Statement" in policy:
+            yield from policy["Statement"]
+        elif isinstance(policy, dict) and "AWSSecretsManagerGetSecretValuePolicy" in policy:
+            yield {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
+                   "Resource": policy["AWSSecretsManagerGetSecretValuePolicy"]["SecretArn"]}
+        elif isinstance(policy, str) and re.search(r"SecretsManager|Administrator|PowerUser", policy):
+            yield {"Effect": "Allow", "Action": "*", "Resource": "*"}
+
+
+def allowed(fn: str, action: str) -> list[Any]:
+    """Resources of the Allow statements whose actions cover `action`."""
+    out: list[Any] = []
+    for st in statements(fn):
+        actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+        if st.get("Effect") == "Allow" and any(fnmatch.fnmatch(action, a) for a in actions):
+            out += st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+    return out
+
+
+def websocket_api() -> str:
+    (api,) = [lid for lid, r in resources("AWS::ApiGatewayV2::Api").items()
+              if r["Properties"]["ProtocolType"] == "WEBSOCKET"]
+    return api
+
+
+def default_route_target(route_table: str) -> str | None:
+    """What the route table sends 0.0.0.0/0 to: NatGatewayId or GatewayId, else None."""
+    for r in resources("AWS::EC2::Route").values():
+        p = r["Properties"]
+        if ref(p["RouteTableId"]) == route_table and p.get("DestinationCidrBlock") == "0.0.0.0/0":
+            return next((k for k in ("NatGatewayId", "GatewayId") if k in p), None)
+    return None
+
+
+def route_table_of(subnet: str) -> str:
+    (table,) = [ref(a["Properties"]["RouteTableId"])
+                for a in resources("AWS::EC2::SubnetRouteTableAssociation").values()
+                if ref(a["Properties"]["SubnetId"]) == subnet]
+    return table
+
+
+def private_subnets() -> set[str]:
+    """Subnets that reach the internet only through a NAT gateway."""
+    return {s for s in resources("AWS::EC2::Subnet")
+            if default_route_target(route_table_of(s)) == "NatGatewayId"}
+
+
+def run_tool(path: Path, what: str, args: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"{what} is not installed at {path.relative_to(REPO_ROOT)}: the bootstrap "
+                    "(make bootstrap) puts it there; this check never skips")
+    environ = {**os.environ, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": "us-east-1"}
+    return subprocess.run([str(path), *args], capture_output=True, text=True, timeout=240,
+                          env=environ, cwd=REPO_ROOT, **kwargs)
+
+
+# ---- which code a handler can reach ------------------------------------------------------------
+Node = tuple[Path, str]  # (file, top-level function or class); "" is the file's import-time code
+
+
+@dataclass
+class Module:
+    name: str
+    path: Path
+    defs: dict[str, ast.AST]
+    imports: dict[str, tuple[str, str | None]]  # local name -> (module, attribute; None: the module)
+    init: list[ast.stmt]
+
+
+def _imports(nodes: list[ast.AST], known: dict[str, Path]) -> dict[str, tuple[str, str | None]]:
+    """The names `import` statements anywhere in `nodes` bind (a function may import lazily)."""
+    out: dict[str, tuple[str, str | None]] = {}
+    for top in nodes:
+        for n in ast.walk(top):
+            if isinstance(n, ast.ImportFrom) and n.module and not n.level:
+                for alias in n.names:
+                    dotted = f"{n.module}.{alias.name}"
+                    out[alias.asname or alias.name] = ((dotted, None) if dotted in known
+                                                       else (n.module, alias.name))
+            elif isinstance(n, ast.Import):
+                for alias in n.names:
+                    top_name = alias.name.split(".")[0]
+                    out[alias.asname or top_name] = (alias.name if alias.asname else top_name, None)
+    return out
+
+
+def _parse(name: str, path: Path, known: dict[str, Path]) -> Module:
+    tree = ast.parse(path.read_text(), str(path))
+    defs: dict[str, ast.AST] = {}
+    init: list[ast.stmt] = []
+    for stmt in tree.body:
+        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            defs[stmt.name] = stmt
+        else:
+            init.append(stmt)
+    return Module(name, path, defs, _imports(init, known), init)
+
+
+@functools.cache
+def _library() -> dict[str, Path]:
+    names: dict[str, Path] = {}
+    for root in sorted(REPO_ROOT.glob("layers/*/python")):
+        for path in root.rglob("*.py"):
+            rel = path.relative_to(root).with_suffix("")
+            names[".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)] = path
+    return names
+
+
+@functools.cache
+def _modules(code_dir: Path) -> dict[str, Module]:
+    """The layers' modules and, by their bare names, those of one function's code folder."""
+    known = {**_library(), **{p.stem: p for p in code_dir.glob("*.py")}}
+    return {name: _parse(name, path, known) for name, path in known.items()}
+
+
+def _resolve(modules: dict[str, Module], module: str, name: str, depth: int = 0) -> set[Node]:
+    m = modules.get(module)
+    if m is None or depth > 10:
+        return set()
+    if name in m.defs:
+        return {(m.path, name)}
+    if name in m.imports:
+        source, attr = m.imports[name]
+        if attr is None:
+            return {(modules[source].path, "")} if source in modules else set()
+        return _resolve(modules, source, attr, depth + 1)
+    return set()
+
+
+def _references(m: Module, modules: dict[str, Module], nodes: list[ast.AST]) -> set[Node]:
+    """What the code in `nodes` names: functions and classes, and modules it imports (their
+    import-time code runs)."""
+    local = _imports(nodes, {n: mod.path for n, mod in modules.items()})
+    scope = {**m.imports, **local}
+    out = {(modules[source].path, "") for source, _ in scope.values() if source in modules}
+    for top in nodes:
+        for n in ast.walk(top):
+            if isinstance(n, ast.Name):
+                if n.id in local:
+                    source, attr = local[n.id]
+                    out |= _resolve(modules, source, attr) if attr else set()
+                else:
+                    out |= _resolve(modules, m.name, n.id)
+            elif isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name):
+                source, attr = scope.get(n.value.id, ("", ""))
+                if attr is None:
+                    out |= _resolve(modules, source, n.attr)
+    return out
+
+
+def _decorated_by(node: ast.AST, app: str) -> bool:
+    for d in getattr(node, "decorator_list", []):
+        target = d.func if isinstance(d, ast.Call) else d
+        if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) \
+                and target.value.id == app:
+            return True
+    return False
+
+
+@functools.cache
+def reached(fn: str) -> frozenset[Node]:
+    """Every top-level function and class the handler can call, directly or not (a class counts
+    whole), and the import-time code of every module loaded on the way. An over-approximation by
+    names, which is the safe side for permissions."""
+    p = functions()[fn]
+    code_dir = (REPO_ROOT / p["CodeUri"]).resolve()
+    modules = _modules(code_dir)
+    module_name, attr = p["Handler"].rsplit(".", 1)
+    handler = modules[module_name]
+    if attr in handler.defs:
+        roots = {(handler.path, attr)}
+    else:  # a Chalice app: its routes (and middleware) are the entry points
+        roots = {(handler.path, name) for name, node in handler.defs.items() if _decorated_by(node, attr)}
+    assert roots, f"{fn}: {p['Handler']} is neither a function nor an app with routes"
+    by_path = {m.path: m for m in modules.values()}
+    seen: set[Node] = set()
+    todo = [*roots, (handler.path, "")]
+    while todo:
+        node = todo.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        m = by_path[node[0]]
+        todo += _references(m, modules, [m.defs[node[1]]] if node[1] else m.init)
+        todo.append((m.path, ""))
+    return frozenset(seen)
+
+
+def uses(fn: str, markers: list[tuple[str, str | None]]) -> bool:
+    for path, name in reached(fn):
+        rel = path.relative_to(REPO_ROOT).as_posix()
+        if any(rel == file and (name == want or (want is None and name)) for file, want in markers):
+            return True
+    return False
+
+
+def secrets_needed(fn: str) -> set[str]:
+    return {secret for secret, markers in SECRET_USES.items() if uses(fn, markers)}
+
+
+def pushers() -> set[str]:
+    return {fn for fn in functions() if uses(fn, PUSH_USES)}
+
+
+# ---- AWS's own validators ----------------------------------------------------------------------
+def test_sam_validate_and_lint_pass():
+    for args in (["validate"], ["validate", "--lint"]):
+        result = run_tool(SAM, "The SAM CLI", [*args, "--region", "us-east-1", "-t", str(TEMPLATE)])
+        assert result.returncode == 0, f"sam {' '.join(args)}:\n{result.stdout}{result.stderr}"
+
+
+def test_state_machine_definition_is_valid_asl(tmp_path):
+    machines = resources("AWS::Serverless::StateMachine")
+    assert machines
+    for lid, res in machines.items():
+        p = res["Properties"]
+        text = (REPO_ROOT / p["DefinitionUri"]).read_text()
+        subs = p.get("DefinitionSubstitutions", {})
+        missing = set(re.findall(r"\$\{(\w+)\}", text)) - set(subs)
+        assert not missing, f"{lid}: no DefinitionSubstitutions for {sorted(missing)}"
+        invokable = {ref(pol["LambdaInvokePolicy"]["FunctionName"]) for pol in p.get("Policies", [])
+                     if isinstance(pol, dict) and "LambdaInvokePolicy" in pol}
+        for name, value in subs.items():
+            # The tasks invoke each function's published alias (SnapStart), `!Ref Fn.Alias`.
+            target, _, attr = str(value.get("Ref", "")).partition(".")
+            assert attr == "Alias" and target in functions(), f"{lid}: {name} is not a function's alias"
+            assert target in invokable, f"{lid} may not invoke {target}"
+            text = text.replace(var(name), f"arn:aws:lambda:us-east-1:123456789012:function:{target}:live")
+        definition = tmp_path / f"{lid}.asl.json"
+        definition.write_text(text)
+        result = run_tool(ASL_VALIDATOR, "asl-validator", ["--json-path", str(definition)])
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+TRANSLATE = """
+import json, sys
+from samtranslator.translator.transform import transform
+from samtranslator.yaml_helper import yaml_parse
+
+class NoManagedPolicies:  # the template names none by name
+    def load(self):
+        return {}
+
+tpl = yaml_parse(open(sys.argv[1]).read())
+for res in tpl["Resources"].values():  # as `sam validate` does: code is uploaded later
+    for key in ("CodeUri", "ContentUri", "DefinitionUri"):
+        if key in res.get("Properties", {}):
+            res["Properties"][key] = "s3://bucket/key"
+json.dump(transform(tpl, {}, NoManagedPolicies()), sys.stdout)
+"""
+
+
+def test_sam_gives_every_vpc_function_the_vpc_access_role(tmp_path):
+    """SAM adds AWSLambdaVPCAccessExecutionRole to a role it creates when VpcConfig is set;
+    without it Lambda cannot create the function's network interfaces and the deploy fails."""
+    script = tmp_path / "translate.py"
+    script.write_text(TRANSLATE)
+    result = run_tool(SAM_PYTHON, "The SAM CLI's Python", [str(script), str(TEMPLATE)])
+    assert result.returncode == 0, result.stderr
+    cfn = json.loads(result.stdout)["Resources"]
+    lambdas = {lid: r for lid, r in cfn.items() if r["Type"] == "AWS::Lambda::Function"}
+    assert set(functions()) <= set(lambdas)
+    for lid, r in lambdas.items():
+        assert r["Properties"].get("VpcConfig"), f"{lid} has no VpcConfig after the transform"
+        role = cfn[r["Properties"]["Role"]["Fn::GetAtt"][0]]["Properties"]
+        assert any(str(a).endswith("/AWSLambdaVPCAccessExecutionRole")
+                   for a in role.get("ManagedPolicyArns", [])), f"{lid}: role lacks VPC access"
+
+
+# ---- network -----------------------------------------------------------------------------------
+def test_every_function_runs_in_the_private_subnets():
+    private = private_subnets()
+    azs = {json.dumps(props(s)["AvailabilityZone"]) for s in private}
+    assert len(private) >= 2 and len(azs) >= 2, "functions need private subnets in two AZs"
+    for fn, p in functions().items():
+        vpc = p.get("VpcConfig")
+        assert vpc, f"{fn} has no VpcConfig: it cannot reach the stores"
+        subnets = {ref(s) for s in vpc["SubnetIds"]}
+        assert subnets and subnets <= private, f"{fn} runs in {subnets}, not only in {private}"
+        groups = [ref(g) for g in vpc["SecurityGroupIds"]]
+        assert groups and all(g in resources("AWS::EC2::SecurityGroup") for g in groups), fn
+
+
+def test_the_nat_reaches_the_internet_and_s3_skips_it():
+    for nat, res in resources("AWS::EC2::NatGateway").items():
+        subnet = ref(res["Properties"]["SubnetId"])
+        assert default_route_target(route_table_of(subnet)) == "GatewayId", f"{nat} has no internet"
+    endpoints = [r["Properties"] for r in resources("AWS::EC2::VPCEndpoint").values()
+                 if r["Properties"].get("VpcEndpointType") == "Gateway"
+                 and sub_text(r["Properties"]["ServiceName"]).endswith(".s3")]
+    assert endpoints, "no S3 gateway endpoint"
+    tables = {ref(t) for e in endpoints for t in e["RouteTableIds"]}
+    assert {route_table_of(s) for s in private_subnets()} <= tables, "S3 traffic goes through the NAT"
+
+
+STORE_PORTS = {"AWS::RDS::DBInstance": 5432, "AWS::DocDB::DBCluster": 27017,
+               "AWS::ElastiCache::ReplicationGroup": 6379}
+
+
+def test_stores_are_private_and_open_only_to_the_functions():
+    function_groups = {ref(g) for p in functions().values() for g in p["VpcConfig"]["SecurityGroupIds"]}
+    private = private_subnets()
+    stores = {lid: r for lid, r in resources().items() if r["Type"] in STORE_PORTS}
+    assert set(STORE_PORTS) == {r["Type"] for r in stores.values()}
+    for lid, res in stores.items():
+        p = res["Properties"]
+        port = int(p.get("Port", STORE_PORTS[res["Type"]]))
+        group_key = next(k for k in ("VPCSecurityGroups", "VpcSecurityGroupIds", "SecurityGroupIds")
+                         if k in p)
+        subnet_group = ref(p.get("DBSubnetGroupName") or p.get("CacheSubnetGroupName"))
+        assert {ref(s) for s in props(subnet_group)["SubnetIds"]} <= private, f"{lid} is not private"
+        assert p.get("PubliclyAccessible", False) is False, f"{lid} is publicly accessible"
+        open_ports = set()
+        for group in (ref(g) for g in p[group_key]):
+            for rule in props(group).get("SecurityGroupIngress", []):
+                assert "CidrIp" not in rule and "CidrIpv6" not in rule, f"{group} is open to addresses"
+                assert ref(rule["SourceSecurityGroupId"]) in function_groups, f"{group}: {rule}"
+                open_ports |= set(range(int(rule["FromPort"]), int(rule["ToPort"]) + 1))
+        assert port in open_ports, f"the functions cannot reach {lid} on {port}"
+
+
+# ---- stores ------------------------------------------------------------------------------------
+def test_postgres_allows_prepared_transactions():
+    """Every trade PREPAREs its ledger row: with RDS's default of 0 every trade fails."""
+    for lid, res in resources("AWS::RDS::DBInstance").items():
+        p = res["Properties"]
+        group = props(ref(p["DBParameterGroupName"]))
+        major = str(p["EngineVersion"]).split(".")[0]
+        assert group["Family"] == f"postgres{major}", f"{lid}: parameter group of another engine"
+        assert int(group["Parameters"]["max_prepared_transactions"]) > 0, f"{lid}: no 2PC"
+        assert p["StorageEncrypted"] is True, f"{lid} is not encrypted"
+
+
+def test_documentdb_requires_tls():
+    for lid, res in resources("AWS::DocDB::DBCluster").items():
+        p = res["Properties"]
+        group = props(ref(p["DBClusterParameterGroupName"]))
+        major_minor = ".".join(str(p["EngineVersion"]).split(".")[:2])
+        assert group["Family"] == f"docdb{major_minor}", f"{lid}: parameter group of another engine"
+        assert group["Parameters"]["tls"] == "enabled", f"{lid} accepts clients without TLS"
+        instances = [r for r in resources("AWS::DocDB::DBInstance").values()
+                     if ref(r["Properties"]["DBClusterIdentifier"]) == lid]
+        assert instances, f"{lid} has no instance to serve it"
+
+
+def test_redis_urls_use_tls_where_the_group_requires_it():
+    groups = resources("AWS::ElastiCache::ReplicationGroup")
+    for lid, res in groups.items():
+        p = res["Properties"]
+        if p.get("MultiAZEnabled"):
+            assert p.get("AutomaticFailoverEnabled") is True, lid
+            assert int(p.get("NumCacheClusters", 0)) >= 2 or int(p.get("ReplicasPerNodeGroup", 0)) >= 1, lid
+    for fn in functions():
+        urls = {name: v for name, v in env(fn).items() if refs(v) & set(groups)}
+        assert {"REDIS_URL", "CACHE_CLUSTER_URL"} <= set(urls), fn
+        for name, value in urls.items():
+            texts = [sub_text(v) for v in value["Fn::If"][1:]] if "Fn::If" in value else [sub_text(value)]
+            for text in texts:
+                group = next((g for g in groups if var(g)[:-1] + "." in text), None)
+                if group and groups[group]["Properties"].get("TransitEncryptionEnabled"):
+                    assert text.startswith("rediss://"), f"{fn}.{name}: {group} only speaks TLS"
+
+
+# ---- secrets -----------------------------------------------------------------------------------
+def no_echo_parameters() -> set[str]:
+    return {name for name, p in template()["Parameters"].items() if p.get("NoEcho")}
+
+
+def test_store_credentials_are_generated_secrets_unless_a_url_is_given():
+    """A store the stack creates logs in with a generated password (never one a URL cannot carry);
+    the attachment adds its host and port. A store brought by URL keeps the URL in the secret."""
+    attachments = [r["Properties"] for r in resources("AWS::SecretsManager::SecretTargetAttachment").values()]
+    stores = {lid: r for lid, r in resources().items()
+              if r["Type"] in ("AWS::RDS::DBInstance", "AWS::DocDB::DBCluster")}
+    assert len(stores) == 2
+    for lid, res in stores.items():
+        p = res["Properties"]
+        (secret,) = refs(p["MasterUserPassword"])
+        expected = "{{resolve:secretsmanager:" + var(secret) + ":SecretString:password}}"
+        assert sub_text(p["MasterUserPassword"]) == expected, f"{lid}: password not from {secret}"
+        condition = res["Condition"]
+        parameter = template()["Conditions"][condition]["Fn::Equals"][0]["Ref"]
+        assert template()["Conditions"][condition] == {"Fn::Equals": [{"Ref": parameter}, ""]}
+        s = props(secret)
+        generated, _ = if_branches(s["GenerateSecretString"], condition)
+        _, given = if_branches(s["SecretString"], condition)
+        assert json.loads(sub_text(given).replace(var(parameter), "x")) == {"url": "x"}, secret
+        assert generated["GenerateStringKey"] == "password"
+        assert "username" in json.loads(generated["SecretStringTemplate"])
+        assert set('"@/\\:?#[]% ') <= set(generated["ExcludeCharacters"]), f"{secret}: URL-breaking password"
+        assert {"SecretId": {"Ref": secret}, "TargetId": {"Ref": lid}, "TargetType": res["Type"]} \
+            in attachments, f"{secret} does not learn {lid}'s host and port"
+
+
+def test_keys_are_generated_and_parameters_stay_in_secrets_manager():
+    for key in ("JwtSecret", "ServiceTokenSecret", "PseudonymKeySecret"):
+        generated = props(key)["GenerateSecretString"]
+        assert generated["PasswordLength"] >= 32 and generated.get("ExcludePunctuation") is True, key
+    hidden = no_echo_parameters()
+    assert hidden
+    for lid, res in resources().items():
+        if res["Type"] != "AWS::SecretsManager::Secret":
+            assert not refs(res) & hidden, f"{lid} sees {refs(res) & hidden}"
+    assert not refs(template().get("Outputs", {})) & hidden, "an output shows a NoEcho parameter"
+    assert not refs(template().get("Globals", {})) & hidden, "Globals pass a NoEcho parameter on"
+
+
+CREDENTIAL = re.compile(r"://[^/\s:@]*:[^/\s@]+@|(?i:password|secret|token|api_?key)=")
+
+
+def looks_like_credential(text: str) -> bool:
+    random = re.fullmatch(r"[A-Za-z0-9+/=_\-]{20,}", text) and re.search(r"\d", text) \
+        and re.search(r"[A-Za-z]", text)
+    return bool(random or CREDENTIAL.search(text))
+
+
+def test_no_secret_value_in_any_environment():
+    hidden = no_echo_parameters()
+    secrets = set(resources("AWS::SecretsManager::Secret"))
+    for fn in functions():
+        variables = env(fn)
+        assert not set(OLD_SECRET_VARS) & set(variables), f"{fn}: {set(OLD_SECRET_VARS) & set(variables)}"
+        for name, value in variables.items():
+            assert not refs(value) & hidden, f"{fn}.{name} carries a NoEcho parameter"
+            assert "{{resolve:" not in json.dumps(value), f"{fn}.{name} resolves a secret's value"
+            if isinstance(value, str):
+                assert not looks_like_credential(value), f"{fn}.{name} looks like a credential"
+        for name in SECRET_ARN_VARS:
+            assert ref(variables.get(name)) in secrets, f"{fn}.{name} is not a secret's ARN"
+
+
+def test_each_function_reads_exactly_the_secrets_its_code_uses():
+    for fn in functions():
+        granted = allowed(fn, "secretsmanager:GetSecretValue")
+        names = {ref(r) for r in granted}
+        assert None not in names, f"{fn} may read secrets beyond its own: {granted}"
+        assert names == secrets_needed(fn), f"{fn} may read {sorted(names)}, its code reads " \
+                                            f"{sorted(secrets_needed(fn))}"
+
+
+def test_only_the_etl_reads_the_pseudonym_key_and_only_verifiers_the_jwt_secret():
+    def readers(secret: str) -> set[str]:
+        return {fn for fn in functions() if {"Ref": secret} in allowed(fn, "secretsmanager:GetSecretValue")}
+
+    assert readers("PseudonymKeySecret") == {"EtlRunFunction"}, readers("PseudonymKeySecret")
+    assert readers("JwtSecret") == {"UsersFunction", "TransactionsFunction", "WsFunction"}, \
+        readers("JwtSecret")
+
+
+def test_the_code_paths_the_permissions_follow_still_exist():
+    """A renamed function would otherwise make its users look as if they needed nothing."""
+    for what, markers in [*SECRET_USES.items(), ("WebSocket pushes", PUSH_USES)]:
+        for file, name in markers:
+            path = REPO_ROOT / file
+            assert path.is_file(), f"{what}: {file} is gone; update SECRET_USES/PUSH_USES"
+            defs = {n.name for n in ast.parse(path.read_text()).body
+                    if isinstance(n, ast.FunctionDef | ast.ClassDef)}
+            assert name is None or name in defs, f"{what}: {file} has no {name}; update the markers"
+        assert any(uses(fn, markers) for fn in functions()), f"no function reaches {what}"
+
+
+# ---- WebSocket pushes and other permissions ---------------------------------------------------
+def test_functions_that_push_may_manage_connections_and_no_other():
+    api = websocket_api()
+    found = pushers()
+    assert found, "no function pushes over WebSockets: the code analysis is broken"
+    for fn in functions():
+        grants = [r for r in allowed(fn, "execute-api:ManageConnections")
+                  if api in refs(r) and sub_text(r).endswith(f"${{{api}}}/*")]
+        if fn in found:
+            assert grants, f"{fn} pushes over WebSockets without execute-api:ManageConnections"
+            assert api in refs(env(fn).get("WS_MANAGEMENT_URL")), f"{fn} does not know the API"
+        else:
+            assert not allowed(fn, "execute-api:ManageConnections"), f"{fn} does not push"
+
+
+def test_predict_may_start_a_training():
+    assert ref(env("PredictFunction").get("TRAIN_FUNCTION_NAME")) == "RetrainFunction"
+    policies = functions()["PredictFunction"]["Policies"]
+    assert {"LambdaInvokePolicy": {"FunctionName": {"Ref": "RetrainFunction"}}} in policies, \
+        "PredictFunction may not invoke RetrainFunction"
+
+
+# ---- warehouse ---------------------------------------------------------------------------------
+def _glue_type(t: Any) -> str:
+    import pyarrow as pa
+
+    for check, name in ((pa.types.is_string, "string"), (pa.types.is_int64, "bigint"),
+                        (pa.types.is_int32, "int"), (pa.types.is_int16, "smallint"),
+                        (pa.types.is_int8, "tinyint"), (pa.types.is_float64, "double"),
+                        (pa.types.is_boolean, "boolean"), (pa.types.is_timestamp, "timestamp"),
+                        (pa.types.is_date32, "date")):
+        if check(t):
+            return name
+    raise AssertionError(f"no Glue type for {t}")
+
+
+def _java_date_format(fmt: str) -> str:
+    return fmt.replace("yyyy", "%Y").replace("MM", "%m").replace("dd", "%d")
+
+
+def test_fact_tables_project_the_partitions_the_etl_writes(monkeypatch):
+    from stockpred import warehouse
+
+    written: list[str] = []
+    monkeypatch.setattr(warehouse, "_put", lambda key, table: written.append(key))
+    tables = {r["Properties"]["TableInput"]["Name"]: r["Properties"]["TableInput"]
+              for r in resources("AWS::Glue::Table").values()}
+    bucket = ref(env("EtlRunFunction")["WAREHOUSE_BUCKET"])
+    for name, part in warehouse.PARTITION.items():
+        table = tables[name]
+        assert [k["Name"] for k in table["PartitionKeys"]] == [part], name
+        params = table["Parameters"]
+        assert params.get("projection.enabled") == "true", f"{name}: Athena would see no partitions"
+        kind = params[f"projection.{part}.type"]
+        if kind == "date":
+            value = dt.date(2024, 3, 5).isoformat()
+            fmt = _java_date_format(params[f"projection.{part}.format"])
+            assert dt.datetime.strptime(value, fmt).date().isoformat() == value, name
+            start = params[f"projection.{part}.range"].split(",")[0]
+            assert dt.datetime.strptime(start, fmt).date() <= dt.date(2001, 1, 2), name
+        else:
+            assert kind == "integer", name
+            value = "2024"
+            low, high = map(int, params[f"projection.{part}.range"].split(","))
+            assert low <= 1990 and high >= 2100, name
+        written.clear()
+        schema = warehouse.SCHEMAS[name]
+        warehouse._write(name, [{**dict.fromkeys(schema.names), part: value}], "test-run")
+        (key,) = written
+        template_text = sub_text(params["storage.location.template"])
+        location = template_text.replace(var(bucket), "BUCKET").replace(var("!" + part), value)
+        assert location == f"s3://BUCKET/{key.rsplit('/', 1)[0]}/", f"{name}: {location} vs {key}"
+        base = sub_text(table["StorageDescriptor"]["Location"]).replace(var(bucket), "BUCKET")
+        assert location.startswith(base), f"{name}: partitions outside the table's location"
+        columns = [(c["Name"], c["Type"]) for c in table["StorageDescriptor"]["Columns"]]
+        expected = [(f.name, _glue_type(f.type)) for f in schema if f.name != part]
+        assert columns == expected, f"{name}: Glue columns are not the Parquet files' columns"
+
+
+# ---- outputs -----------------------------------------------------------------------------------
+def test_outputs_name_the_secrets_buckets_and_workgroup_never_a_value():
+    outputs = template()["Outputs"]
+    values = [o["Value"] for o in outputs.values()]
+    for lid in [*resources("AWS::SecretsManager::Secret"), *resources("AWS::S3::Bucket"),
+                *resources("AWS::Athena::WorkGroup")]:
+        assert {"Ref": lid} in values, f"no output for {lid}"
+    assert "{{resolve:" not in json.dumps(outputs)
+    assert {"ApiUrl", "WebSocketUrl"} <= set(outputs)
