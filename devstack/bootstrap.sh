@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the local stack needs, idempotently: Debian packages, the virtualenv, FerretDB.
+# Installs what the local stack needs, idempotently: Debian packages, the virtualenv, FerretDB,
+# and what builds and runs the functions as Lambda does: Python 3.13, the runtime's boto3,
+# aws-sam-cli (in .tools/sam) and asl-validator (in .tools/node_modules).
 # Safe to run on every `make run` / `make test`; each step is skipped when already satisfied.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,6 +9,10 @@ cd "$(dirname "$0")/.."
 FERRETDB_VERSION="${FERRETDB_VERSION:-v1.24.2}"
 CACHE_DIR="${STOCKPRED_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/stockpred}"
 PYTHON="${PYTHON:-python3.11}"
+SAM_CLI_VERSION="1.170.0"
+ASL_VALIDATOR_VERSION="4.0.0"
+BOTO3_VERSION="1.44.5"      # what Lambda's runtime provides to the built functions (not shipped)
+BOTOCORE_VERSION="1.44.8"
 say() { printf '[bootstrap] %s\n' "$*"; }
 
 need_apt=()
@@ -53,4 +59,44 @@ if [ ! -x "$ferretdb" ]; then
     (cd "$work/src" && GOFLAGS=-modcacherw go build -trimpath -o "$work/ferretdb" ./cmd/ferretdb)
     mkdir -p "$(dirname "$ferretdb")" && mv "$work/ferretdb" "$ferretdb"
     say "FerretDB built in $(( $(date +%s) - start ))s"
+fi
+
+# Python 3.13, Lambda's runtime: `sam build` needs it on PATH and devstack runs the built
+# functions on it. pyenv has it on these machines; .tools/bin/python3.13 points at the one found.
+lambda_python="${LAMBDA_PYTHON:-}"
+if [ -z "$lambda_python" ]; then
+    lambda_python=$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.13.*/bin/python3.13 2>/dev/null | sort -V | tail -1 || true)
+    [ -n "$lambda_python" ] || lambda_python=$(command -v python3.13 || true)
+fi
+if [ -z "$lambda_python" ] || ! "$lambda_python" -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null; then
+    echo "Python 3.13 (Lambda's python3.13 runtime) was not found. Install it with" >&2
+    echo "  pyenv install 3.13     (or: apt-get install python3.13 on Debian trixie)" >&2
+    echo "or point LAMBDA_PYTHON at a python3.13 executable, then run make again." >&2
+    exit 1
+fi
+mkdir -p .tools/bin
+ln -sfn "$lambda_python" .tools/bin/python3.13
+
+runtime_dir="$CACHE_DIR/lambda-runtime-py3.13-boto3-$BOTO3_VERSION"
+if [ ! -d "$runtime_dir" ]; then
+    say "installing boto3 $BOTO3_VERSION for Python 3.13 into $runtime_dir (Lambda's runtime provides it)"
+    rm -rf "$runtime_dir.tmp"
+    "$lambda_python" -m pip install -q --disable-pip-version-check --no-compile --target "$runtime_dir.tmp" \
+        "boto3==$BOTO3_VERSION" "botocore==$BOTOCORE_VERSION"
+    mv "$runtime_dir.tmp" "$runtime_dir"
+fi
+
+if [ "$(.tools/sam/bin/sam --version 2>/dev/null)" != "SAM CLI, version $SAM_CLI_VERSION" ]; then
+    say "installing aws-sam-cli $SAM_CLI_VERSION into .tools/sam (its own virtualenv: its pins differ from ours)"
+    start=$(date +%s)
+    [ -x .tools/sam/bin/python ] || "$PYTHON" -m venv .tools/sam
+    .tools/sam/bin/pip install -q --disable-pip-version-check "aws-sam-cli==$SAM_CLI_VERSION"
+    say "aws-sam-cli installed in $(( $(date +%s) - start ))s"
+fi
+
+if [ ! -x .tools/node_modules/.bin/asl-validator ] \
+        || ! grep -q "\"version\": \"$ASL_VALIDATOR_VERSION\"" .tools/node_modules/asl-validator/package.json; then
+    command -v npm >/dev/null || { echo "npm is needed for asl-validator (apt-get install npm)" >&2; exit 1; }
+    say "installing asl-validator $ASL_VALIDATOR_VERSION into .tools/node_modules"
+    npm install --silent --no-audit --no-fund --prefix .tools "asl-validator@$ASL_VALIDATOR_VERSION" >/dev/null
 fi

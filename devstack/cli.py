@@ -40,8 +40,16 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     api = env["STOCKPRED_API_URL"]
+    try:
+        import requests
+
+        serving = requests.get(f"{api}/_devstack/health", timeout=5).json().get("serving", "?")
+    except (OSError, ValueError):
+        serving = "?"
     print(f"""
 stockpred is up.
+  functions     {serving}
+                (`make run` serves the sources; `make run BUILT=1` what `sam build` made)
   REST API      {api}/api/stocks
   WebSocket     {env['STOCKPRED_WS_URL']}?token=<JWT from /api/users/login>
   try           curl {api}/api/stocks/SPX/details
@@ -82,12 +90,24 @@ def cmd_services(args: argparse.Namespace) -> int:
 def cmd_import_csv(args: argparse.Namespace) -> int:
     from stockpred import csv_prices
 
-    _apply_env(_stack(args))
     folder = Path(args.dir)
     if not folder.is_dir():
         print(f"error: {folder} is not a folder", file=sys.stderr)
         return 2
-    report = csv_prices.import_folder(folder, currency=args.currency)
+    if args.to:
+        bucket, _, prefix = args.to.removeprefix("s3://").partition("/")
+        if not args.to.startswith("s3://") or not bucket:
+            print("error: --to must be s3://BUCKET[/PREFIX/]", file=sys.stderr)
+            return 2
+        import boto3
+
+        # Your own AWS credentials and region (the standard chain); AWS_ENDPOINT_URL targets an emulator.
+        prefix = (prefix.rstrip("/") + "/") if prefix else csv_prices.S3_PREFIX
+        report = csv_prices.upload_folder(folder, boto3.client("s3"), bucket, prefix=prefix,
+                                          currency=args.currency)
+    else:
+        _apply_env(_stack(args))
+        report = csv_prices.import_folder(folder, currency=args.currency)
     if not report.ok:
         print(f"nothing imported: {len(report.errors)} problem(s) found", file=sys.stderr)
         for line in report.errors[:200]:
@@ -96,7 +116,7 @@ def cmd_import_csv(args: argparse.Namespace) -> int:
             print(f"  ... and {len(report.errors) - 200} more", file=sys.stderr)
         return 1
     for symbol, rows in report.files.items():
-        print(f"imported {symbol}: {rows} daily bars")
+        print(f"{'uploaded' if args.to else 'imported'} {symbol}: {rows} daily bars")
     return 0
 
 
@@ -116,7 +136,8 @@ def _progress(desc: str):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from stockpred import market, signals
+    from stockml import training
+    from stockpred import market
     from stockpred.prices import ProviderUnavailable, UnknownSymbol
     from stockpred.symbols import InvalidSymbol, normalise
 
@@ -134,9 +155,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     for symbol in wanted:
         try:
             hist, _ = market.default().history(symbol)
-            meta = signals.train(symbol, hist.bars, kind=args.kind, source=hist.source,
+            meta = training.train(symbol, hist.bars, kind=args.kind, source=hist.source,
                                  progress=_progress(f"{symbol} walk-forward"))
-        except (UnknownSymbol, ProviderUnavailable, signals.NotEnoughHistory) as exc:
+        except (UnknownSymbol, ProviderUnavailable, training.NotEnoughHistory) as exc:
             print(f"{symbol}: not trained ({type(exc).__name__}: {exc or 'no data'})", file=sys.stderr)
             failed += 1
             continue
@@ -162,10 +183,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     except (InvalidSymbol, UnknownSymbol, ProviderUnavailable) as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
-    df = frame_from_bars(hist.bars)
+    frame = frame_from_bars(hist.bars)
     kinds = tuple(args.kind) if args.kind else MODEL_KINDS
     report, frames = evaluate_with_frames(
-        df, symbol=symbol, kinds=kinds, first_test_date=args.first_test_date,
+        frame, symbol=symbol, kinds=kinds, first_test_date=args.first_test_date,
         refit_every=args.refit_every, cost_bps=args.cost_bps,
         progress=_progress(f"{symbol} walk-forward"))
     print(format_table(report))
@@ -291,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "numbers and nothing is imported.")
     p.add_argument("dir", help="folder of <SYMBOL>.csv files")
     p.add_argument("--currency", default="USD")
+    p.add_argument("--to", metavar="s3://BUCKET[/PREFIX]",
+                   help="upload to a market data bucket (on AWS: the stack's MarketDataBucket output) "
+                        "instead of the local PostgreSQL; the `s3` provider reads prices/<SYMBOL>.csv")
     p.set_defaults(func=cmd_import_csv)
 
     p = sub.add_parser("train", help="train, evaluate walk-forward and publish models",

@@ -28,7 +28,7 @@ from pathlib import Path
 from aiohttp import web
 
 from devstack.events import proxy_response, rest_proxy_event, scheduled_event
-from devstack.runtime import FunctionTimeout, Invocation, Throttled, WorkerPool
+from devstack.runtime import FunctionTimeout, Invocation, LambdaPython, Throttled, WorkerPool
 from devstack.schedules import next_fire
 from devstack.template import Function, Route, Template
 from devstack.wsapi import WebSocketApi
@@ -135,6 +135,8 @@ async def _lambda_invoke(request: web.Request) -> web.StreamResponse:
 async def _health(request: web.Request) -> web.Response:
     pools = {"api": request.app[POOL], "invoke": request.app[INVOKE_POOL]}
     return _json(200, {"status": "ok", "functions": sorted(request.app[TEMPLATE].functions),
+                       "serving": pools["api"].runtime.describe(),
+                       "template": str(request.app[TEMPLATE].path),
                        "workers": pools["api"].size,
                        "invocations": sum(p.invocations for p in pools.values()),
                        "cold_starts": sum(p.cold_starts for p in pools.values()),
@@ -224,7 +226,9 @@ def main(argv: list[str] | None = None) -> None:
                                      description="Serve template.yaml's functions locally.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3000)
-    parser.add_argument("--template", type=Path, default=Path("template.yaml"))
+    parser.add_argument("--template", type=Path, default=Path("template.yaml"),
+                        help="template.yaml (serves the sources) or .aws-sam/build/template.yaml "
+                             "(serves `sam build`'s output the way Lambda loads it)")
     parser.add_argument("--workers", type=int, default=int(os.environ.get("DEVSTACK_WORKERS", "4")),
                         help="warm Lambda instances serving API requests (default 4)")
     parser.add_argument("--invoke-workers", type=int,
@@ -236,9 +240,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     template = Template.load(args.template)
-    # The local environment wins over the template's plain values, as `sam local --env-vars` does.
-    pool = WorkerPool(args.workers, base_env=dict(os.environ))
-    invoke_pool = WorkerPool(args.invoke_workers, base_env=dict(os.environ))
+    runtime = LambdaPython(built=template.built)
+    log.info("serving %s from %s", runtime.describe(), template.path)
+    pool = WorkerPool(args.workers, base_env=dict(os.environ), runtime=runtime)
+    invoke_pool = WorkerPool(args.invoke_workers, base_env=dict(os.environ), runtime=runtime)
     web.run_app(build_app(template, pool, invoke_pool, schedules=not args.no_schedules),
                 host=args.host, port=args.port, print=None, access_log=None)
 

@@ -1,29 +1,44 @@
-"""Lambda semantics for local functions: a pool of warm worker processes.
+"""Lambda semantics for local functions: warm worker processes, one function and one invocation each.
 
-Each worker is one Lambda instance: it loads a function's handler on first use (layers on the
-import path), keeps it warm, and serves one invocation at a time. Chalice keeps per-request
-state on the app object, so two requests must never run through one app at once; concurrency
-comes from more workers. A worker that overruns its function's timeout is killed and replaced,
-as Lambda does.
+Each worker is one Lambda instance of one function (devstack/lambda_worker.py in its own
+interpreter): it imports the handler on its first invocation (a cold start), keeps it warm and
+serves one invocation at a time. Chalice keeps per-request state on the app object, so two
+requests must never run through one app at once; concurrency comes from more workers. A worker
+that overruns its function's timeout is killed and replaced, as Lambda does.
+
+Two ways to load a function (`LambdaPython`):
+- built (`sam build`'s output): Python 3.13 in isolated mode without site-packages, its import
+  path exactly Lambda's (the function folder, each layer's python/lib/python3.13/site-packages
+  and python/, then the managed runtime's boto3), so what passes here is what deploys;
+- source (the fast edit loop of `make run`): devstack's own interpreter and virtualenv, with the
+  function folder first.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import glob
 import json
-import multiprocessing
 import os
-import queue
+import shutil
+import socket
+import subprocess
 import sys
 import threading
 import time
-import traceback
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from devstack.template import Function
+
+WORKER_SCRIPT = Path(__file__).with_name("lambda_worker.py")
+LAMBDA_PYTHON_VERSION = "3.13"
+BOTO3_VERSION = "1.44.5"
+# Variables of devstack's own process that must not leak into a Lambda-like worker.
+HOST_ONLY_VARS = ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE")
 
 
 class Throttled(RuntimeError):
@@ -34,151 +49,211 @@ class FunctionTimeout(RuntimeError):
     """The invocation ran past the function's Timeout; its worker was replaced."""
 
 
+class RuntimeMissing(RuntimeError):
+    """Python 3.13 or the managed runtime's packages are not installed (run devstack/bootstrap.sh)."""
+
+
 @dataclass
 class Invocation:
     payload: Any
     error: dict[str, Any] | None
     duration_ms: float
     cold: bool
+    init_ms: float = 0.0
 
 
-class LambdaContext:
-    """The parts of Lambda's context object that handlers use."""
-
-    def __init__(self, fn: Function, request_id: str) -> None:
-        self.function_name = fn.logical_id
-        self.function_version = "$LATEST"
-        self.invoked_function_arn = fn.arn
-        self.memory_limit_in_mb = fn.memory_mb
-        self.aws_request_id = request_id
-        self.log_group_name = f"/aws/lambda/{fn.logical_id}"
-        self.log_stream_name = f"devstack/{os.getpid()}"
-        self._deadline = time.monotonic() + fn.timeout_s
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
+def cache_dir() -> Path:
+    return Path(os.environ.get("STOCKPRED_CACHE_DIR")
+                or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "stockpred")
 
 
-def _load_handler(fn: Function) -> Any:
-    for d in (fn.code_dir, *reversed(fn.layer_dirs)):
-        if str(d) not in sys.path:
-            sys.path.insert(0, str(d))
-    module_name, attr = fn.handler.rsplit(".", 1)
-    file = fn.code_dir / (module_name.replace(".", "/") + ".py")
-    unique = f"_devstack_fn_{fn.logical_id}_{module_name.replace('.', '_')}"
-    spec = importlib.util.spec_from_file_location(unique, file)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load handler {fn.handler} from {file}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[unique] = module
-    spec.loader.exec_module(module)
-    return getattr(module, attr)
+def find_lambda_python() -> Path | None:
+    """A Python 3.13 interpreter: $LAMBDA_PYTHON, then pyenv's, then python3.13 on PATH."""
+    given = os.environ.get("LAMBDA_PYTHON")
+    if given:
+        return Path(given)
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    found = sorted(glob.glob(str(root / "versions" / f"{LAMBDA_PYTHON_VERSION}.*" / "bin"
+                                 / f"python{LAMBDA_PYTHON_VERSION}")))
+    if found:
+        return Path(found[-1])
+    which = shutil.which(f"python{LAMBDA_PYTHON_VERSION}")
+    return Path(which) if which else None
 
 
-def _worker_main(conn: Connection, base_env: dict[str, str]) -> None:
-    original_env = dict(os.environ)
-    handlers: dict[str, Any] = {}
-    while True:
-        try:
-            fn, event, request_id = conn.recv()
-        except (EOFError, KeyboardInterrupt):
-            return
-        started = time.perf_counter()
-        cold = fn.logical_id not in handlers
-        os.environ.clear()
-        os.environ.update(original_env)
-        os.environ.update(fn.env)
-        os.environ.update(base_env)
-        os.environ["AWS_LAMBDA_FUNCTION_NAME"] = fn.logical_id
-        try:
-            if cold:
-                handlers[fn.logical_id] = _load_handler(fn)
-            result = handlers[fn.logical_id](event, LambdaContext(fn, request_id))
-            json.dumps(result)
-            reply: tuple[str, Any] = ("ok", result)
-        except Exception as exc:
-            reply = ("error", {
-                "errorMessage": str(exc),
-                "errorType": type(exc).__name__,
-                "stackTrace": traceback.format_exception(exc),
-            })
-            traceback.print_exc()
-        conn.send((*reply, (time.perf_counter() - started) * 1000, cold))
+def managed_runtime_dir() -> Path:
+    """What Lambda's python3.13 runtime provides beyond the standard library: boto3 and its deps."""
+    return Path(os.environ.get("LAMBDA_RUNTIME_PACKAGES")
+                or cache_dir() / f"lambda-runtime-py{LAMBDA_PYTHON_VERSION}-boto3-{BOTO3_VERSION}")
+
+
+class LambdaPython:
+    """How a worker process is started and which import path its function sees."""
+
+    def __init__(self, built: bool) -> None:
+        self.built = built
+        if built:
+            python = find_lambda_python()
+            if python is None or not python.exists():
+                raise RuntimeMissing(
+                    f"Python {LAMBDA_PYTHON_VERSION} not found: install it (`pyenv install "
+                    f"{LAMBDA_PYTHON_VERSION}`) or point LAMBDA_PYTHON at one")
+            if not managed_runtime_dir().is_dir():
+                raise RuntimeMissing(f"{managed_runtime_dir()} is missing: run devstack/bootstrap.sh")
+            self.argv = [str(python), "-I", "-S", "-B"]  # -B: /var/task and /opt are read-only
+        else:
+            self.argv = [sys.executable, "-I"]
+
+    def import_path(self, fn: Function) -> list[str]:
+        if not self.built:
+            return [str(fn.code_dir)]
+        site = f"python/lib/python{LAMBDA_PYTHON_VERSION}/site-packages"
+        return [str(fn.code_dir),
+                *(str(layer / site) for layer in fn.layer_dirs),
+                *(str(layer / "python") for layer in fn.layer_dirs),
+                str(managed_runtime_dir())]
+
+    def describe(self) -> str:
+        return (f"built artifacts on {self.argv[0]} (Lambda's import path)" if self.built
+                else f"sources on {self.argv[0]}")
 
 
 class _Worker:
-    def __init__(self, ctx: Any, base_env: dict[str, str]) -> None:
-        self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_worker_main, args=(child, base_env), daemon=True)
-        self.process.start()
-        child.close()
+    def __init__(self, fn: Function, runtime: LambdaPython, env: dict[str, str]) -> None:
+        self.fn = fn
+        self.last_used = time.monotonic()
+        parent, child = socket.socketpair()
+        config = {"function": fn.logical_id, "arn": fn.arn, "handler": fn.handler,
+                  "memory_mb": fn.memory_mb, "timeout_s": fn.timeout_s,
+                  "path": runtime.import_path(fn)}
+        try:
+            self.process = subprocess.Popen(
+                [*runtime.argv, str(WORKER_SCRIPT), str(child.fileno()), json.dumps(config)],
+                env=env, pass_fds=[child.fileno()], stdin=subprocess.DEVNULL, cwd=str(fn.code_dir))
+        finally:
+            child.close()
+        self.conn = Connection(parent.detach())
 
     def kill(self) -> None:
         self.process.kill()
-        self.process.join(5)
+        self.process.wait(5)
         self.conn.close()
 
 
 class WorkerPool:
-    """Up to `size` warm instances shared by all functions; each serves one invocation at a time."""
+    """Warm instances per function: at most `size` of one function at once, `max_total` in all.
 
-    def __init__(self, size: int, base_env: dict[str, str], acquire_timeout_s: float = 30.0) -> None:
+    When every slot is taken, an idle instance of another function (the least recently used) is
+    shut down to make room, as Lambda reclaims idle environments.
+    """
+
+    def __init__(self, size: int, base_env: dict[str, str], runtime: LambdaPython | None = None,
+                 max_total: int | None = None, acquire_timeout_s: float = 30.0) -> None:
         self.size = size
+        self.max_total = max_total or size * 4
         self.base_env = base_env
+        self.runtime = runtime or LambdaPython(built=False)
         self.acquire_timeout_s = acquire_timeout_s
-        self._ctx = multiprocessing.get_context("spawn")
-        self._idle: queue.LifoQueue[_Worker] = queue.LifoQueue()
-        self._lock = threading.Lock()
-        self._count = 0
+        self._idle: dict[str, list[_Worker]] = defaultdict(list)
+        self._busy: dict[str, int] = defaultdict(int)
+        self._total = 0
+        self._cond = threading.Condition()
         self.invocations = 0
         self.cold_starts = 0
 
-    def _acquire(self) -> _Worker:
-        try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            pass
-        with self._lock:
-            if self._count < self.size:
-                self._count += 1
-                try:
-                    return _Worker(self._ctx, self.base_env)
-                except Exception:
-                    self._count -= 1
-                    raise
-        try:
-            return self._idle.get(timeout=self.acquire_timeout_s)
-        except queue.Empty:
-            raise Throttled(f"all {self.size} workers busy for {self.acquire_timeout_s}s") from None
+    def _env(self, fn: Function) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in HOST_ONLY_VARS}
+        env.update(fn.env)
+        # The local environment wins over the template's plain values, as `sam local --env-vars` does.
+        env.update({k: v for k, v in self.base_env.items() if k not in HOST_ONLY_VARS})
+        region = env.get("AWS_DEFAULT_REGION", "us-east-1")
+        env.update({
+            "AWS_LAMBDA_FUNCTION_NAME": fn.logical_id,
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn.memory_mb),
+            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{fn.logical_id}",
+            "AWS_EXECUTION_ENV": f"AWS_Lambda_python{LAMBDA_PYTHON_VERSION}",
+            "AWS_REGION": region, "AWS_DEFAULT_REGION": region,
+            "LAMBDA_TASK_ROOT": str(fn.code_dir), "_HANDLER": fn.handler,
+        })
+        return env
 
-    def _discard(self, worker: _Worker) -> None:
-        worker.kill()
-        with self._lock:
-            self._count -= 1
+    def _lru_idle(self) -> _Worker | None:
+        idle = [w for workers in self._idle.values() for w in workers]
+        return min(idle, key=lambda w: w.last_used) if idle else None
+
+    def _acquire(self, fn: Function) -> _Worker:
+        deadline = time.monotonic() + self.acquire_timeout_s
+        victim = None
+        with self._cond:
+            while True:
+                mine = self._idle[fn.logical_id]
+                if mine:
+                    worker = mine.pop()
+                    self._busy[fn.logical_id] += 1
+                    return worker
+                if self._busy[fn.logical_id] < self.size:
+                    if self._total < self.max_total:
+                        self._total += 1
+                        break
+                    victim = self._lru_idle()
+                    if victim is not None:
+                        self._idle[victim.fn.logical_id].remove(victim)
+                        break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise Throttled(f"{fn.logical_id}: all workers busy for {self.acquire_timeout_s}s")
+                self._cond.wait(remaining)
+            self._busy[fn.logical_id] += 1
+        if victim is not None:
+            victim.kill()
+        try:
+            return _Worker(fn, self.runtime, self._env(fn))
+        except Exception:
+            with self._cond:
+                self._total -= 1
+                self._busy[fn.logical_id] -= 1
+                self._cond.notify_all()
+            raise
+
+    def _release(self, worker: _Worker, keep: bool) -> None:
+        if not keep:
+            worker.kill()
+        with self._cond:
+            self._busy[worker.fn.logical_id] -= 1
+            if keep:
+                worker.last_used = time.monotonic()
+                self._idle[worker.fn.logical_id].append(worker)
+            else:
+                self._total -= 1
+            self._cond.notify_all()
 
     def invoke(self, fn: Function, event: Any, request_id: str | None = None) -> Invocation:
-        """Runs one invocation on a free worker; blocks, so call it from a thread."""
-        worker = self._acquire()
+        """Runs one invocation on a warm (or new) instance of fn; blocks, so call it from a thread."""
+        worker = self._acquire(fn)
         try:
-            worker.conn.send((fn, event, request_id or str(uuid.uuid4())))
+            worker.conn.send_bytes(json.dumps({"event": event,
+                                               "request_id": request_id or str(uuid.uuid4())}).encode())
             if not worker.conn.poll(fn.timeout_s):
-                self._discard(worker)
+                self._release(worker, keep=False)
                 raise FunctionTimeout(f"{fn.logical_id} timed out after {fn.timeout_s}s")
-            status, payload, duration_ms, cold = worker.conn.recv()
-        except (EOFError, OSError, BrokenPipeError) as exc:
-            self._discard(worker)
+            reply = json.loads(worker.conn.recv_bytes())
+        except (EOFError, OSError) as exc:
+            self._release(worker, keep=False)
             return Invocation(None, {"errorMessage": f"worker exited: {exc}",
                                      "errorType": "Runtime.ExitError"}, 0.0, True)
-        self._idle.put(worker)
-        self.invocations += 1
-        self.cold_starts += int(cold)
-        if status == "ok":
-            return Invocation(payload, None, duration_ms, cold)
-        return Invocation(None, payload, duration_ms, cold)
+        self._release(worker, keep=True)
+        with self._cond:
+            self.invocations += 1
+            self.cold_starts += int(reply["cold"])
+        payload = reply["payload"]
+        ok = reply["status"] == "ok"
+        return Invocation(payload if ok else None, None if ok else payload, reply["duration_ms"],
+                          reply["cold"], reply.get("init_ms", 0.0))
 
     def close(self) -> None:
-        while True:
-            try:
-                self._idle.get_nowait().kill()
-            except queue.Empty:
-                return
+        with self._cond:
+            workers = [w for ws in self._idle.values() for w in ws]
+            self._idle.clear()
+        for w in workers:
+            w.kill()

@@ -239,10 +239,22 @@ class Stack:
             **self._sentinel_env(ext),
             "STOCKPRED_WS_URL": gateway.replace("http://", "ws://") + "/local",
             "WS_MANAGEMENT_URL": gateway + "/local",
-            "JWT_SECRET": self.environ.get("JWT_SECRET") or self.secret("jwt-secret"),
-            "SERVICE_TOKEN": self.environ.get("SERVICE_TOKEN") or self.secret("service-token"),
-            "PSEUDONYM_KEY": self.environ.get("PSEUDONYM_KEY") or self.secret("pseudonym-key"),
         }
+        if "AWS_ENDPOINT_URL" in ext:
+            # An emulator the stack did not start holds none of its secrets: the plain values,
+            # which only local mode reads.
+            env.update({
+                "JWT_SECRET": self.environ.get("JWT_SECRET") or self.secret("jwt-secret"),
+                "SERVICE_TOKEN": self.environ.get("SERVICE_TOKEN") or self.secret("service-token"),
+                "PSEUDONYM_KEY": self.environ.get("PSEUDONYM_KEY") or self.secret("pseudonym-key"),
+            })
+        else:
+            from localstack.provision import SECRETS
+
+            # As on AWS, the functions get the secrets' names and read them from Secrets Manager
+            # (moto's, provisioned when it starts). DATABASE_URL and the like above stay for the
+            # local tools and tests that connect directly.
+            env.update(SECRETS)
         return env
 
     def _sentinel_env(self, ext: dict[str, str]) -> dict[str, str]:
@@ -445,7 +457,12 @@ class Stack:
             import requests
 
             from devstack.template import Template
-            from localstack.provision import provision, provision_state_machines
+            from localstack.provision import (
+                SECRETS,
+                provision,
+                provision_secrets,
+                provision_state_machines,
+            )
 
             # Step Functions executes definitions (its Lambda tasks reach devstack, see MOTO_PORT).
             requests.post(
@@ -457,6 +474,19 @@ class Stack:
             provision_state_machines(endpoint, Template.load(REPO_ROOT / "template.yaml"))
             if any(restored.values()):
                 self.log(f"  s3 restored from {snapshots}: {restored}")
+            # The secrets the functions read (client_env names them), with this stack's values.
+            env = self.client_env()
+            values = {
+                "JWT_SECRET_ARN": self.environ.get("JWT_SECRET") or self.secret("jwt-secret"),
+                "SERVICE_TOKEN_SECRET_ARN": self.environ.get("SERVICE_TOKEN") or self.secret("service-token"),
+                "PSEUDONYM_KEY_SECRET_ARN": self.environ.get("PSEUDONYM_KEY") or self.secret("pseudonym-key"),
+                "DATABASE_SECRET_ARN": json.dumps({"url": env["DATABASE_URL"]}),
+                "MONGO_SECRET_ARN": json.dumps({"url": env["MONGO_URL"]}),
+                "ALPHAVANTAGE_SECRET_ARN": json.dumps(
+                    {"api_key": self.environ.get("ALPHAVANTAGE_API_KEY", "")}),
+            }
+            provision_secrets(endpoint, {SECRETS[var]: value for var, value in values.items()},
+                              region=env["AWS_DEFAULT_REGION"])
 
         def before_stop() -> None:
             from localstack.provision import snapshot
@@ -479,7 +509,7 @@ class Stack:
             return requests.get(f"http://127.0.0.1:{port}/_devstack/health", timeout=1).ok
 
         argv = [sys.executable, "-m", "devstack.gateway", "--host", "127.0.0.1",
-                "--port", str(port), "--template", str(REPO_ROOT / "template.yaml")]
+                "--port", str(port), "--template", str(served_template())]
         return Service("gateway", argv, ready, env=self.client_env(), ready_deadline_s=60)
 
     # ---- lifecycle ----------------------------------------------------------------------
@@ -568,6 +598,22 @@ class Stack:
         return rows
 
 
+BUILT_TEMPLATE = REPO_ROOT / ".aws-sam" / "build" / "template.yaml"
+
+
+def served_template() -> Path:
+    """What devstack serves: the sources (default, the fast edit loop) or, with
+    STOCKPRED_SERVE=built, `sam build`'s output loaded the way Lambda loads it."""
+    mode = os.environ.get("STOCKPRED_SERVE", "source")
+    if mode == "built":
+        if not BUILT_TEMPLATE.is_file():
+            raise ServiceError(f"{BUILT_TEMPLATE} is missing: run `make build` (sam build) first")
+        return BUILT_TEMPLATE
+    if mode != "source":
+        raise ServiceError(f"STOCKPRED_SERVE must be 'source' or 'built', not {mode!r}")
+    return REPO_ROOT / "template.yaml"
+
+
 def default_root() -> Path:
     return Path(os.environ.get("STOCKPRED_HOME", REPO_ROOT / ".local"))
 
@@ -576,7 +622,9 @@ def default_root() -> Path:
 SERVICE_VARS = ("DATABASE_URL", "REDIS_URL", "CACHE_REDIS_URLS", "MONGO_URL", "AWS_ENDPOINT_URL",
                 "REDIS_SENTINELS", "REDIS_STATE_SERVICE", "CACHE_SHARDS",
                 "LOCALSTACK_HOST", "ALPHAVANTAGE_API_KEY", "ALPHAVANTAGE_BASE_URL",
-                "MARKET_PROVIDERS", "STOCKPRED_HOME")
+                "MARKET_PROVIDERS", "STOCKPRED_HOME",
+                "JWT_SECRET_ARN", "SERVICE_TOKEN_SECRET_ARN", "PSEUDONYM_KEY_SECRET_ARN",
+                "ALPHAVANTAGE_SECRET_ARN", "DATABASE_SECRET_ARN", "MONGO_SECRET_ARN")
 
 
 @contextlib.contextmanager

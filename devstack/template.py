@@ -63,7 +63,7 @@ class Function:
     logical_id: str
     code_dir: Path
     handler: str
-    layer_dirs: tuple[Path, ...]
+    layer_dirs: tuple[Path, ...]  # each layer's content: its Makefile's folder, or its built output
     timeout_s: int
     memory_mb: int
     env: dict[str, str] = field(default_factory=dict)
@@ -99,7 +99,9 @@ def _websocket_routes(resources: dict[str, Any], functions: dict[str, Function])
         props = res["Properties"]
         integration = next((r for r in _sub_refs(props.get("Target", "")) if r in resources), None)
         uri = resources[integration]["Properties"].get("IntegrationUri", "") if integration else ""
-        function = next((r for r in _sub_refs(uri) if r in functions), None)
+        # `${Fn.Arn}`, or `${FnAliaslive}`: the alias SAM generates for AutoPublishAlias.
+        refs = [re.sub(r"Alias\w+$", "", r) if r not in functions else r for r in _sub_refs(uri)]
+        function = next((r for r in refs if r in functions), None)
         if function:
             out.append(WsRoute(props["RouteKey"], function, lid in responses))
     return out
@@ -114,6 +116,16 @@ class Template:
     raw: dict[str, Any]
     ws_routes: list[WsRoute] = field(default_factory=list)
 
+    @property
+    def alias(self) -> str | None:
+        """The alias every function publishes (Globals.Function.AutoPublishAlias), if any."""
+        return ((self.raw.get("Globals") or {}).get("Function") or {}).get("AutoPublishAlias")
+
+    @property
+    def built(self) -> bool:
+        """Whether this is `sam build`'s output (.aws-sam/build/template.yaml beside build.toml)."""
+        return (self.path.parent.parent / "build.toml").is_file()
+
     @classmethod
     def load(cls, path: Path | str) -> Template:
         path = Path(path).resolve()
@@ -126,7 +138,7 @@ class Template:
             if isinstance(ref, dict) and "Ref" in ref:
                 res = resources.get(ref["Ref"], {})
                 if res.get("Type") == "AWS::Serverless::LayerVersion":
-                    return base / res["Properties"]["ContentUri"] / "python"
+                    return base / res["Properties"]["ContentUri"]
             return None
 
         functions: dict[str, Function] = {}

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from devstack.services import REPO_ROOT, SERVICE_VARS, Stack, ephemeral_stack, wait_until
+from devstack.services import REPO_ROOT, SERVICE_VARS, Stack, ephemeral_stack, served_template, wait_until
 from tests.fakes.alphavantage import FakeAlphaVantage
 
 STACKS: list[Stack] = []
@@ -54,8 +54,12 @@ def stack() -> Iterator[dict[str, str]]:
 
 
 def _reset_process_caches() -> None:
-    from stockpred import redis_stores
+    from stockpred import aws, config, mongo, redis_stores, secrets
 
+    config.load.cache_clear()
+    secrets.cache_clear()
+    mongo.cache_clear()
+    aws.client.cache_clear()
     redis_stores.cache_ring.cache_clear()
     redis_stores.state.cache_clear()
     redis_stores.sentinel.cache_clear()
@@ -90,6 +94,15 @@ class Gateway:
     def post(self, path: str, **kw: object) -> requests.Response:
         return requests.post(self.url + path, timeout=30, **kw)
 
+    def predict(self, symbol: str, deadline_s: float = 120) -> requests.Response:
+        """GET /api/predict/<symbol>, waiting out 202 (its model being trained) as a client would."""
+        end = time.monotonic() + deadline_s
+        while True:
+            r = self.get(f"/api/predict/{symbol}")
+            if r.status_code != 202 or time.monotonic() > end:
+                return r
+            time.sleep(min(float(r.headers.get("Retry-After", "1")), 0.5))
+
     def new_user(self, name: str = "Test User", password: str = "s3cret-pass") -> NewUser:
         """A registered, signed-in user with a fresh email."""
         email = f"user-{uuid.uuid4().hex[:12]}@example.com"
@@ -105,7 +118,7 @@ def start_gateway(env: dict[str, str], extra: dict[str, str], log_dir: Path) -> 
     log = log_dir / f"gateway-{port}.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "devstack.gateway", "--port", str(port),
-         "--template", str(REPO_ROOT / "template.yaml"), "--workers", "6", "--invoke-workers", "6"],
+         "--template", str(served_template()), "--workers", "6", "--invoke-workers", "6"],
         env={**os.environ, **env, **extra}, stdout=open(log, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
         cwd=REPO_ROOT,
     )

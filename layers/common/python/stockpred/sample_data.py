@@ -1,7 +1,9 @@
 """The `sample` provider: real daily OHLCV shipped inside the `arch` package (NCSA licence).
 
 S&P 500 (SPX) and NASDAQ Composite (IXIC), 1999-01-04 to 2018-12-31. Works offline on a fresh
-machine. The files are located without importing `arch` (which would pull in statsmodels).
+machine. On Lambda the common layer ships the two files in `stockpred/sample/` (its Makefile
+takes them from the pinned `arch` wheel); locally they are read from the installed `arch`
+package, located without importing it (which would pull in statsmodels).
 """
 
 from __future__ import annotations
@@ -19,20 +21,23 @@ SAMPLE_SERIES = {
     "SPX": ("S&P 500 Index", ("sp500", "sp500.csv.gz")),
     "IXIC": ("NASDAQ Composite Index", ("nasdaq", "nasdaq.csv.gz")),
 }
+SHIPPED_DIR = Path(__file__).with_name("sample")
 
 
-def _arch_data_dir() -> Path:
+def _sample_file(symbol: str) -> Path:
+    folder, filename = SAMPLE_SERIES[symbol][1]
+    if (SHIPPED_DIR / filename).is_file():
+        return SHIPPED_DIR / filename
     spec = importlib.util.find_spec("arch")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the 'arch' package (sample data) is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "data"
+        raise FileNotFoundError("sample data: neither the layer's files nor the 'arch' package")
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / folder / filename
 
 
 @functools.cache
 def load_series(symbol: str) -> tuple[Bar, ...]:
-    folder, filename = SAMPLE_SERIES[symbol][1]
     bars = []
-    with gzip.open(_arch_data_dir() / folder / filename, "rt", newline="") as f:
+    with gzip.open(_sample_file(symbol), "rt", newline="") as f:
         for row in csv.DictReader(f):
             month, day, year = (int(x) for x in row["Date"].split("/"))
             bars.append(Bar(dt.date(year, month, day), float(row["Open"]), float(row["High"]),
@@ -43,9 +48,9 @@ def load_series(symbol: str) -> tuple[Bar, ...]:
 
 @functools.cache
 def available() -> bool:
-    """The sample files are installed (locally; the Lambda layer does not ship `arch`)."""
+    """The sample files are there (shipped in the layer, or from the local `arch` package)."""
     try:
-        return _arch_data_dir().is_dir()
+        return all(_sample_file(symbol).is_file() for symbol in SAMPLE_SERIES)
     except FileNotFoundError:
         return False
 
