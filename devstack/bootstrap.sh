@@ -83,6 +83,8 @@ if [ ! -d "$runtime_dir" ]; then
     rm -rf "$runtime_dir.tmp"
     "$lambda_python" -m pip install -q --disable-pip-version-check --no-compile --target "$runtime_dir.tmp" \
         "boto3==$BOTO3_VERSION" "botocore==$BOTOCORE_VERSION"
+    # Lambda's runtime ships its boto3 byte-compiled; the workers run with -B and never write .pyc.
+    "$lambda_python" -m compileall -q -j 0 "$runtime_dir.tmp" >/dev/null
     mv "$runtime_dir.tmp" "$runtime_dir"
 fi
 

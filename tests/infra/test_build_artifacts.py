@@ -65,7 +65,18 @@ def test_no_layer_ships_what_the_runtime_provides_or_only_deploy_time_code():
         assert not (python / "python").exists(), f"{layer.name}: python/python is never on the path"
         assert not list(python.rglob("tests")), f"{layer.name} ships test suites"
         if (python / "chalice").exists():
-            assert sorted(p.name for p in (python / "chalice").iterdir()) == ["__init__.py", "app.py"]
+            shipped = sorted(p.name for p in (python / "chalice").iterdir() if p.name != "__pycache__")
+            assert shipped == ["__init__.py", "app.py"]
+
+
+@pytest.mark.parametrize("layer", ["CommonLayer", "MlLayer", "WarehouseLayer"])
+def test_serving_layers_are_byte_compiled_for_python_313(layer):
+    """Lambda's /opt is read-only: a module without its .pyc is compiled again at every cold start."""
+    python = BUILT_TEMPLATE.parent / layer / "python"
+    sources = [p for p in python.rglob("*.py") if "site-packages" not in p.parts]
+    missing = [p for p in sources
+               if not (p.parent / "__pycache__" / f"{p.stem}.cpython-313.pyc").is_file()]
+    assert sources and not missing, f"{layer}: {len(missing)} of {len(sources)} modules lack a .pyc"
 
 
 IMPORT_PROBE = """
