@@ -81,7 +81,7 @@ runtime_dir="$CACHE_DIR/lambda-runtime-py3.13-boto3-$BOTO3_VERSION"
 if [ ! -d "$runtime_dir" ]; then
     say "installing boto3 $BOTO3_VERSION for Python 3.13 into $runtime_dir (Lambda's runtime provides it)"
     rm -rf "$runtime_dir.tmp"
-    "$lambda_python" -m pip install -q --disable-pip-version-check --no-compile --target "$runtime_dir.tmp" \
+    "$lambda_python" -m pip install -q --disable-pip-version-check --root-user-action=ignore --no-compile --target "$runtime_dir.tmp" \
         "boto3==$BOTO3_VERSION" "botocore==$BOTOCORE_VERSION"
     # Lambda's runtime ships its boto3 byte-compiled; the workers run with -B and never write .pyc.
     "$lambda_python" -m compileall -q -j 0 "$runtime_dir.tmp" >/dev/null
