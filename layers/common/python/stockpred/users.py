@@ -2,8 +2,11 @@
 
 Passwords are hashed with argon2id and never stored, logged or returned in clear. Every input
 is checked to be a plain string of sane length before it goes near a query, so a value such as
-`{"$ne": null}` is refused (ValidationError), never read as an operator. Repeated failed logins
-for one email or from one client address are throttled with counters on the state Redis.
+`{"$ne": null}` is refused (ValidationError), never read as an operator; names and emails with
+control or invisible characters are refused too. New passwords follow OWASP ASVS 2.1: 12 to 128
+characters of any kind, refused when common (zxcvbn). Failed logins and wrong current passwords
+are throttled per (account, address), per address and, as a growing delay, per account; see
+"throttling" below. Registrations are limited per address.
 """
 
 from __future__ import annotations
@@ -11,11 +14,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import pymongo.errors
+import zxcvbn
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
@@ -63,36 +68,97 @@ class Profile:
 
 
 # ---- validation ------------------------------------------------------------------------------
+# Control (Cc), format (Cf: bidi overrides, zero-width characters), line and paragraph
+# separators (Zl, Zp) and lone surrogates (Cs) are refused in names and emails: they hide or
+# reorder text where it is shown again.
+_INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+_VISIBLE = ("L", "N", "P", "S")  # a name needs at least one letter, number, mark of punctuation or symbol
+PASSWORD_MIN, PASSWORD_MAX = 12, 128
+_MIN_SCORE = 3  # zxcvbn: 3 is "safely unguessable", about 10^8 guesses or more
+# zxcvbn's cost grows quickly with length (0.05 s at 72 random characters, 0.7 s at 128): a strong
+# first 72 characters is enough; only a weak one makes the whole password be scored.
+_ZXCVBN_PREFIX = 72
+
+
+def _invisible(value: str) -> bool:
+    return any(unicodedata.category(c) in _INVISIBLE for c in value)
+
+
 def _string(body: dict[str, Any], name: str, errors: dict[str, str], *, low: int, high: int) -> str:
     value = body.get(name)
     if not isinstance(value, str):
         errors[name] = "required, as a string"
         return ""
+    if len(value) > high + 64:  # far too long: say so before looking at each character
+        errors[name] = f"must be {low} to {high} characters"
+        return ""
+    if _invisible(value):
+        errors[name] = "must not contain control or invisible characters"
+        return ""
     value = value.strip()
     if not low <= len(value) <= high:
         errors[name] = f"must be {low} to {high} characters"
-    elif any(ord(c) < 32 for c in value):
-        errors[name] = "must not contain control characters"
+    elif not any(unicodedata.category(c).startswith(_VISIBLE) for c in value):
+        errors[name] = "must contain a visible character"
     return value
 
 
 def _email(body: dict[str, Any], errors: dict[str, str], name: str = "email") -> str:
     value = _string(body, name, errors, low=3, high=254)
-    if name not in errors and not _EMAIL.match(value):
+    if name not in errors and not _EMAIL.fullmatch(value):
         errors[name] = "is not an email address"
     return value
 
 
-def _password(body: dict[str, Any], errors: dict[str, str], name: str = "password") -> str:
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800" in JSON)
+        return False
+    return True
+
+
+def _personal(email: str, user_name: str) -> list[str]:
+    """The email, its local part and the name, as a password must not contain them."""
+    parts = (email.casefold(), email.partition("@")[0].casefold(), user_name.casefold().strip())
+    return [p for p in parts if len(p) >= 4 and _encodable(p)]
+
+
+def _contains_personal(password: str, personal: list[str]) -> bool:
+    folded = password.casefold()
+    return any(p in folded for p in personal)
+
+
+def _password(body: dict[str, Any], errors: dict[str, str], name: str = "password", *,
+              email: str = "", user_name: str = "") -> str:
+    """A new password (OWASP ASVS 2.1): 12 to 128 characters, any characters, no composition
+    rules; refused when zxcvbn finds it easy to guess (score < 3, or the whole of it one word of
+    its dictionaries), or when it contains the account's email or name."""
     value = body.get(name)
     if not isinstance(value, str):
         errors[name] = "required, as a string"
         return ""
-    if not 10 <= len(value) <= 128:
-        errors[name] = "must be 10 to 128 characters"
-    elif not (re.search(r"[A-Za-z]", value) and re.search(r"\d", value)):
-        errors[name] = "must contain a letter and a digit"
+    if not PASSWORD_MIN <= len(value) <= PASSWORD_MAX:
+        errors[name] = f"must be {PASSWORD_MIN} to {PASSWORD_MAX} characters"
+        return value
+    if not _encodable(value):
+        errors[name] = "must be valid Unicode text"
+        return value
+    personal = _personal(email, user_name)
+    if _contains_personal(value, personal):
+        errors[name] = "must not contain your email or name"
+        return value
+    if _guessable(value[:_ZXCVBN_PREFIX], personal) and (
+            len(value) <= _ZXCVBN_PREFIX or _guessable(value, personal)):
+        errors[name] = "is too common or too easy to guess: try a longer phrase of unrelated words"
     return value
+
+
+def _guessable(value: str, personal: list[str]) -> bool:
+    result = zxcvbn.zxcvbn(value, user_inputs=personal, max_length=PASSWORD_MAX)
+    sequence = result.get("sequence") or []
+    one_word = len(sequence) == 1 and sequence[0].get("pattern") == "dictionary"
+    return result["score"] < _MIN_SCORE or one_word
 
 
 def _check(body: Any) -> dict[str, Any]:
@@ -105,34 +171,125 @@ def normalise_email(email: str) -> str:
     return email.strip().lower()
 
 
-# ---- login throttling ------------------------------------------------------------------------
-def _limits() -> tuple[int, int, int]:
+# ---- throttling --------------------------------------------------------------------------------
+# Every counter is incremented before the decision, atomically in one Lua script on the state
+# Redis, and the decision is taken on the values it returns: concurrent attempts cannot all read
+# "under the limit" (check-then-increment let 8-9 of 24 concurrent guesses through a limit of 5).
+#
+# Login and the password change (its current password) share three limits:
+#   pair    (account, client address): LOGIN_MAX_FAILURES_PER_EMAIL (5) per
+#           LOGIN_FAILURE_WINDOW_SECONDS (15 min): the fast limit; it only holds back that
+#           address for that account, so no one can lock a user out from elsewhere.
+#   client  (address): LOGIN_MAX_FAILURES_PER_CLIENT (50) per 15 min, against one address
+#           spraying many accounts; an address that signed in to an account before (for
+#           LOGIN_KNOWN_CLIENT_SECONDS, 30 days) is exempt for that account.
+#   account (whatever the address): LOGIN_ACCOUNT_FREE_FAILURES (10) within
+#           LOGIN_ACCOUNT_WINDOW_SECONDS (1 h, extended by each failure); after that, each
+#           evaluated attempt waits 1 s, 2 s, 4 s ... up to LOGIN_ACCOUNT_MAX_DELAY_SECONDS (120 s)
+#           before the next one: a delay, never a lock, and known addresses are exempt.
+#           Distributed guessing gets at most ~45 guesses in the first hour per account (10 free,
+#           7 while the delay doubles, then one per 120 s) and 30 an hour after that.
+# An attempt that succeeds is refunded (it was no failure) and marks its address known.
+_ATTEMPT = """
+local time = redis.call('TIME')
+local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local window = tonumber(ARGV[2])
+local known = redis.call('EXISTS', KEYS[4]) == 1
+local pair = redis.call('INCR', KEYS[1])
+if pair == 1 then redis.call('EXPIRE', KEYS[1], window) end
+if pair > tonumber(ARGV[1]) then
+  return {0, redis.call('TTL', KEYS[1]), 'pair'}
+end
+if not known then
+  local client = redis.call('INCR', KEYS[2])
+  if client == 1 then redis.call('EXPIRE', KEYS[2], window) end
+  if client > tonumber(ARGV[3]) then
+    redis.call('DECR', KEYS[1])
+    return {0, redis.call('TTL', KEYS[2]), 'client'}
+  end
+  local next_ms = tonumber(redis.call('HGET', KEYS[3], 'next') or '0')
+  if now_ms < next_ms then
+    redis.call('DECR', KEYS[1])
+    redis.call('DECR', KEYS[2])
+    return {0, math.ceil((next_ms - now_ms) / 1000), 'account'}
+  end
+end
+local n = redis.call('HINCRBY', KEYS[3], 'n', 1)
+redis.call('EXPIRE', KEYS[3], tonumber(ARGV[5]))
+local free = tonumber(ARGV[4])
+if n > free and not known then
+  local delay = math.min(1000 * 2 ^ math.min(n - free - 1, 30), tonumber(ARGV[6]) * 1000)
+  redis.call('HSET', KEYS[3], 'next', now_ms + delay)
+end
+return {1, 0, known and 'known' or 'new'}
+"""
+_SUCCEEDED = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then redis.call('DECR', KEYS[1]) end
+if redis.call('EXISTS', KEYS[4]) == 0 and tonumber(redis.call('GET', KEYS[2]) or '0') > 0 then
+  redis.call('DECR', KEYS[2])
+end
+if tonumber(redis.call('HGET', KEYS[3], 'n') or '0') > 0 then
+  redis.call('HINCRBY', KEYS[3], 'n', -1)
+end
+if tonumber(ARGV[1]) > 0 then redis.call('SET', KEYS[4], '1', 'EX', ARGV[1]) end
+return 1
+"""
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """The keys of one login (or password change) attempt: `account` is `u:<user id>` for an
+    existing user, else `e:<hash of the email>`, so unknown emails are throttled alike."""
+
+    account: str
+    client: str
+
+    @property
+    def keys(self) -> list[str]:
+        return [f"stockpred:login-failures:pair:{self.account}:{_digest(self.client)}",
+                f"stockpred:login-failures:client:{self.client}",
+                f"stockpred:login-failures:account:{self.account}",
+                f"stockpred:login-known:{self.account}:{_digest(self.client)}"]
+
+    def begin(self) -> None:
+        """Counts this attempt; TooManyAttempts if it must not be evaluated."""
+        s = config.load()
+        state = redis_stores.state()
+        allowed, retry_after, _why = state.register_script(_ATTEMPT)(
+            keys=self.keys,
+            args=[s.login_max_failures_per_email, s.login_failure_window_s,
+                  s.login_max_failures_per_client, s.login_account_free_failures,
+                  s.login_account_window_s, s.login_account_max_delay_s])
+        if not int(allowed):
+            retry_after = int(retry_after)
+            raise TooManyAttempts(retry_after if retry_after > 0 else s.login_failure_window_s)
+
+    def succeeded(self) -> None:
+        """Refunds the attempt (it was no failure) and remembers the address for the account."""
+        redis_stores.state().register_script(_SUCCEEDED)(
+            keys=self.keys, args=[config.load().login_known_client_s])
+
+
+def _account(user: dict[str, Any] | None, email: str) -> str:
+    return f"u:{user['_id']}" if user else f"e:{_digest(normalise_email(email))}"
+
+
+def _count_registration(client: str) -> None:
+    """REGISTER_MAX_PER_CLIENT registrations (each an argon2 hash: 64 MiB, ~0.1 s) per address
+    per REGISTER_WINDOW_SECONDS; counted before the decision, in one transaction."""
     s = config.load()
-    return s.login_max_failures_per_email, s.login_max_failures_per_client, s.login_failure_window_s
-
-
-def _failure_keys(email: str, client: str) -> tuple[str, str]:
-    digest = hashlib.sha256(normalise_email(email).encode()).hexdigest()[:32]
-    return f"stockpred:login-failures:email:{digest}", f"stockpred:login-failures:client:{client}"
-
-
-def _throttled(email: str, client: str) -> None:
-    per_email, per_client, window = _limits()
-    by_email, by_client = _failure_keys(email, client)
-    state = redis_stores.state()
-    counts = state.mget(by_email, by_client)
-    if int(counts[0] or 0) >= per_email or int(counts[1] or 0) >= per_client:
-        ttl = max(state.ttl(by_email), state.ttl(by_client), 1)
-        raise TooManyAttempts(ttl if ttl > 0 else window)
-
-
-def _count_failure(email: str, client: str) -> None:
-    _, _, window = _limits()
+    key = f"stockpred:register:client:{client}"
     pipe = redis_stores.state().pipeline()
-    for key in _failure_keys(email, client):
-        pipe.incr(key)
-        pipe.expire(key, window, nx=True)
-    pipe.execute()
+    pipe.incr(key)
+    pipe.expire(key, s.register_window_s, nx=True)
+    pipe.ttl(key)
+    count, _, ttl = pipe.execute()
+    if count > s.register_max_per_client:
+        raise TooManyAttempts(ttl if ttl > 0 else s.register_window_s)
 
 
 # ---- the service -----------------------------------------------------------------------------
@@ -141,14 +298,15 @@ class Users:
         self.db = mongo.db()
         self.accounts = Accounts(self.db)
 
-    def register(self, body: Any) -> str:
+    def register(self, body: Any, client: str = "unknown") -> str:
         body = _check(body)
         errors: dict[str, str] = {}
         name = _string(body, "name", errors, low=1, high=100)
         email = _email(body, errors)
-        password = _password(body, errors)
+        password = _password(body, errors, email=email, user_name=name)
         if errors:
             raise ValidationError(errors)
+        _count_registration(client)
         user_id = uuid.uuid4().hex
         now = dt.datetime.now(dt.UTC)
         try:
@@ -167,19 +325,21 @@ class Users:
         errors: dict[str, str] = {}
         email = _email(body, errors)
         password = body.get("password")
-        if not isinstance(password, str) or not 1 <= len(password) <= 128:
+        if not (isinstance(password, str) and 1 <= len(password) <= PASSWORD_MAX and _encodable(password)):
             errors["password"] = "required, as a string of at most 128 characters"
         if errors:
             raise ValidationError(errors)
-        _throttled(email, client)
+        # Existing passwords are not re-validated: one set under an older rule keeps working.
         user = self.db.users.find_one({"email_normalised": normalise_email(email)})
+        attempt = _Attempt(_account(user, email), client)
+        attempt.begin()
         try:
             _hasher.verify(user["password_hash"] if user else _DUMMY_HASH, password)
             if user is None:
                 raise VerificationError("unknown email")
         except (VerificationError, InvalidHashError):
-            _count_failure(email, client)
             raise InvalidCredentials() from None
+        attempt.succeeded()
         return auth.issue(user["_id"])
 
     def profile(self, user_id: str) -> Profile:
@@ -214,11 +374,13 @@ class Users:
         if result.matched_count == 0:
             raise UserNotFound(user_id)
 
-    def change_password(self, user_id: str, body: Any) -> None:
+    def change_password(self, user_id: str, body: Any, client: str = "unknown") -> None:
+        """Wrong current passwords count against the same limits as failed logins
+        (TooManyAttempts), so a stolen token is no unthrottled password oracle."""
         body = _check(body)
         errors: dict[str, str] = {}
         current = body.get("current_password")
-        if not isinstance(current, str) or not 1 <= len(current) <= 128:
+        if not (isinstance(current, str) and 1 <= len(current) <= PASSWORD_MAX and _encodable(current)):
             errors["current_password"] = "required, as a string of at most 128 characters"
         new = _password(body, errors, "new_password")
         if errors:
@@ -226,10 +388,15 @@ class Users:
         user = self.db.users.find_one({"_id": user_id})
         if user is None:
             raise UserNotFound(user_id)
+        if _contains_personal(new, _personal(user["email"], user["name"])):
+            raise ValidationError({"new_password": "must not contain your email or name"})
+        attempt = _Attempt(_account(user, user["email"]), client)
+        attempt.begin()
         try:
             _hasher.verify(user["password_hash"], current)
         except (VerificationError, InvalidHashError):
             raise InvalidCredentials() from None
+        attempt.succeeded()
         self.db.users.update_one({"_id": user_id}, {"$set": {
             "password_hash": _hasher.hash(new), "updated_at": dt.datetime.now(dt.UTC)}})
         auth.revoke_all(user_id)
