@@ -2,7 +2,10 @@
 
 Quote (the price both participants use), Account (reserve, commit or release cash and shares),
 Ledger (PREPARE TRANSACTION, COMMIT PREPARED or ROLLBACK PREPARED of the ledger row) and Decide
-(the commit/abort decision, written once per trade). Each delegates to `stockpred.trading`.
+(the commit/abort decision, written once per trade). Each delegates to `stockpred.trading`, which
+validates the event as if anyone could invoke the function: a recorded trade whose stored order
+matches, the stored quote's prices, and only the phase transitions the saga allows. A refusal
+raises `trading.InvalidStep` and moves nothing.
 """
 
 from __future__ import annotations

@@ -2,25 +2,57 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import hmac
+import re
 from typing import Any
 
 from chalice import Chalice, Response
 
-from stockpred import auth, ledger, secrets, trading
+from stockpred import auth, config, ledger, secrets, trading
 from stockpred.handlers import ApiError, install, json_body, json_response, query_int
-from stockpred.money import price_cents
+from stockpred.money import client_price_cents
 
 app = Chalice(app_name="transactions")
 log = install(app, "transactions")
 
+_ASSUMED_ROLE = re.compile(r"^arn:(aws[a-z-]*):sts::(\d{12}):assumed-role/([\w+=,.@-]+)/[\w+=,.@-]+$")
+_ROLE = re.compile(r"^arn:(aws[a-z-]*):iam::(\d{12}):role/(?:[\w+=,.@/-]*/)?([\w+=,.@-]+)$")
+
+
+def _role_of(arn: str) -> tuple[str, str, str] | None:
+    """(partition, account, role name) of an IAM role ARN or of a session of that role."""
+    match = _ASSUMED_ROLE.match(arn) or _ROLE.match(arn)
+    return match.groups() if match else None  # type: ignore[return-value]
+
+
+def iam_caller_allowed(context: Any, settings: config.Settings) -> bool:
+    """Whether the request's IAM identity may write the ledger without the service token.
+
+    `identity.userArn` is trusted only where API Gateway itself put it there: on AWS the /store
+    route is AWS_IAM-protected, so API Gateway verifies the SigV4 signature and sets the caller's
+    ARN, and the function may be invoked by API Gateway only. Locally nothing verifies anything
+    (devstack never sets it, but a hand-made event to the Invoke API could), so in local mode it
+    is ignored. Even on AWS the ARN must be one of SERVICE_ROLE_ARNS: being signed by *some*
+    principal of the account is not enough.
+    """
+    if settings.local or not settings.service_role_arns or not isinstance(context, dict):
+        return False
+    identity = context.get("identity")
+    arn = identity.get("userArn") if isinstance(identity, dict) else None
+    if not isinstance(arn, str) or not arn:
+        return False
+    caller = _role_of(arn)
+    for allowed in settings.service_role_arns:
+        if arn == allowed or (caller is not None and caller == _role_of(allowed)):
+            return True
+    return False
 
 
 def _service_caller() -> None:
-    """Only other services write the ledger: IAM-signed on AWS, else the service token (its secret)."""
+    """Only other services write the ledger: IAM-signed on AWS by an expected role (see
+    iam_caller_allowed), else the service token (its secret)."""
     request = app.current_request
-    if request.context.get("identity", {}).get("userArn"):
+    if iam_caller_allowed(request.context, config.load()):
         return
     given = request.headers.get("x-service-token")
     if not given:
@@ -36,18 +68,18 @@ def _record(body: Any) -> dict[str, Any]:
         raise ApiError(400, "Invalid input data")
     if body.get("action") not in ("buy", "sell"):
         errors["action"] = "buy or sell"
-    price = body.get("price")
-    if isinstance(price, bool) or not isinstance(price, int | float) or not 0 < price < 10**9:
-        errors["price"] = "a positive number"
+    cents = timestamp = None
     try:
-        timestamp = dt.datetime.fromisoformat(str(body.get("timestamp")).replace("Z", "+00:00"))
-        if timestamp.tzinfo is None:
-            timestamp = timestamp.replace(tzinfo=dt.UTC)
-    except ValueError:
-        errors["timestamp"] = "an ISO 8601 date-time"
+        cents = client_price_cents(body.get("price"))
+    except ValueError as exc:
+        errors["price"] = f"a positive number: {exc}"
+    try:
+        timestamp = ledger.parse_timestamp(body.get("timestamp"))
+    except ValueError as exc:
+        errors["timestamp"] = str(exc)
     if errors:
         raise ApiError(400, "Invalid input data: " + "; ".join(f"{k} {v}" for k, v in errors.items()))
-    return {**order, "action": body["action"], "price_cents": price_cents(price), "timestamp": timestamp}
+    return {**order, "action": body["action"], "price_cents": cents, "timestamp": timestamp}
 
 
 @app.route("/api/transactions/store", methods=["POST"], content_types=["*/*"])

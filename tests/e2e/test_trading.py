@@ -6,6 +6,7 @@ left prepared and no reservation is left pending.
 """
 
 import concurrent.futures as cf
+import datetime as dt
 import json
 import os
 import subprocess
@@ -91,7 +92,8 @@ def set_faults(stack, *points):
 
 def run_recovery(gateway):
     client = boto3.client("lambda", endpoint_url=gateway.url, region_name="us-east-1",
-                          aws_access_key_id="test", aws_secret_access_key="test")
+                          aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"])
     out = client.invoke(FunctionName="RecoveryFunction", Payload=json.dumps({"older_than_seconds": 0}))
     assert "FunctionError" not in out, out["Payload"].read()
     return json.loads(out["Payload"].read())
@@ -234,7 +236,8 @@ def test_a_crash_at_any_step_ends_everywhere_or_nowhere(gateway, stack, point, t
 
 
 STORE = {"user_id": "u-1", "symbol": "SPX", "quantity": 2, "action": "buy", "price": 2506.85,
-         "timestamp": "2018-12-31T21:00:00Z"}
+         # /store accepts only times within the last 24 hours (tests/security/test_ledger_and_saga.py)
+         "timestamp": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()}
 
 
 def test_store_needs_a_service_credential(gateway, stack):

@@ -206,6 +206,16 @@ class Accounts:
     def reserve(self, account: str, txid: str, side: str, symbol: str, quantity: int,
                 amount_cents: int, cost_cents: int = 0) -> AccountState:
         """Prepare: holds the cash of a buy or the shares of a sell, so nothing else spends them."""
+        # Whoever calls, a reservation holds something real: a negative amount would turn the
+        # commit's debit into a credit (money made from nothing).
+        if side not in ("buy", "sell"):
+            raise AccountError("side must be buy or sell")
+        for name, value, low in (("quantity", quantity, 1), ("amount_cents", amount_cents, 1),
+                                 ("cost_cents", cost_cents, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise AccountError(f"{name} must be a whole number of at least {low}")
+        if side == "buy" and cost_cents:
+            raise AccountError("a buy has no cost basis")
 
         def plan(state: AccountState) -> dict[str, Any] | None:
             if f"reserve:{txid}" in state.applied_refs:

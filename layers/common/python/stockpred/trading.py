@@ -28,7 +28,7 @@ from stockpred.money import price_cents
 from stockpred.prices import ProviderUnavailable
 
 log = get_logger("trading")
-MAX_QUANTITY = 1_000_000
+MAX_QUANTITY = ledger.MAX_QUANTITY
 
 
 class TransientError(RuntimeError):
@@ -63,65 +63,212 @@ def parse_order(body: Any) -> tuple[dict[str, Any], dict[str, str]]:
 
 
 # ---- the steps the state machine calls ---------------------------------------------------------
-def quote_step(trade: dict[str, Any]) -> dict[str, Any]:
-    """Price (and, for a sell, the cost basis of the shares sold) that both participants use."""
+# Each handler validates its input as if anyone could invoke it: the event must describe a trade
+# whose intent is recorded (same user, symbol, side and quantity), the prices must be the ones the
+# Quote step stored for it, and a participant moves only in the order the saga allows (prepare
+# before any decision, commit only after a commit decision, abort only after an abort decision).
+# A refusal raises InvalidStep and changes nothing.
+class InvalidStep(ValueError):
+    """The step's input is not what this trade's own execution would send: refused, nothing moved."""
+
+
+TRADE_FIELDS = frozenset({"transaction_id", "user_id", "symbol", "side", "quantity"})
+MAX_PRICE_CENTS = ledger.MAX_PRICE_CENTS
+
+
+def _whole(value: Any, name: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidStep(f"{name} must be a whole number from {low} to {high}")
+    return value
+
+
+def _txid(value: Any) -> str:
+    try:
+        if isinstance(value, str) and str(uuid.UUID(value)) == value:
+            return value
+    except ValueError:
+        pass
+    raise InvalidStep("transaction_id must be a transaction id (a lower-case UUID)")
+
+
+def _trade_of(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict) or set(value) != TRADE_FIELDS:
+        raise InvalidStep(f"trade must be an object with exactly {', '.join(sorted(TRADE_FIELDS))}")
+    order, errors = parse_order(value)
+    if errors or order["symbol"] != value["symbol"]:
+        raise InvalidStep(f"trade is malformed: {errors or 'symbol not normalised'}")
+    if value["side"] not in ("buy", "sell"):
+        raise InvalidStep("side must be buy or sell")
+    return {"transaction_id": _txid(value["transaction_id"]), **order, "side": value["side"]}
+
+
+def _intent(txid: str) -> dict[str, Any] | None:
+    try:
+        with postgres.transaction() as cur:
+            cur.execute("""SELECT user_id, symbol, side, quantity, price_cents, cost_cents, as_of
+                           FROM trade_intents WHERE transaction_id = %s""", (txid,))
+            row = cur.fetchone()
+    except psycopg2.OperationalError as exc:
+        raise TransientError(str(exc)) from exc
+    if row is None:
+        return None
+    return dict(zip(("user_id", "symbol", "side", "quantity", "price_cents", "cost_cents", "as_of"),
+                    row, strict=True))
+
+
+def _known(trade: dict[str, Any]) -> dict[str, Any]:
+    """The recorded intent of the trade, which must be the same order the event describes."""
+    intent = _intent(trade["transaction_id"])
+    if intent is None:
+        raise InvalidStep(f"unknown transaction {trade['transaction_id']}")
+    if any(intent[k] != trade[k] for k in ("user_id", "symbol", "side", "quantity")):
+        raise InvalidStep(f"transaction {trade['transaction_id']} is not this order")
+    return intent
+
+
+def _stored_quote(intent: dict[str, Any]) -> dict[str, Any]:
+    price, cost = intent["price_cents"], intent["cost_cents"]
+    return {"price_cents": price, "amount_cents": price * intent["quantity"], "as_of": intent["as_of"],
+            "cost_cents": cost}
+
+
+def _quote_of(value: Any, intent: dict[str, Any]) -> dict[str, Any]:
+    """The quote in a prepare event: it must be the one the Quote step stored for this trade."""
+    if not isinstance(value, dict):
+        raise InvalidStep("quote must be an object")
+    if intent["price_cents"] is None:
+        raise InvalidStep("the trade has not been quoted")
+    price = _whole(value.get("price_cents"), "price_cents", 1, MAX_PRICE_CENTS)
+    amount = _whole(value.get("amount_cents"), "amount_cents", 1, MAX_PRICE_CENTS * MAX_QUANTITY)
+    cost = _whole(value.get("cost_cents"), "cost_cents", 0, MAX_PRICE_CENTS * MAX_QUANTITY)
+    stored = _stored_quote(intent)
+    if (price, amount, cost) != (stored["price_cents"], stored["amount_cents"], stored["cost_cents"]):
+        raise InvalidStep("quote is not the one this trade was given")
+    return stored
+
+
+def _decision(txid: str) -> str | None:
+    try:
+        with postgres.transaction() as cur:
+            return ledger.decision(cur, txid)
+    except psycopg2.OperationalError as exc:
+        raise TransientError(str(exc)) from exc
+
+
+def _step_event(event: Any, fields: set[str]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    if not isinstance(event, dict) or not set(event) <= fields | {"step"}:
+        raise InvalidStep("the event must be an object with step, trade (and quote to prepare)")
+    step = event.get("step")
+    if step not in ("prepare", "commit", "abort"):
+        raise InvalidStep(f"unknown step {step!r}")
+    if (step == "prepare") != ("quote" in event):
+        raise InvalidStep("a quote goes with prepare, and only with prepare")
+    trade = _trade_of(event.get("trade"))
+    return step, trade, _known(trade)
+
+
+def _in_order(step: str, decided: str | None, prepared: bool) -> None:
+    """Prepare before any decision (or an already prepared participant, repeated); commit after a
+    commit decision; abort after an abort decision."""
+    if step == "prepare" and decided is not None and not prepared:
+        raise InvalidStep(f"the trade was already decided ({decided}); it cannot prepare now")
+    if step in ("commit", "abort") and decided != step:
+        raise InvalidStep(f"the trade's decision is {decided or 'not made'}; it cannot {step}")
+
+
+def quote_step(trade: Any) -> dict[str, Any]:
+    """Price (and, for a sell, the cost basis of the shares sold) that both participants use,
+    stored with the intent the first time so that every later step is held to it."""
+    trade = _trade_of(trade)
+    intent = _known(trade)
+    if intent["price_cents"] is not None:
+        return _stored_quote(intent)
     try:
         quote, _ = market.default().quote(trade["symbol"])
     except ProviderUnavailable as exc:
         raise TransientError(str(exc)) from exc
     cents = price_cents(quote.price)
-    out = {"price_cents": cents, "amount_cents": cents * trade["quantity"],
-           "as_of": quote.as_of.isoformat(), "cost_cents": 0}
+    if not 1 <= cents <= MAX_PRICE_CENTS:
+        raise InvalidStep(f"the quoted price of {trade['symbol']} cannot be traded")
+    cost = 0
     if trade["side"] == "sell":
         holding = Accounts().state(trade["user_id"]).holdings.get(trade["symbol"])
         if holding and holding.shares:
-            out["cost_cents"] = round(holding.cost_cents * trade["quantity"] / holding.shares)
-    return out
+            cost = max(0, round(holding.cost_cents * trade["quantity"] / holding.shares))
+    try:
+        with postgres.transaction() as cur:
+            cur.execute("""UPDATE trade_intents SET price_cents = %s, cost_cents = %s, as_of = %s
+                           WHERE transaction_id = %s AND price_cents IS NULL""",
+                        (cents, cost, quote.as_of.isoformat(), trade["transaction_id"]))
+    except psycopg2.OperationalError as exc:
+        raise TransientError(str(exc)) from exc
+    return _stored_quote(_known(trade))
 
 
-def account_step(event: dict[str, Any]) -> dict[str, Any]:
-    step, trade = event["step"], event["trade"]
-    faults.check(f"users.{step}")
+def account_step(event: Any) -> dict[str, Any]:
+    faults.check(f"users.{event.get('step') if isinstance(event, dict) else None}")
+    step, trade, intent = _step_event(event, {"trade", "quote"})
+    txid = trade["transaction_id"]
     accounts = Accounts()
     try:
         if step == "prepare":
-            q = event["quote"]
-            accounts.reserve(trade["user_id"], trade["transaction_id"], trade["side"],
-                             trade["symbol"], trade["quantity"], q["amount_cents"], q["cost_cents"])
+            q = _quote_of(event["quote"], intent)
+            reserved = f"reserve:{txid}" in accounts.state(trade["user_id"]).applied_refs
+            _in_order(step, _decision(txid), reserved)
+            accounts.reserve(trade["user_id"], txid, trade["side"], trade["symbol"], trade["quantity"],
+                             q["amount_cents"], q["cost_cents"])
         elif step == "commit":
-            accounts.commit(trade["user_id"], trade["transaction_id"])
-        elif step == "abort":
-            accounts.release(trade["user_id"], trade["transaction_id"])
+            _in_order(step, _decision(txid), True)
+            accounts.commit(trade["user_id"], txid)
         else:
-            raise ValueError(f"unknown step {step!r}")
+            _in_order(step, _decision(txid), True)
+            accounts.release(trade["user_id"], txid)
     except (pymongo.errors.ConnectionFailure, Contention) as exc:
         raise TransientError(str(exc)) from exc
     return {"participant": "account", "step": step, "ok": True}
 
 
-def ledger_step(event: dict[str, Any]) -> dict[str, Any]:
-    step, trade = event["step"], event["trade"]
-    faults.check(f"ledger.{step}")
+def ledger_step(event: Any) -> dict[str, Any]:
+    faults.check(f"ledger.{event.get('step') if isinstance(event, dict) else None}")
+    step, trade, intent = _step_event(event, {"trade", "quote"})
+    txid = trade["transaction_id"]
     try:
         if step == "prepare":
-            q = event["quote"]
-            ledger.prepare(trade["transaction_id"], trade["user_id"], trade["symbol"],
-                           trade["side"], trade["quantity"], q["price_cents"], q["cost_cents"])
-        elif step in ("commit", "abort"):
-            ledger.finish(trade["transaction_id"], step)
+            q = _quote_of(event["quote"], intent)
+            _in_order(step, _decision(txid), ledger.prepared_or_written(txid))
+            ledger.prepare(txid, trade["user_id"], trade["symbol"], trade["side"], trade["quantity"],
+                           q["price_cents"], q["cost_cents"])
         else:
-            raise ValueError(f"unknown step {step!r}")
+            _in_order(step, _decision(txid), True)
+            ledger.finish(txid, step)
     except psycopg2.OperationalError as exc:
         raise TransientError(str(exc)) from exc
     return {"participant": "ledger", "step": step, "ok": True}
 
 
-def decide_step(event: dict[str, Any]) -> dict[str, Any]:
-    txid = event["transaction_id"]
+def decide_step(event: Any) -> dict[str, Any]:
     faults.check("coordinator.before_decision")
+    if not isinstance(event, dict) or set(event) != {"transaction_id", "decision"}:
+        raise InvalidStep("the event must be an object with exactly transaction_id and decision")
+    txid = _txid(event["transaction_id"])
+    wanted = event["decision"]
+    if wanted not in ("commit", "abort"):
+        raise InvalidStep("decision must be commit or abort")
+    intent = _intent(txid)
+    if intent is None:
+        raise InvalidStep(f"unknown transaction {txid}")
     try:
-        decided = ledger.decide(txid, event["decision"], "coordinator")
+        decided = _decision(txid)
+        if decided is None and wanted == "commit":
+            # Commit only what both participants hold: otherwise the decision could not be kept.
+            if not ledger.prepared_or_written(txid):
+                raise InvalidStep(f"trade {txid}: the ledger has not prepared it")
+            if f"reserve:{txid}" not in Accounts().state(intent["user_id"]).applied_refs:
+                raise InvalidStep(f"trade {txid}: the account has not reserved it")
+        decided = decided or ledger.decide(txid, wanted, "coordinator")
     except psycopg2.OperationalError as exc:
+        raise TransientError(str(exc)) from exc
+    except pymongo.errors.ConnectionFailure as exc:
         raise TransientError(str(exc)) from exc
     faults.check("coordinator.after_decision")
     return {"decision": decided}
@@ -184,7 +331,11 @@ def wait(txid: str, deadline_s: float) -> TradeResult:
     end = time.monotonic() + deadline_s
     delay = 0.02  # a warm trade takes ~0.1-0.2 s: poll finely at first, then back off
     while True:
-        described = sfn.describe_execution(executionArn=_execution_arn(txid))
+        try:
+            described = sfn.describe_execution(executionArn=_execution_arn(txid))
+        except sfn.exceptions.ExecutionDoesNotExist:
+            return TradeResult(txid, "failed", error_type="ExecutionDoesNotExist",
+                               message="the trade's execution was never started")
         status = described["status"]
         if status != "RUNNING":
             break
@@ -207,9 +358,66 @@ def _fingerprint(user_id: str, symbol: str, side: str, quantity: int) -> str:
     return hashlib.sha256(f"{user_id}|{symbol}|{side}|{quantity}".encode()).hexdigest()
 
 
+# What a key's record answers for good: a committed trade, or a refusal a repeat would get again.
+# Any other end (a crash, a failed or stopped execution) is settled and re-run by the next retry.
+REFUSALS = frozenset({"InsufficientFunds", "InsufficientShares", "UnknownSymbol"})
+KEY_TTL_S = 86_400
+START_POINT = "coordinator.before_start"  # fault point: after the key is claimed, before the start
+_SWAP = """if redis.call('GET', KEYS[1]) == ARGV[1] then
+  if ARGV[2] == '' then redis.call('DEL', KEYS[1])
+  else redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end
+  return 1
+end
+return 0"""
+
+
+def _final(result: dict[str, Any] | TradeResult) -> bool:
+    r = asdict(result) if isinstance(result, TradeResult) else result
+    return r.get("status") == "committed" or (r.get("status") == "aborted"
+                                              and r.get("error_type") in REFUSALS)
+
+
+def _swap(state: Any, key: str, old: str | bytes, new: dict[str, Any] | None, ttl_s: float) -> str | None:
+    """Replaces the key's record only if it is still `old` (or deletes it, new=None); returns the
+    new raw value, or None when another request changed it first."""
+    raw = json.dumps(new) if new is not None else ""
+    if state.eval(_SWAP, 1, key, old, raw, max(1, int(ttl_s * 1000))):
+        return raw
+    return None
+
+
+def _status(txid: str) -> str | None:
+    sfn = aws.client("stepfunctions")
+    try:
+        return sfn.describe_execution(executionArn=_execution_arn(txid))["status"]
+    except sfn.exceptions.ExecutionDoesNotExist:
+        return None
+
+
+def _settle(txid: str, user_id: str) -> TradeResult:
+    """Finishes a trade whose request failed, everywhere or nowhere, by its durable decision
+    (abort, unless commit was decided first): a retry can then tell whether it happened."""
+    outcome = _finish(txid, user_id)
+    if outcome != "commit":
+        return TradeResult(txid, "aborted")
+    with postgres.transaction() as cur:
+        cur.execute("SELECT price_cents FROM transactions WHERE id = %s", (txid,))
+        row = cur.fetchone()
+    return TradeResult(txid, "committed", price_cents=row[0] if row else None)
+
+
 def execute(user_id: str, symbol: str, side: str, quantity: int, idempotency_key: str | None,
             deadline_s: float = 25.0) -> TradeResult:
-    """Runs one trade to its end; with an Idempotency-Key, a repeat returns the first result."""
+    """Runs one trade to its end; with an Idempotency-Key, a repeat returns the first result.
+
+    The key's record (state Redis) goes through phases: `claimed` (expires after
+    IDEMPOTENCY_CLAIM_SECONDS, so a request that dies before starting blocks nobody for long),
+    `started` (a day; set by compare-and-swap before the execution starts, so a claim that expired
+    meanwhile is never started twice), `failed` (the trade ended without an answer worth
+    repeating), or a final result. A retry waits for a running trade, repeats a final result, and
+    after a failure settles the old trade by its decision: if it committed, that is the answer;
+    if not, it is aborted everywhere and the retry runs the order afresh.
+    """
     if not idempotency_key:
         txid = str(uuid.uuid4())
         start(txid, user_id, symbol, side, quantity)
@@ -217,37 +425,95 @@ def execute(user_id: str, symbol: str, side: str, quantity: int, idempotency_key
     key = f"stockpred:idempotency:{user_id}:{hashlib.sha256(idempotency_key.encode()).hexdigest()}"
     fingerprint = _fingerprint(user_id, symbol, side, quantity)
     state = redis_stores.state()
-    txid = str(uuid.uuid4())
-    claimed = state.set(key, json.dumps({"transaction_id": txid, "fingerprint": fingerprint}),
-                        nx=True, ex=86_400)
-    if claimed:
-        start(txid, user_id, symbol, side, quantity)
-    else:
-        first = json.loads(state.get(key) or "{}")
-        if first.get("fingerprint") != fingerprint:
-            raise IdempotencyConflict()
-        txid = first["transaction_id"]
-        if first.get("result"):
-            return TradeResult(**{**first["result"], "replayed": True})
-        _wait_for_start(txid)
-    result = wait(txid, deadline_s)
-    result.replayed = not claimed
-    if result.status != "pending":
-        state.set(key, json.dumps({"transaction_id": txid, "fingerprint": fingerprint,
-                                   "result": asdict(result)}), ex=86_400)
-    return result
-
-
-def _wait_for_start(txid: str, deadline_s: float = 10.0) -> None:
-    """A repeat may arrive before the first request has started the execution."""
-    sfn = aws.client("stepfunctions")
+    claim_s = config.load().idempotency_claim_s
     end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        try:
-            sfn.describe_execution(executionArn=_execution_arn(txid))
-            return
-        except sfn.exceptions.ExecutionDoesNotExist:
+    replayed = False
+    while True:
+        raw = state.get(key)
+        if raw is None:
+            txid = str(uuid.uuid4())
+            claim = {"transaction_id": txid, "fingerprint": fingerprint, "phase": "claimed"}
+            claim_raw = json.dumps(claim)
+            if state.set(key, claim_raw, nx=True, px=int(claim_s * 1000)):
+                result = _run(state, key, claim, claim_raw, user_id, symbol, side, quantity, end)
+                if result is not None:
+                    result.replayed = replayed
+                    return result
+            continue
+        record = json.loads(raw)
+        if record.get("fingerprint") != fingerprint:
+            raise IdempotencyConflict()
+        replayed = True
+        txid = record["transaction_id"]
+        if record.get("result") and _final(record["result"]):
+            return TradeResult(**{**record["result"], "replayed": True})
+        if time.monotonic() > end:
+            return TradeResult(txid, "pending", message="the trade is still being processed",
+                               replayed=True)
+        phase = record.get("phase") or ("failed" if record.get("result") else "started")
+        if phase == "claimed":  # another request is about to start it, or died: it expires soon
             time.sleep(0.05)
+            continue
+        status = _status(txid)
+        if phase == "started" and status is None \
+                and time.time() < record.get("started_at", 0) + claim_s:
+            time.sleep(0.05)  # its request is starting the execution right now
+            continue
+        if phase == "started" and status is not None:
+            result = wait(txid, max(0.0, end - time.monotonic()))
+            result.replayed = True
+            if result.status == "pending":
+                return result
+            _swap(state, key, raw, _record(record, result), KEY_TTL_S)
+            if _final(result):
+                return result
+            continue
+        if status == "RUNNING":  # failed by its request, but its execution still runs: wait
+            wait(txid, max(0.0, end - time.monotonic()))
+        if _status(txid) == "RUNNING":
+            continue
+        settled = _settle(txid, user_id)  # failed, or never started: finish it everywhere first
+        if settled.status == "committed":
+            _swap(state, key, raw, _record(record, settled), KEY_TTL_S)
+            settled.replayed = True
+            return settled
+        txid = str(uuid.uuid4())
+        claim = {"transaction_id": txid, "fingerprint": fingerprint, "phase": "claimed"}
+        claim_raw = _swap(state, key, raw, claim, claim_s)
+        if claim_raw is not None:
+            result = _run(state, key, claim, claim_raw, user_id, symbol, side, quantity, end)
+            if result is not None:
+                return result  # a new trade in place of the failed one: not a replay
+
+
+def _record(record: dict[str, Any], result: TradeResult) -> dict[str, Any]:
+    phase = "done" if _final(result) else "failed"
+    return {"transaction_id": result.transaction_id, "fingerprint": record["fingerprint"],
+            "phase": phase, "result": asdict(result)}
+
+
+def _run(state: Any, key: str, claim: dict[str, Any], claim_raw: str, user_id: str, symbol: str,
+         side: str, quantity: int, end: float) -> TradeResult | None:
+    """Starts the claimed trade and waits for it; None if the claim was lost before the start."""
+    txid = claim["transaction_id"]
+    started_raw = None
+    try:
+        faults.check(START_POINT)
+        started = {**claim, "phase": "started", "started_at": time.time()}
+        started_raw = _swap(state, key, claim_raw, started, KEY_TTL_S)
+        if started_raw is None:
+            return None  # the claim expired and another request holds the key now
+        start(txid, user_id, symbol, side, quantity)
+    except Exception:
+        if started_raw is None:  # release the claim: a retry need not wait for it to expire
+            _swap(state, key, claim_raw, None, 1)
+        else:  # it may or may not have started: the next retry settles it
+            _swap(state, key, started_raw, {**claim, "phase": "failed"}, KEY_TTL_S)
+        raise
+    result = wait(txid, max(0.0, end - time.monotonic()))
+    if result.status != "pending":
+        _swap(state, key, started_raw, _record(claim, result), KEY_TTL_S)
+    return result
 
 
 # ---- recovery: finish what a crash left in doubt ----------------------------------------------

@@ -30,7 +30,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from stockpred import aws, config, faults, market, mongo, postgres, secrets
+from stockpred import aws, config, faults, ledger, market, mongo, postgres, secrets
 from stockpred.logs import get_logger
 from stockpred.sample_data import SAMPLE_SERIES, SampleProvider
 
@@ -176,17 +176,46 @@ class Batch:
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {t: [] for t in (*FACTS, *DIMS)})
     hwm: dict[str, Any] = field(default_factory=dict)
     source_counts: dict[str, int] = field(default_factory=dict)
+    implausible_trades: list[str] = field(default_factory=list)
+
+
+# A row the internal /store wrote must carry a client time within the window the API allows
+# around its server time (ledger.MAX_BACKDATE / MAX_FUTURE), give or take this slack.
+TRADE_TIME_SLACK = dt.timedelta(hours=1)
+
+
+def _since(hwm: str) -> dt.datetime:
+    """Where an incremental read starts: the mark minus the overlap, never after now (a mark in
+    the future, from a bad clock or an old bad row, would otherwise hide every new row)."""
+    mark = dt.datetime.fromisoformat(hwm)
+    return min(mark, dt.datetime.now(dt.UTC)) - OVERLAP
+
+
+def _plausible(source: str, traded_at: dt.datetime, recorded_at: dt.datetime) -> bool:
+    """Whether a ledger row could have come through the services: the saga stamps both times
+    itself; /store accepts a client's time only within a window of the server's."""
+    if source != "api":
+        return True
+    return (recorded_at - ledger.MAX_BACKDATE - TRADE_TIME_SLACK <= traded_at
+            <= recorded_at + ledger.MAX_FUTURE + TRADE_TIME_SLACK)
 
 
 def _extract_trades(cur: Any, batch: Batch, hwm: str, loaded: set[str]) -> None:
-    since = dt.datetime.fromisoformat(hwm) - OVERLAP
+    """New ledger rows by `recorded_at`, the server's clock: a client's `traded_at`, whatever it
+    is, cannot move the mark or hide a row from the next run. A row that could not have come
+    through the services (written to the database by hand) is not loaded, so the run fails its
+    reconciliation and says which rows to repair."""
     cur.execute("""SELECT id::text, user_id, symbol, side, quantity, price_cents, amount_cents, fee_cents,
-                          realised_pnl_cents, source, traded_at
-                   FROM transactions WHERE traded_at > %s ORDER BY traded_at""", (since,))
-    newest = dt.datetime.fromisoformat(hwm)
-    for tid, uid, sym, side, qty, price, amount, fee, pnl, src, at in cur.fetchall():
-        newest = max(newest, at)
+                          realised_pnl_cents, source, traded_at, recorded_at
+                   FROM transactions WHERE recorded_at > %s ORDER BY recorded_at""", (_since(hwm),))
+    newest = min(dt.datetime.fromisoformat(hwm), dt.datetime.now(dt.UTC))
+    implausible = []
+    for tid, uid, sym, side, qty, price, amount, fee, pnl, src, at, recorded in cur.fetchall():
+        newest = max(newest, recorded)
         if tid in loaded:
+            continue
+        if not _plausible(src, at, recorded):
+            implausible.append(tid)
             continue
         day = at.astimezone(dt.UTC).date()
         batch.rows["fact_trades"].append({
@@ -194,6 +223,7 @@ def _extract_trades(cur: Any, batch: Batch, hwm: str, loaded: set[str]) -> None:
             "price_cents": price, "amount_cents": amount, "fee_cents": fee, "realised_pnl_cents": pnl,
             "source": src, "traded_at": at, "date_key": _date_key(day), "trade_date": day.isoformat()})
     batch.hwm["trades"] = newest.isoformat()
+    batch.implausible_trades = implausible
     cur.execute("SELECT count(*), coalesce(sum(amount_cents), 0) FROM transactions")
     batch.source_counts["trades"], batch.source_counts["trade_amount_cents"] = map(int, cur.fetchone())
 
@@ -335,6 +365,10 @@ def _check(batch: Batch, before: Any, loaded_trades: set[str]) -> dict[str, int]
     if n_preds != batch.source_counts["predictions"]:
         problems.append(f"fact_predictions: {n_preds} predictions, the service has "
                         f"{batch.source_counts['predictions']}")
+    if batch.implausible_trades:
+        problems.append(f"ledger: {len(batch.implausible_trades)} row(s) whose trade time is outside "
+                        f"the window around their recorded time, not loaded: "
+                        f"{', '.join(batch.implausible_trades[:5])}")
     if problems:
         raise QualityError("; ".join(problems))
     return {"trades": total, "predictions": n_preds}
