@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from devstack.services import ServiceError, Stack, default_root
+from devstack.services import ServiceError, Stack, default_root, redacted
 
 
 def _stack(args: argparse.Namespace, with_gateway: bool = True) -> Stack:
@@ -74,7 +74,9 @@ def cmd_services(args: argparse.Namespace) -> int:
     try:
         if args.action == "up":
             env = stack.up()
-            print(json.dumps(env, indent=2))
+            # Secrets are never printed: they are in env.json, which only its owner can read.
+            print(json.dumps(redacted(env), indent=2))
+            print(f"secrets: {stack.path('env.json')} (0600)", file=sys.stderr)
         elif args.action == "down":
             stack.down()
         else:

@@ -232,8 +232,10 @@ class Stack:
             "AWS_ENDPOINT_URL": ext.get("AWS_ENDPOINT_URL", f"http://127.0.0.1:{p['moto']}"),
             "AWS_ENDPOINT_URL_LAMBDA": gateway,
             "AWS_DEFAULT_REGION": self.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-            "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test",
+            # The stack's own credentials: devstack's Invoke and @connections APIs accept only
+            # requests signed with them, as IAM would (moto accepts any).
+            "AWS_ACCESS_KEY_ID": self.access_key_id(),
+            "AWS_SECRET_ACCESS_KEY": self.secret("aws-secret-access-key"),
             "STOCKPRED_API_URL": gateway,
             "CACHE_MODE": "shards",
             **self._sentinel_env(ext),
@@ -267,16 +269,44 @@ class Stack:
             "CACHE_SHARDS": ",".join(self.cache_masters()),
         }
 
-    def secret(self, name: str) -> str:
-        """A local secret (token signing, service token): made once, kept in the stack's folder."""
+    def secret(self, name: str, make: Callable[[], str] | None = None) -> str:
+        """A local secret (token signing, service token, the stack's AWS secret key): made once,
+        kept in the stack's folder, created 0600 (never readable by others, not even briefly)."""
         path = self.path(name)
         if not path.exists():
             import secrets
 
-            self.root.mkdir(parents=True, exist_ok=True)
-            path.touch(mode=0o600)
-            path.write_text(secrets.token_hex(32))
+            self.ensure_root()
+            value = make() if make else secrets.token_hex(32)
+            write_private(path, value)
+        elif path.stat().st_mode & 0o077:
+            path.chmod(0o600)  # made by an older version, world-readable: fix it
         return path.read_text().strip()
+
+    def access_key_id(self) -> str:
+        """The stack's AWS access key id (not secret, as on AWS; its secret key is)."""
+        import secrets
+
+        return self.secret("aws-access-key-id",
+                           lambda: "AKIA" + secrets.token_hex(8).upper())
+
+    def ensure_root(self) -> None:
+        """The stack's folder, 0700: secrets, env.json, data and logs are the owner's alone.
+
+        Running as root, PostgreSQL runs as `postgres` and must reach data/postgres below it:
+        the folder's group is then postgres with search only (0710), which lists and reads
+        nothing, and every secret file stays 0600.
+        """
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        mode = 0o700
+        if os.geteuid() == 0 and "DATABASE_URL" not in self.external():
+            import grp
+
+            with contextlib.suppress(KeyError):
+                os.chown(self.root, 0, grp.getgrnam("postgres").gr_gid)
+                mode = 0o710
+        if self.root.stat().st_mode & 0o777 != mode:
+            self.root.chmod(mode)
 
     # ---- the services -------------------------------------------------------------------
     def services(self) -> list[Service]:
@@ -495,9 +525,13 @@ class Stack:
                 saved = snapshot(endpoint, snapshots)
                 self.log(f"  s3 saved to {snapshots}: {saved}")
 
-        argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-        # The engine sends Lambda tasks to http://localhost:$MOTO_PORT: devstack's Invoke API.
-        env = {"MOTO_PORT": str(self.ports["gateway"])}
+        # moto server, with its Step Functions engine signing its task calls with the stack's
+        # credentials (devstack/moto_server.py): it sends Lambda tasks to
+        # http://localhost:$MOTO_PORT, devstack's Invoke API, which refuses any other signer.
+        argv = [sys.executable, "-m", "devstack.moto_server", "-H", "127.0.0.1", "-p", str(port)]
+        env = {"MOTO_PORT": str(self.ports["gateway"]),
+               "AWS_ACCESS_KEY_ID": self.access_key_id(),
+               "AWS_SECRET_ACCESS_KEY": self.secret("aws-secret-access-key")}
         return Service("moto", argv, ready, env=env, after_start=after_start, before_stop=before_stop)
 
     def _gateway(self) -> Service:
@@ -558,11 +592,10 @@ class Stack:
         self.pidfile(name).unlink(missing_ok=True)
 
     def up(self) -> dict[str, str]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.root.chmod(0o755)
+        self.ensure_root()
         self.path("ports.json").write_text(json.dumps(self.ports, indent=2))
         env = self.client_env()
-        self.path("env.json").write_text(json.dumps(env, indent=2))
+        write_private(self.path("env.json"), json.dumps(env, indent=2))  # holds secrets: 0600
         for svc in self.services():
             self.start(svc)
         return env
@@ -596,6 +629,30 @@ class Stack:
         for var, url in self.external().items():
             rows.append((f"{var} (external)", url, None))
         return rows
+
+
+# What client_env holds that is a secret (the rest are addresses and the secrets' names).
+SECRET_VARS = ("AWS_SECRET_ACCESS_KEY", "JWT_SECRET", "SERVICE_TOKEN", "PSEUDONYM_KEY",
+               "ALPHAVANTAGE_API_KEY")
+
+
+def write_private(path: Path, text: str) -> None:
+    """Writes `path` as a file only its owner can read: a new file created 0600 then renamed over
+    the old one, so it is never readable by others, even for a moment or if it was before."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def redacted(env: dict[str, str]) -> dict[str, str]:
+    """client_env fit to print: every secret value replaced."""
+    return {k: ("<secret: see env.json>" if k in SECRET_VARS else v) for k, v in env.items()}
 
 
 BUILT_TEMPLATE = REPO_ROOT / ".aws-sam" / "build" / "template.yaml"

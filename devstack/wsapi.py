@@ -9,6 +9,12 @@
   unknown one is 410 GoneException. boto3's `apigatewaymanagementapi` client reaches it with
   `endpoint_url=http://127.0.0.1:<port>/local`, so the handlers' code is the code on AWS.
 - Frames over 32 KB close the connection (1009), as API Gateway's frame limit does.
+- Route selection never trusts a frame: it reads `action` only from a JSON object nested at
+  most MAX_SELECTION_DEPTH deep (5,000 `[` would otherwise raise RecursionError in the parser),
+  and a frame that cannot be routed goes to `$default`. A failure while handling one frame is
+  logged and that frame dropped; the connection and the server carry on.
+- `@connections` answers only callers with the stack's credentials (devstack/sigv4.py), as IAM
+  guards it on AWS.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import logging
 import os
 import time
 import uuid
@@ -27,9 +34,12 @@ from aiohttp import WSMsgType, web
 
 from devstack.events import STAGE, websocket_event
 from devstack.runtime import FunctionTimeout, Invocation, Throttled
+from devstack.sigv4 import Guard
 from devstack.template import Function, Template
 
+log = logging.getLogger("devstack.wsapi")
 MAX_FRAME_BYTES = 32 * 1024
+MAX_SELECTION_DEPTH = 32
 Invoke = Callable[[Function, dict[str, Any], str], Awaitable[Invocation]]
 
 
@@ -47,13 +57,51 @@ def _iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
+def _nesting_exceeds(text: str, limit: int) -> bool:
+    """True if arrays/objects in `text` nest deeper than `limit` (brackets in strings ignored)."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
+def selection_key(body: str) -> str | None:
+    """`$request.body.action` of a frame, or None: never raises, whatever the frame."""
+    if _nesting_exceeds(body, MAX_SELECTION_DEPTH):
+        return None
+    try:
+        parsed = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    action = parsed.get("action") if isinstance(parsed, dict) else None
+    return action if isinstance(action, str) else None
+
+
 def _gone(conn_id: str) -> web.Response:
     return web.json_response({"message": f"Connection {conn_id} is gone"}, status=410,
                              headers={"x-amzn-ErrorType": "GoneException"})
 
 
 class WebSocketApi:
-    def __init__(self, template: Template, invoke: Invoke) -> None:
+    def __init__(self, template: Template, invoke: Invoke, guard: Guard) -> None:
+        self.guard = guard
         self.routes = {r.route_key: r for r in template.ws_routes}
         self.functions = template.functions
         self.invoke = invoke
@@ -64,9 +112,9 @@ class WebSocketApi:
             return
         app.router.add_get(f"/{STAGE}", self.connect)
         path = f"/{STAGE}/@connections/{{connection_id}}"
-        app.router.add_post(path, self.post_to_connection)
-        app.router.add_get(path, self.get_connection)
-        app.router.add_delete(path, self.delete_connection)
+        app.router.add_post(path, self.guard.protect(self.post_to_connection))
+        app.router.add_get(path, self.guard.protect(self.get_connection))
+        app.router.add_delete(path, self.guard.protect(self.delete_connection))
 
     async def _run(self, route_key: str, event: dict[str, Any]) -> tuple[bool, Any]:
         route = self.routes.get(route_key)
@@ -101,11 +149,16 @@ class WebSocketApi:
             async for msg in ws:
                 conn.last_active = time.time()
                 if msg.type == WSMsgType.TEXT:
-                    await self._message(conn, msg.data, ident)
+                    body = msg.data
                 elif msg.type == WSMsgType.BINARY:
-                    await self._message(conn, base64.b64encode(msg.data).decode(), ident)
+                    body = base64.b64encode(msg.data).decode()
                 else:
                     break
+                try:
+                    await self._message(conn, body, ident)
+                except Exception:
+                    # One bad frame must never end the connection's handler (or the server).
+                    log.exception("connection %s: frame dropped", conn_id)
         finally:
             self.connections.pop(conn_id, None)
             await self._run("$disconnect", websocket_event(
@@ -114,11 +167,8 @@ class WebSocketApi:
         return ws
 
     async def _message(self, conn: Connection, body: str, ident: dict[str, Any]) -> None:
-        try:
-            action = json.loads(body).get("action")
-        except (ValueError, AttributeError):
-            action = None
-        route_key = action if isinstance(action, str) and action in self.routes else "$default"
+        action = selection_key(body)
+        route_key = action if action in self.routes else "$default"
         _, payload = await self._run(route_key, websocket_event(
             event_type="MESSAGE", route_key=route_key, body=body, **ident))
         route = self.routes.get(route_key)

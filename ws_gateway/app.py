@@ -3,6 +3,9 @@
 One handler for every route of the WebSocket API (API Gateway's `$request.body.action` picks the
 route; devstack does the same locally). Rooms live on the state Redis (stockpred.realtime).
 Replies to two-way routes are the returned `body`; pushes go through the management API.
+Every frame is parsed with stockpred.safejson (bounded depth). The token a connection was opened
+with is checked for revocation at every message: once revoked (logout, password change) the
+connection is disconnected.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from stockpred import auth, config, realtime, symbols
+from stockpred import auth, config, realtime, safejson, symbols
 from stockpred.logs import get_logger
 
 log = get_logger("ws")
@@ -30,13 +33,13 @@ def on_connect(event: dict[str, Any], conn_id: str) -> dict[str, Any]:
         claims = auth.verify(token)
     except auth.InvalidToken:
         return {"statusCode": 401, "body": "Invalid or missing token"}
-    realtime.connected(conn_id, claims["sub"])
+    realtime.connected(conn_id, claims["sub"], claims=claims)
     return {"statusCode": 200}
 
 
 def on_room(event: dict[str, Any], conn_id: str, join: bool) -> dict[str, Any]:
     try:
-        body = json.loads(event.get("body") or "")
+        body = safejson.loads(event.get("body") or "", max_depth=32)
         symbol = symbols.normalise(body.get("symbol"))
     except (ValueError, AttributeError):
         return _error("expected {\"action\": \"subscribe\", \"symbol\": \"SPX\"}")
@@ -61,6 +64,10 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if route == "$disconnect":
         realtime.forget(conn_id)
         return {"statusCode": 200}
+    if not realtime.authorised(conn_id):
+        log.info("token revoked: connection cut", extra={"fields": {"connection": conn_id}})
+        realtime.disconnect(conn_id)
+        return {"statusCode": 403, "body": json.dumps({"type": "error", "error": "token revoked"})}
     if not realtime.count_message(conn_id, config.load().ws_max_messages_per_second):
         log.warning("connection flooding: cut off", extra={"fields": {"connection": conn_id}})
         realtime.disconnect(conn_id)

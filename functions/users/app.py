@@ -60,11 +60,22 @@ def _user_errors() -> Iterator[None]:
         raise ApiError(401, INVALID_TOKEN, {"WWW-Authenticate": "Bearer"}) from None
 
 
+def _client() -> str:
+    """The caller's address as API Gateway saw it (never a header the caller chose)."""
+    return app.current_request.context.get("identity", {}).get("sourceIp") or "unknown"
+
+
+def _too_many(exc: TooManyAttempts, error: str) -> ApiError:
+    return ApiError(429, error, {"Retry-After": str(max(int(exc.retry_after_s), 1))})
+
+
 @app.route("/api/users/register", methods=["POST"], content_types=ANY_BODY)
 def register() -> Response:
     try:
         with _user_errors():
-            user_id = users().register(_body())
+            user_id = users().register(_body(), _client())
+    except TooManyAttempts as exc:
+        raise _too_many(exc, "Too many registrations from this address, try again later") from None
     except UserExists:
         raise ApiError(409, "User already exists") from None
     return json_response(201, {"message": "User registered successfully", "user_id": user_id})
@@ -72,13 +83,11 @@ def register() -> Response:
 
 @app.route("/api/users/login", methods=["POST"], content_types=ANY_BODY)
 def login() -> Response:
-    client = app.current_request.context.get("identity", {}).get("sourceIp", "unknown")
     try:
         with _user_errors():
-            token = users().login(_body(), client)
+            token = users().login(_body(), _client())
     except TooManyAttempts as exc:
-        raise ApiError(429, "Too many failed logins, try again later",
-                       {"Retry-After": str(exc.retry_after_s)}) from None
+        raise _too_many(exc, "Too many failed logins, try again later") from None
     except InvalidCredentials:
         raise ApiError(401, "Invalid credentials") from None
     return json_response(200, {"message": "Login successful", "token": token,
@@ -109,9 +118,12 @@ def change_password() -> Response:
     claims = _claims()
     try:
         with _user_errors():
-            users().change_password(claims["sub"], _body())
+            users().change_password(claims["sub"], _body(), _client())
+    except TooManyAttempts as exc:
+        raise _too_many(exc, "Too many wrong passwords, try again later") from None
     except InvalidCredentials:
         raise ApiError(403, "Current password is incorrect") from None
+    realtime.publish("close", realtime.close_user_connections, claims["sub"])
     return json_response(200, {"message": "Password changed; sign in again with the new password"})
 
 
@@ -120,6 +132,8 @@ def logout() -> Response:
     claims = _claims()
     _body()
     auth.revoke(claims)
+    # Open WebSockets must not outlive the sign-out (they are also refused at their next frame).
+    realtime.publish("close", realtime.close_user_connections, claims["sub"])
     return json_response(200, {"message": "Logged out"})
 
 

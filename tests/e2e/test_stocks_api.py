@@ -6,6 +6,7 @@ not know fall through to imported CSVs and the bundled sample (SPX, IXIC).
 
 import concurrent.futures as cf
 import json
+import os
 
 import boto3
 import psycopg2
@@ -139,7 +140,8 @@ def test_concurrent_requests_do_not_see_each_others_data(gateway):
 
 def test_lambda_invoke_api_runs_a_function_by_name_and_arn(gateway):
     client = boto3.client("lambda", endpoint_url=gateway.url, region_name="us-east-1",
-                          aws_access_key_id="test", aws_secret_access_key="test")
+                          aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"])
     event = json.loads((_events() / "details_spx.json").read_text())
     for name in ("StocksFunction",
                  "arn:aws:lambda:us-east-1:123456789012:function:StocksFunction"):

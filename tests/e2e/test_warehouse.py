@@ -44,7 +44,8 @@ def trade(gateway, side, user, headers, quantity=1, symbol="SPX"):
 
 def scheduled_run(gateway):
     client = boto3.client("lambda", endpoint_url=gateway.url, region_name="us-east-1",
-                          aws_access_key_id="t", aws_secret_access_key="t")
+                          aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"])
     out = client.invoke(FunctionName="EtlRunFunction", Payload=b"{}")
     assert "FunctionError" not in out, out["Payload"].read()
     return json.loads(out["Payload"].read())

@@ -6,6 +6,7 @@ vanish, and clients that flood or send oversized frames being cut off without ha
 
 import asyncio
 import json
+import os
 import time
 import uuid
 
@@ -157,7 +158,9 @@ def test_disconnect_leaves_every_room(gateway, stack):
         async with aiohttp.ClientSession() as s:
             ws = await join(s, stack, token, "SPX", "IXIC")
             mgmt = boto3.client("apigatewaymanagementapi", endpoint_url=stack["WS_MANAGEMENT_URL"],
-                                region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t")
+                                region_name="us-east-1",
+                                aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
+                                aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"])
             members = {m.decode() for m in state.smembers("stockpred:ws:room:SPX")}
             conn_id = next(c for c in members if state.sismember("stockpred:ws:room:IXIC", c)
                            and not c.startswith("ghost"))

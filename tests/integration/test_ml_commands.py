@@ -49,7 +49,8 @@ def test_train_publishes_a_model_with_its_record(stack):
 
 def test_scheduled_retrain_trains_what_it_can_and_says_why_not_the_rest(gateway):
     client = boto3.client("lambda", endpoint_url=gateway.url, region_name="us-east-1",
-                          aws_access_key_id="test", aws_secret_access_key="test")
+                          aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"])
     from devstack.events import scheduled_event
 
     out = client.invoke(FunctionName="RetrainFunction", Payload=json.dumps(scheduled_event("AfterClose")))

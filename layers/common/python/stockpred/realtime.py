@@ -5,6 +5,7 @@ Rooms are state, so they live on the state Redis (never on the cache ring):
     stockpred:ws:rooms:<conn>      the symbols a connection joined (for clean-up)
     stockpred:ws:user:<user>       a user's connection ids (trade confirmations)
     stockpred:ws:conn:<conn>       the connection's user
+    stockpred:ws:auth:<conn>       what its token's revocation is checked by (jti, tv, exp)
 Messages go out only through boto3's `apigatewaymanagementapi` client (WS_MANAGEMENT_URL locally,
 the API's https endpoint on AWS); a connection the API answers 410 Gone for is removed.
 """
@@ -17,7 +18,7 @@ import json
 import time
 from typing import Any
 
-from stockpred import aws, config, redis_stores
+from stockpred import auth, aws, config, redis_stores
 from stockpred.logs import get_logger
 
 log = get_logger("realtime")
@@ -38,11 +39,37 @@ def management() -> Any:
 
 
 # ---- connection state --------------------------------------------------------------------------
-def connected(conn_id: str, user_id: str, ttl_s: int = 7200) -> None:
+def connected(conn_id: str, user_id: str, ttl_s: int = 7200,
+              claims: dict[str, Any] | None = None) -> None:
+    """Records a connection of user_id; `claims` (of the token it connected with) are kept so
+    every later message and push can check that token was not revoked since."""
     pipe = redis_stores.state().pipeline()
     pipe.set(_key("conn", conn_id), user_id, ex=ttl_s)
+    if claims is not None:
+        session = {"sub": user_id, "jti": claims["jti"], "tv": claims["tv"], "exp": claims["exp"]}
+        pipe.set(_key("auth", conn_id), json.dumps(session), ex=ttl_s)
     pipe.sadd(_key("user", user_id), conn_id)
     pipe.execute()
+
+
+def authorised(conn_id: str) -> bool:
+    """False once the token the connection was opened with is revoked (logout: its jti; password
+    change: the user's token version moved past it), or if nothing is known of that token."""
+    raw = redis_stores.state().get(_key("auth", conn_id))
+    if not raw:
+        return False
+    try:
+        session = json.loads(raw)
+        return not _revoked(session["sub"], session["jti"], int(session["tv"]))
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+def _revoked(user_id: str, jti: str, token_version: int) -> bool:
+    """auth.verify's revocation checks, for a token already verified at $connect."""
+    if redis_stores.state().exists(f"stockpred:revoked-jti:{jti}"):
+        return True
+    return token_version < auth._token_version(user_id)
 
 
 def user_of(conn_id: str) -> str | None:
@@ -77,7 +104,7 @@ def forget(conn_id: str) -> None:
     pipe = state.pipeline()
     for symbol in rooms_of(conn_id):
         pipe.srem(_key("room", symbol), conn_id)
-    pipe.delete(_key("rooms", conn_id), _key("conn", conn_id))
+    pipe.delete(_key("rooms", conn_id), _key("conn", conn_id), _key("auth", conn_id))
     if user:
         pipe.srem(_key("user", user), conn_id)
     pipe.execute()
@@ -111,6 +138,25 @@ def disconnect(conn_id: str) -> None:
     forget(conn_id)
 
 
+def close_user_connections(user_id: str) -> int:
+    """Closes every open connection of the user through the management API's DELETE and forgets
+    them (logout, password change); returns how many were open."""
+    members = [c.decode() for c in redis_stores.state().smembers(_key("user", user_id))]
+    if not members:
+        return 0
+    client = management()
+    closed = 0
+    for conn_id in members:
+        try:
+            client.delete_connection(ConnectionId=conn_id)
+            closed += 1
+        except client.exceptions.GoneException:
+            pass
+        finally:
+            forget(conn_id)
+    return closed
+
+
 def _fan_out(conn_ids: list[str], message: dict[str, Any]) -> int:
     if not conn_ids:
         return 0
@@ -127,9 +173,16 @@ def broadcast_symbol(symbol: str, message: dict[str, Any]) -> int:
 
 
 def notify_user(user_id: str, message: dict[str, Any]) -> int:
-    """Pushes to the user's own connections only."""
+    """Pushes to the user's own connections only, and only those whose token is still valid: a
+    connection opened with a since revoked token is disconnected instead."""
     members = [c.decode() for c in redis_stores.state().smembers(_key("user", user_id))]
-    return _fan_out(members, message)
+    live = []
+    for conn_id in members:
+        if authorised(conn_id):
+            live.append(conn_id)
+        else:
+            disconnect(conn_id)
+    return _fan_out(live, message)
 
 
 def publish(kind: str, fn: Any, *args: Any) -> None:
