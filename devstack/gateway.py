@@ -4,7 +4,8 @@
   proxy event, runs on a warm worker (runtime.WorkerPool), and its proxy response maps back.
 - `POST /2015-03-31/functions/{name}/invocations` is Lambda's Invoke API, so a boto3 `lambda`
   client with an endpoint override (and moto's Step Functions engine) runs any function by name
-  or ARN.
+  or ARN. As IAM does on AWS, it answers only requests SigV4-signed with the stack's credentials
+  (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; devstack/sigv4.py), and so does `@connections`.
 - `Schedule` events fire on their rate()/cron() expressions.
 - The template's WebSocket API and its `@connections` management API (devstack/wsapi.py).
 
@@ -30,8 +31,10 @@ from aiohttp import web
 from devstack.events import proxy_response, rest_proxy_event, scheduled_event
 from devstack.runtime import FunctionTimeout, Invocation, LambdaPython, Throttled, WorkerPool
 from devstack.schedules import next_fire
+from devstack.sigv4 import Guard
 from devstack.template import Function, Route, Template
 from devstack.wsapi import WebSocketApi
+from stockpred import safejson
 
 log = logging.getLogger("devstack.gateway")
 
@@ -103,8 +106,8 @@ async def _lambda_invoke(request: web.Request) -> web.StreamResponse:
                      {"x-amzn-ErrorType": "ResourceNotFoundException"})
     raw = await request.read()
     try:
-        event = json.loads(raw) if raw else {}
-    except ValueError:
+        event = safejson.loads(raw, max_depth=64) if raw else {}
+    except safejson.InvalidJson:
         return _json(400, {"Type": "User", "message": "Could not parse request body into json"},
                      {"x-amzn-ErrorType": "InvalidRequestContentException"})
     request_id = str(uuid.uuid4())
@@ -130,6 +133,25 @@ async def _lambda_invoke(request: web.Request) -> web.StreamResponse:
         headers["X-Amz-Function-Error"] = "Unhandled"
         return _json(200, inv.error, headers)
     return _json(200, inv.payload, headers)
+
+
+def _preflight(cors: dict) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """API Gateway's answer to a CORS preflight (SAM's `Api.Cors`, a mock integration): 200, with
+    the allow headers only for the configured origin (CORS_ORIGIN locally, CorsOrigin on AWS)."""
+    def literal(value: object, default: str) -> str:
+        return value.strip("'") if isinstance(value, str) else default
+
+    allow = {"Access-Control-Allow-Methods": literal(cors.get("AllowMethods"), "GET,POST,OPTIONS"),
+             "Access-Control-Allow-Headers": literal(cors.get("AllowHeaders"), "Content-Type"),
+             "Access-Control-Max-Age": literal(cors.get("MaxAge"), "600")}
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        allowed = os.environ.get("CORS_ORIGIN", "").rstrip("/")
+        if allowed and request.headers.get("Origin") == allowed:
+            return web.Response(status=200, headers={"Access-Control-Allow-Origin": allowed, **allow})
+        return web.Response(status=200)
+
+    return handle
 
 
 async def _health(request: web.Request) -> web.Response:
@@ -184,7 +206,7 @@ async def _run_schedules(app: web.Application) -> None:
 
 
 def build_app(template: Template, pool: WorkerPool, invoke_pool: WorkerPool, *,
-              schedules: bool = True) -> web.Application:
+              schedules: bool = True, guard: Guard | None = None) -> web.Application:
     """`pool` serves API requests; `invoke_pool` the Invoke API and schedules.
 
     Two pools, because an API function may wait on work that arrives through Invoke (a buy waits
@@ -201,12 +223,21 @@ def build_app(template: Template, pool: WorkerPool, invoke_pool: WorkerPool, *,
                       INVOKE_POOL: ThreadPoolExecutor(max_workers=256, thread_name_prefix="invoke")}
     for route in template.routes:
         app.router.add_route(route.method, aiohttp_path(route.path), _route_handler(route))
-    app.router.add_post("/2015-03-31/functions/{name}/invocations", _lambda_invoke)
+    cors = ((template.raw.get("Globals") or {}).get("Api") or {}).get("Cors")
+    if isinstance(cors, dict):
+        preflight = _preflight(cors)
+        declared = {(r.method, r.path) for r in template.routes}
+        for path in sorted({r.path for r in template.routes}):
+            if ("OPTIONS", path) not in declared:
+                app.router.add_route("OPTIONS", aiohttp_path(path), preflight)
+    if guard is None:
+        guard = Guard(os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY"))
+    app.router.add_post("/2015-03-31/functions/{name}/invocations", guard.protect(_lambda_invoke))
 
     async def invoke_ws(fn: Function, event: dict, request_id: str) -> Invocation:
         return await _invoke(app, fn, event, request_id)
 
-    WebSocketApi(template, invoke_ws).add_to(app)
+    WebSocketApi(template, invoke_ws, guard).add_to(app)
     app.router.add_get("/_devstack/health", _health)
     if schedules:
         app.cleanup_ctx.append(_run_schedules)

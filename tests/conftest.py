@@ -23,6 +23,7 @@ from devstack.services import REPO_ROOT, SERVICE_VARS, Stack, ephemeral_stack, s
 from tests.fakes.alphavantage import FakeAlphaVantage
 
 STACKS: list[Stack] = []
+DASHBOARD_ORIGIN = "http://127.0.0.1:8080"
 
 
 @pytest.fixture(scope="session")
@@ -94,6 +95,9 @@ class Gateway:
     def post(self, path: str, **kw: object) -> requests.Response:
         return requests.post(self.url + path, timeout=30, **kw)
 
+    def session_request(self, method: str, path: str, **kw: object) -> requests.Response:
+        return requests.request(method, self.url + path, timeout=30, **kw)
+
     def predict(self, symbol: str, deadline_s: float = 120) -> requests.Response:
         """GET /api/predict/<symbol>, waiting out 202 (its model being trained) as a client would."""
         end = time.monotonic() + deadline_s
@@ -103,7 +107,7 @@ class Gateway:
                 return r
             time.sleep(min(float(r.headers.get("Retry-After", "1")), 0.5))
 
-    def new_user(self, name: str = "Test User", password: str = "s3cret-pass") -> NewUser:
+    def new_user(self, name: str = "Test User", password: str = "s3cret-pass-phrase") -> NewUser:
         """A registered, signed-in user with a fresh email."""
         email = f"user-{uuid.uuid4().hex[:12]}@example.com"
         r = self.post("/api/users/register", json={"name": name, "email": email, "password": password})
@@ -141,7 +145,9 @@ def gateway(stack: dict[str, str], fake_alphavantage: FakeAlphaVantage) -> Itera
              "DEVSTACK_SCHEDULES": "off",
              # Faults fire only at points a test lists in Redis; none are listed by default.
              "FAULT_INJECTION": "on",
-             "BREAKER_FAIL_MAX": "3", "BREAKER_RESET_SECONDS": "3"}
+             "BREAKER_FAIL_MAX": "3", "BREAKER_RESET_SECONDS": "3",
+             # The dashboard's origin: the only one CORS answers (tests/security/test_rest_surface.py).
+             "CORS_ORIGIN": DASHBOARD_ORIGIN}
     gw = start_gateway(stack, extra, Path(stack["STOCKPRED_HOME"]) / "log")
     try:
         yield gw

@@ -1,10 +1,11 @@
-"""Stocks service: symbols, details (the latest quote) and daily history, behind the cache."""
+"""Stocks service: symbols, details (the latest quote) and daily history, behind the cache; and
+the OpenAPI document of the whole REST API (stockpred.openapi), which has no store to reach."""
 
 from __future__ import annotations
 
 from chalice import Chalice, Response
 
-from stockpred import market, realtime
+from stockpred import market, openapi, realtime
 from stockpred.cache import Lookup
 from stockpred.handlers import ApiError, install, json_response, market_errors, query_date, symbol_param
 from stockpred.prices import ProviderUnavailable
@@ -65,3 +66,8 @@ def history(symbol: str) -> Response:
         "bars": [b.to_json() for b in bars],
         "stale": got.stale,
     }, _cache_header(got))
+
+
+@app.route("/api/openapi.json", methods=["GET"])
+def openapi_document() -> Response:
+    return json_response(200, openapi.document())

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,8 +75,25 @@ class Settings:
     login_max_failures_per_email: int = 5
     login_max_failures_per_client: int = 50
     login_failure_window_s: int = 900
+    # Slower, per account whatever the address: after this many failures within the window (which
+    # each failure extends), each attempt waits 1 s, 2 s, 4 s ... up to the max delay; addresses
+    # that signed in to the account before are exempt (see stockpred.users).
+    login_account_free_failures: int = 10
+    login_account_window_s: int = 3600
+    login_account_max_delay_s: int = 120
+    login_known_client_s: int = 30 * 86400
+    # Registrations (an argon2 hash each) per client address per window: sized so that the test
+    # suite, which registers ~100 users from 127.0.0.1, fits with room to spare.
+    register_max_per_client: int = 300
+    register_window_s: int = 3600
     recovery_after_s: float = 30.0
     fault_injection: bool = False
+    # An Idempotency-Key's claim lasts this long until its trade's execution has started (then a
+    # day): a request that dies in between blocks retries with that key for seconds only.
+    idempotency_claim_s: float = 10.0
+    # IAM roles (ARNs) whose API Gateway-verified identity may write the ledger (/store) without
+    # the service token; ignored in local mode, where nothing verifies an identity.
+    service_role_arns: tuple[str, ...] = ()
 
     # ---- predictions and training ----------------------------------------------------------
     model_kind: str = "logreg"
@@ -89,6 +107,9 @@ class Settings:
     ws_management_url: str | None = None
     ws_max_rooms_per_connection: int = 50
     ws_max_messages_per_second: int = 20
+
+    # ---- HTTP API: the dashboard's origin, the only one CORS answers for (None: CORS off) -----
+    cors_origin: str | None = None
 
     # ---- secrets: where they are (Secrets Manager), and how long a value is reused ------------
     jwt_secret_arn: str | None = None
@@ -197,6 +218,19 @@ class _Reader:
         return tuple(out)
 
 
+ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?")
+
+
+def _origin(value: str | None) -> str | None:
+    """CORS_ORIGIN: one exact origin (scheme://host[:port]), never `*`, a list or a path."""
+    if value is None:
+        return None
+    value = value.rstrip("/")
+    if not ORIGIN.fullmatch(value):
+        raise ConfigError(f"CORS_ORIGIN must be one origin like https://dashboard.example.com, not {value!r}")
+    return value
+
+
 def log_level(environ: Mapping[str, str] | None = None) -> str:
     """LOG_LEVEL alone: loggers are made at import time, before the rest may be read."""
     return _Reader(os.environ if environ is None else environ).choice(
@@ -244,8 +278,16 @@ def from_environ(environ: Mapping[str, str]) -> Settings:
         login_max_failures_per_email=r.integer("LOGIN_MAX_FAILURES_PER_EMAIL", 5, minimum=1),
         login_max_failures_per_client=r.integer("LOGIN_MAX_FAILURES_PER_CLIENT", 50, minimum=1),
         login_failure_window_s=r.integer("LOGIN_FAILURE_WINDOW_SECONDS", 900, minimum=1),
+        login_account_free_failures=r.integer("LOGIN_ACCOUNT_FREE_FAILURES", 10, minimum=1),
+        login_account_window_s=r.integer("LOGIN_ACCOUNT_WINDOW_SECONDS", 3600, minimum=1),
+        login_account_max_delay_s=r.integer("LOGIN_ACCOUNT_MAX_DELAY_SECONDS", 120, minimum=1),
+        login_known_client_s=r.integer("LOGIN_KNOWN_CLIENT_SECONDS", 30 * 86400, minimum=0),
+        register_max_per_client=r.integer("REGISTER_MAX_PER_CLIENT", 300, minimum=1),
+        register_window_s=r.integer("REGISTER_WINDOW_SECONDS", 3600, minimum=1),
         recovery_after_s=r.number("RECOVERY_AFTER_SECONDS", 30.0, minimum=0),
         fault_injection=r.text("FAULT_INJECTION", "off") == "on",
+        idempotency_claim_s=r.number("IDEMPOTENCY_CLAIM_SECONDS", 10.0, minimum=1),
+        service_role_arns=r.items("SERVICE_ROLE_ARNS"),
         model_kind=r.choice("MODEL_KIND", "logreg", ("logreg", "hgb")),
         min_train_days=r.integer("MIN_TRAIN_DAYS", 504, minimum=50),
         record_refit_every=r.integer("RECORD_REFIT_EVERY", 21, minimum=1),
@@ -255,6 +297,7 @@ def from_environ(environ: Mapping[str, str]) -> Settings:
         ws_management_url=r.text("WS_MANAGEMENT_URL"),
         ws_max_rooms_per_connection=r.integer("WS_MAX_ROOMS_PER_CONNECTION", 50, minimum=1),
         ws_max_messages_per_second=r.integer("WS_MAX_MESSAGES_PER_SECOND", 20, minimum=1),
+        cors_origin=_origin(r.text("CORS_ORIGIN")),
         jwt_secret_arn=r.text("JWT_SECRET_ARN"),
         service_token_secret_arn=r.text("SERVICE_TOKEN_SECRET_ARN"),
         pseudonym_key_secret_arn=r.text("PSEUDONYM_KEY_SECRET_ARN"),

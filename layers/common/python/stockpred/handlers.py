@@ -1,8 +1,15 @@
-"""Glue shared by the Chalice apps: JSON errors, correlation ids, parameter parsing.
+"""Glue shared by the Chalice apps: JSON errors, correlation ids, security headers, bodies.
 
 The only module of the layer that knows Chalice; the domain modules never import it. Every
 error leaves as `{"error": "..."}` with its status code, whether raised by a view (ApiError),
 produced by Chalice itself (bad JSON, wrong method) or unexpected (a 500 that says nothing more).
+
+Every response also carries `X-Content-Type-Options: nosniff` and `Cache-Control: no-store`
+(tokens, profiles, portfolios and ledgers must never sit in a browser or proxy cache; the market
+data has its own server-side cache, so nothing is lost by saying it for every route), and, when
+the request's Origin is exactly the configured dashboard origin (CORS_ORIGIN), the CORS headers
+for that one origin: never `*`. Request bodies are read only through `json_body`, with a bounded
+nesting depth (stockpred.safejson): Chalice's own `current_request.json_body` is never used.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from typing import Any
 
 from chalice import Chalice, ChaliceUnhandledError, Response
 
-from stockpred import symbols
+from stockpred import config, safejson, symbols
 from stockpred.logs import correlation_id, get_logger
 from stockpred.prices import ProviderUnavailable, UnknownSymbol
 
@@ -66,22 +73,74 @@ def install(app: Chalice, service: str) -> logging.Logger:
             response = error_response(response.status_code, message, {
                 k: v for k, v in response.headers.items() if k.lower() != "content-type"})
         response.headers["X-Correlation-Id"] = correlation_id.get()
+        security_headers(request.headers, response.headers)
         return response
 
     return log
+
+
+# Headers a browser script on the dashboard may read, and send, across origins.
+CORS_EXPOSE_HEADERS = "X-Correlation-Id, X-Cache, Retry-After, WWW-Authenticate"
+CORS_ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key, X-Correlation-Id"
+CORS_ALLOW_METHODS = "GET, POST, OPTIONS"
+CORS_MAX_AGE = "600"
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    getter = getattr(headers, "get", None)
+    value = getter(name) if getter else None
+    if value is None:
+        value = next((v for k, v in headers.items() if k.lower() == name), None)
+    return value
+
+
+def cors_headers(origin: str | None, allowed: str | None, preflight: bool = False) -> dict[str, str]:
+    """The CORS headers for a request from `origin` when `allowed` is the dashboard's origin:
+    nothing unless they are exactly equal (no wildcard, no suffix match), `Vary: Origin` whenever
+    CORS is configured, since the answer depends on the Origin header."""
+    if not allowed:
+        return {}
+    out = {"Vary": "Origin"}
+    if origin is None or origin != allowed:
+        return out
+    out["Access-Control-Allow-Origin"] = allowed
+    out["Access-Control-Expose-Headers"] = CORS_EXPOSE_HEADERS
+    if preflight:
+        out["Access-Control-Allow-Methods"] = CORS_ALLOW_METHODS
+        out["Access-Control-Allow-Headers"] = CORS_ALLOW_HEADERS
+        out["Access-Control-Max-Age"] = CORS_MAX_AGE
+    return out
+
+
+def security_headers(request_headers: Mapping[str, str], response_headers: dict[str, str]) -> None:
+    """Adds the headers every API response carries (see the module's docstring) in place."""
+    response_headers["X-Content-Type-Options"] = "nosniff"
+    response_headers["Cache-Control"] = "no-store"
+    try:
+        allowed = config.load().cors_origin
+    except config.ConfigError:  # a bad CORS_ORIGIN must not turn every answer into a 500
+        allowed = None
+    extra = cors_headers(_header(request_headers, "origin"), allowed)
+    vary = response_headers.get("Vary")
+    if "Vary" in extra and vary:  # keep what the view said varies, and add Origin once
+        extra["Vary"] = vary if "origin" in vary.lower() else f"{vary}, Origin"
+    response_headers.update(extra)
 
 
 MAX_BODY_BYTES = 64 * 1024
 
 
 def json_body(raw: bytes | None, max_bytes: int = MAX_BODY_BYTES) -> Any:
-    """The request body parsed as JSON (None when empty); 413 over max_bytes, 400 if not JSON."""
+    """The request body parsed as JSON (None when empty); 413 over max_bytes, 400 if not JSON,
+    not UTF-8, or nested deeper than safejson.MAX_DEPTH (a RecursionError would be a 500)."""
     raw = raw or b""
     if len(raw) > max_bytes:
         raise ApiError(413, f"Request body too large ({max_bytes // 1024} KiB at most)")
+    if not raw:
+        return None
     try:
-        return json.loads(raw) if raw else None
-    except ValueError:
+        return safejson.loads(raw, max_depth=safejson.MAX_DEPTH)
+    except safejson.InvalidJson:
         raise ApiError(400, "Invalid input data") from None
 
 
