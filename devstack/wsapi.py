@@ -36,6 +36,7 @@ from devstack.events import STAGE, websocket_event
 from devstack.runtime import FunctionTimeout, Invocation, Throttled
 from devstack.sigv4 import Guard
 from devstack.template import Function, Template
+from stockpred import safejson
 
 log = logging.getLogger("devstack.wsapi")
 MAX_FRAME_BYTES = 32 * 1024
@@ -57,34 +58,9 @@ def _iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def _nesting_exceeds(text: str, limit: int) -> bool:
-    """True if arrays/objects in `text` nest deeper than `limit` (brackets in strings ignored)."""
-    if text.count("[") + text.count("{") <= limit:
-        return False
-    depth = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            if depth > limit:
-                return True
-        elif ch in "]}":
-            depth -= 1
-    return False
-
-
 def selection_key(body: str) -> str | None:
     """`$request.body.action` of a frame, or None: never raises, whatever the frame."""
-    if _nesting_exceeds(body, MAX_SELECTION_DEPTH):
+    if safejson.too_deep(body, MAX_SELECTION_DEPTH):
         return None
     try:
         parsed = json.loads(body)

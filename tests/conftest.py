@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -158,6 +159,30 @@ def gateway(stack: dict[str, str], fake_alphavantage: FakeAlphaVantage) -> Itera
         except subprocess.TimeoutExpired:
             gw.proc.kill()
         time.sleep(0)
+
+
+@pytest.fixture(scope="module")
+def db(stack: dict[str, str]) -> Iterator[Any]:
+    """The users and accounts database (MongoDB wire protocol: FerretDB)."""
+    import pymongo
+
+    client = pymongo.MongoClient(stack["MONGO_URL"], serverSelectionTimeoutMS=5000, tz_aware=True)
+    try:
+        yield client["stockpred"]
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def state(stack: dict[str, str]) -> Iterator[Any]:
+    """The state Redis (rooms, idempotency keys, throttle counters)."""
+    import redis
+
+    r = redis.Redis.from_url(stack["REDIS_URL"])
+    try:
+        yield r
+    finally:
+        r.close()
 
 
 @pytest.fixture

@@ -23,9 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
-import pymongo
 import pytest
-import redis
 
 from stockpred import secrets
 
@@ -146,22 +144,6 @@ def strings_in(value: Any) -> list[str]:
 
 
 # ---- fixtures --------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def db(stack):
-    client = pymongo.MongoClient(stack["MONGO_URL"], serverSelectionTimeoutMS=5000, tz_aware=True)
-    try:
-        yield client["stockpred"]
-    finally:
-        client.close()
-
-
-@pytest.fixture(scope="module")
-def state(stack):
-    r = redis.Redis.from_url(stack["REDIS_URL"])
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 @pytest.fixture(scope="module", autouse=True)

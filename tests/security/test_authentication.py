@@ -17,9 +17,7 @@ import time
 import uuid
 from typing import Any
 
-import pymongo
 import pytest
-import redis
 import requests
 from requests.adapters import HTTPAdapter
 
@@ -85,23 +83,6 @@ def assert_429(r: requests.Response) -> None:
     assert "token" not in r.json() and r.json()["error"]
     assert int(r.headers["Retry-After"]) >= 1
 
-
-@pytest.fixture(scope="module")
-def db(stack):
-    client = pymongo.MongoClient(stack["MONGO_URL"], serverSelectionTimeoutMS=5000, tz_aware=True)
-    try:
-        yield client["stockpred"]
-    finally:
-        client.close()
-
-
-@pytest.fixture(scope="module")
-def state(stack):
-    r = redis.Redis.from_url(stack["REDIS_URL"])
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 def validator() -> users.Users:

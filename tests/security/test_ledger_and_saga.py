@@ -15,7 +15,6 @@ import json
 import uuid
 from pathlib import Path
 
-import psycopg2
 import pymongo
 import pytest
 import redis
@@ -23,6 +22,7 @@ import redis
 from stockpred import config, ledger, secrets, trading, warehouse
 from stockpred.accounts import Accounts
 from stockpred.money import client_price_cents
+from tests.e2e.test_warehouse import pg
 
 pytestmark = pytest.mark.usefixtures("flush_cache")
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,16 +51,6 @@ def steps(stack):
 @pytest.fixture(scope="module")
 def transactions_app(stack):
     return _load("transactions_app_under_test", ROOT / "functions/transactions/app.py")
-
-
-def pg(stack, sql, *args):
-    conn = psycopg2.connect(stack["DATABASE_URL"])
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(sql, args)
-        rows = cur.fetchall() if cur.description else None
-    conn.close()
-    return rows
 
 
 def rows_of(stack, user):

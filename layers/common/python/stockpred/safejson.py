@@ -39,14 +39,19 @@ def nesting_depth(text: str) -> int:
     return deepest
 
 
+def too_deep(text: str, max_depth: int = MAX_DEPTH) -> bool:
+    """Whether arrays and objects in `text` nest deeper than max_depth."""
+    # Counting brackets runs in C; only a text with more openers than the limit needs the scan.
+    return text.count("[") + text.count("{") > max_depth and nesting_depth(text) > max_depth
+
+
 def loads(raw: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
     """The parsed value; InvalidJson if `raw` is not UTF-8 JSON or nests deeper than max_depth."""
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes | bytearray) else raw
     except UnicodeDecodeError:
         raise InvalidJson("not UTF-8") from None
-    # Counting brackets runs in C; only a text with more openers than the limit needs the scan.
-    if text.count("[") + text.count("{") > max_depth and nesting_depth(text) > max_depth:
+    if too_deep(text, max_depth):
         raise InvalidJson(f"nested deeper than {max_depth} levels")
     try:
         return json.loads(text)
