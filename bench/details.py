@@ -18,21 +18,23 @@ Run: .venv/bin/python -m bench.details [--requests 2000] [--concurrency 8]
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import redis
 import requests
 
 from bench._timing import Call, interleaved, p, timed
 from devstack.events import rest_proxy_event
-from devstack.runtime import LambdaContext, _load_handler
+from devstack.lambda_worker import LambdaContext
 from devstack.services import REPO_ROOT, ephemeral_stack
-from devstack.template import Template
+from devstack.template import Function, Template
 
 SYMBOL = "SPX"
 HTTP, INPROC, REDIS = "HTTP devstack (1 conn)", "in-process handler", "raw Redis GET"
@@ -59,17 +61,34 @@ def http_call(session: requests.Session, url: str) -> Call:
     return call
 
 
+def _load_handler(fn: Function) -> Any:
+    """The handler imported here from the function's folder, under a name of its own."""
+    module_name, attr = fn.handler.rsplit(".", 1)
+    path = fn.code_dir / f"{module_name}.py"
+    spec = importlib.util.spec_from_file_location(f"_bench_{fn.logical_id}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, attr)
+
+
 def in_process_call() -> Call:
-    """The StocksFunction handler loaded here, as a worker loads it, with its template env."""
+    """The StocksFunction handler loaded here, with its template env under the local stack's env
+    (which wins, as in devstack: the template's CACHE_MODE=cluster is AWS's)."""
+    from stockpred import config
+
     fn = Template.load(REPO_ROOT / "template.yaml").functions["StocksFunction"]
+    local = dict(os.environ)
     os.environ.update(fn.env)
+    os.environ.update(local)
+    config.load.cache_clear()
     handler = _load_handler(fn)
+    context = {"function": fn.logical_id, "arn": fn.arn, "memory_mb": fn.memory_mb, "timeout_s": fn.timeout_s}
 
     def call() -> None:
         event = rest_proxy_event(method="GET", path=PATH, resource="/api/stocks/{symbol}/details",
                                  path_params={"symbol": SYMBOL}, headers=[("User-Agent", "bench")],
                                  query=[], body=b"", source_ip="127.0.0.1")
-        result = handler(event, LambdaContext(fn, event["requestContext"]["requestId"]))
+        result = handler(event, LambdaContext(context, event["requestContext"]["requestId"]))
         if result["statusCode"] != 200 or result["headers"].get("X-Cache") != "HIT":
             raise RuntimeError(f"in-process call answered {result}")
     return call

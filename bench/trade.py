@@ -27,12 +27,14 @@ BENCH_ENV = {"DEVSTACK_SCHEDULES": "off", "QUOTE_TTL_SECONDS": "3600",
              "STARTING_CASH_CENTS": str(10**13)}
 
 
+PASSWORD = "quiet harbour lantern 42"  # passes the sign-in rules (12+ characters, not common)
+
 def new_trader(api: str) -> tuple[str, dict[str, str]]:
     email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
     user = requests.post(f"{api}/api/users/register", timeout=30,
-                         json={"name": "b", "email": email, "password": "bench-pass-1"}).json()["user_id"]
+                         json={"name": "b", "email": email, "password": PASSWORD}).json()["user_id"]
     token = requests.post(f"{api}/api/users/login", timeout=30,
-                          json={"email": email, "password": "bench-pass-1"}).json()["token"]
+                          json={"email": email, "password": PASSWORD}).json()["token"]
     return user, {"Authorization": f"Bearer {token}"}
 
 
