@@ -18,14 +18,12 @@ Run: .venv/bin/python -m bench.details [--requests 2000] [--concurrency 8]
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import redis
 import requests
@@ -33,8 +31,9 @@ import requests
 from bench._timing import Call, interleaved, p, timed
 from devstack.events import rest_proxy_event
 from devstack.lambda_worker import LambdaContext
+from devstack.runtime import import_handler
 from devstack.services import REPO_ROOT, ephemeral_stack
-from devstack.template import Function, Template
+from devstack.template import Template
 
 SYMBOL = "SPX"
 HTTP, INPROC, REDIS = "HTTP devstack (1 conn)", "in-process handler", "raw Redis GET"
@@ -61,16 +60,6 @@ def http_call(session: requests.Session, url: str) -> Call:
     return call
 
 
-def _load_handler(fn: Function) -> Any:
-    """The handler imported here from the function's folder, under a name of its own."""
-    module_name, attr = fn.handler.rsplit(".", 1)
-    path = fn.code_dir / f"{module_name}.py"
-    spec = importlib.util.spec_from_file_location(f"_bench_{fn.logical_id}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return getattr(module, attr)
-
-
 def in_process_call() -> Call:
     """The StocksFunction handler loaded here, with its template env under the local stack's env
     (which wins, as in devstack: the template's CACHE_MODE=cluster is AWS's)."""
@@ -81,7 +70,7 @@ def in_process_call() -> Call:
     os.environ.update(fn.env)
     os.environ.update(local)
     config.load.cache_clear()
-    handler = _load_handler(fn)
+    handler = import_handler(fn)
     context = {"function": fn.logical_id, "arn": fn.arn, "memory_mb": fn.memory_mb, "timeout_s": fn.timeout_s}
 
     def call() -> None:

@@ -17,6 +17,7 @@ Two ways to load a function (`LambdaPython`):
 from __future__ import annotations
 
 import glob
+import importlib.util
 import json
 import os
 import shutil
@@ -116,6 +117,19 @@ class LambdaPython:
     def describe(self) -> str:
         return (f"built artifacts on {self.argv[0]} (Lambda's import path)" if self.built
                 else f"sources on {self.argv[0]}")
+
+
+def import_handler(fn: Function) -> Any:
+    """fn's handler imported into this process under a name of its own (tests, benchmarks): not
+    Lambda's isolation, which the workers give, but the same object a worker calls."""
+    module_name, attr = fn.handler.rsplit(".", 1)
+    spec = importlib.util.spec_from_file_location(f"_inprocess_{fn.logical_id}",
+                                                  fn.code_dir / f"{module_name}.py")
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {fn.handler} from {fn.code_dir}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, attr)
 
 
 class _Worker:

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import requests
+from requests.adapters import HTTPAdapter
 
 from devstack.services import REPO_ROOT, SERVICE_VARS, Stack, ephemeral_stack, served_template, wait_until
 from tests.fakes.alphavantage import FakeAlphaVantage
@@ -71,6 +72,19 @@ def _reset_process_caches() -> None:
 def fake_alphavantage() -> Iterator[FakeAlphaVantage]:
     with FakeAlphaVantage({"IBM": 123.31, "MSFT": 410.5, "AAPL": 190.25}) as fake:
         yield fake
+
+
+class SourceAddress(HTTPAdapter):
+    """Connects from one loopback address (127.x.y.z), so devstack's sourceIp is that address: a
+    test's registrations and failed logins count against its own budget, not 127.0.0.1's."""
+
+    def __init__(self, address: str, pool_maxsize: int = 32) -> None:
+        self.address = address
+        super().__init__(pool_maxsize=pool_maxsize)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["source_address"] = (self.address, 0)
+        super().init_poolmanager(*args, **kwargs)
 
 
 @dataclass(frozen=True)

@@ -28,10 +28,10 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     done: dict[str, str] = {}
     skipped: dict[str, str] = {}
     for symbol in symbols:
-        if context is not None and context.get_remaining_time_in_millis() < RESERVE_MS:
-            skipped[symbol] = "out of time"
-            continue
         try:
+            if context is not None and context.get_remaining_time_in_millis() < RESERVE_MS:
+                skipped[symbol] = "out of time"
+                continue
             hist, _ = market.default().history(symbol)
             meta = training.train(symbol, hist.bars, source=hist.source)
             done[symbol] = meta["version"]

@@ -23,7 +23,6 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
-from requests.adapters import HTTPAdapter
 from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
 from schemathesis.specs.openapi.checks import (
@@ -35,6 +34,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from stockpred import openapi
+from tests.conftest import SourceAddress
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance, response_schema_conformance]
@@ -74,23 +74,10 @@ def api_schema(gateway):
     return schema
 
 
-class _SourceAddress(HTTPAdapter):
-    """Connects from one loopback address, so devstack's sourceIp is that address: this run's
-    registrations and failed logins count against its own budget, not 127.0.0.1's."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        super().__init__(pool_maxsize=16)
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["source_address"] = (self.address, 0)
-        super().init_poolmanager(*args, **kwargs)
-
-
 def _session() -> requests.Session:
     session = requests.Session()
     octets = (random.randint(1, 254), random.randint(0, 255), random.randint(1, 254))
-    session.mount("http://", _SourceAddress("127.{}.{}.{}".format(*octets)))
+    session.mount("http://", SourceAddress("127.{}.{}.{}".format(*octets)))
     return session
 
 

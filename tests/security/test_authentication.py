@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 import requests
-from requests.adapters import HTTPAdapter
 
 from stockpred import config, users
+from tests.conftest import SourceAddress
 
 STRONG = "correct horse battery staple"  # refused by the old rule: no digit
 OTHER_STRONG = "violet kettle orbit sandal"
@@ -33,16 +33,6 @@ ACCOUNT_FREE = 10  # LOGIN_ACCOUNT_FREE_FAILURES, per account whatever the addre
 
 
 # ---- helpers -----------------------------------------------------------------------------------
-class _SourceAddress(HTTPAdapter):
-    def __init__(self, address: str) -> None:
-        self.address = address
-        super().__init__(pool_maxsize=32)
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["source_address"] = (self.address, 0)
-        super().init_poolmanager(*args, **kwargs)
-
-
 class Client:
     """HTTP from one loopback address."""
 
@@ -51,7 +41,7 @@ class Client:
         self.address = address or "127.{}.{}.{}".format(*octets)
         self.url = gateway.url
         self.session = requests.Session()
-        self.session.mount("http://", _SourceAddress(self.address))
+        self.session.mount("http://", SourceAddress(self.address))
 
     def post(self, path: str, **kw: Any) -> requests.Response:
         return self.session.post(self.url + path, timeout=60, **kw)

@@ -1,6 +1,5 @@
 """template.yaml is data the tests read: valid SAM, and the same routes the Chalice apps serve."""
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -8,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from devstack.runtime import import_handler
 from devstack.services import REPO_ROOT
 from devstack.template import Template
 
@@ -32,21 +32,11 @@ def test_every_function_has_code_and_layers_on_disk():
 @pytest.mark.parametrize("fn_id", sorted(Template.load(TEMPLATE).functions))
 def test_template_routes_equal_the_chalice_routes(fn_id):
     template = Template.load(TEMPLATE)
-    handler = _load_handler(template.functions[fn_id])
+    handler = import_handler(template.functions[fn_id])
     chalice_routes = {(m, path) for path, methods in getattr(handler, "routes", {}).items()
                       for m in methods}
     template_routes = {(r.method, r.path) for r in template.routes if r.function == fn_id}
     assert chalice_routes == template_routes
-
-
-def _load_handler(fn):
-    """The handler object, imported in-process from the function's folder under a unique name."""
-    module_name, attr = fn.handler.rsplit(".", 1)
-    spec = importlib.util.spec_from_file_location(f"_handler_{fn.logical_id}",
-                                                  fn.code_dir / f"{module_name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return getattr(module, attr)
 
 
 def _pins(text: str) -> dict[str, str]:

@@ -21,6 +21,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 LOCAL = "local"
 DEFAULT_TRADE_STATE_MACHINE_ARN = "arn:aws:states:us-east-1:123456789012:stateMachine:TradeStateMachine"
@@ -171,25 +172,19 @@ class _Reader:
         return self.text(name, local_default) if self.local else None
 
     def integer(self, name: str, default: int, minimum: int | None = None) -> int:
-        raw = self.text(name)
-        if raw is None:
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ConfigError(f"{name} must be an integer, not {raw!r}") from None
-        if minimum is not None and value < minimum:
-            raise ConfigError(f"{name} must be at least {minimum}, not {value}")
-        return value
+        return self._parsed(name, default, int, "an integer", minimum)
 
     def number(self, name: str, default: float, minimum: float | None = None) -> float:
+        return self._parsed(name, default, float, "a number", minimum)
+
+    def _parsed(self, name: str, default: Any, kind: type, what: str, minimum: Any) -> Any:
         raw = self.text(name)
         if raw is None:
             return default
         try:
-            value = float(raw)
+            value = kind(raw)
         except ValueError:
-            raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+            raise ConfigError(f"{name} must be {what}, not {raw!r}") from None
         if minimum is not None and value < minimum:
             raise ConfigError(f"{name} must be at least {minimum}, not {value}")
         return value
