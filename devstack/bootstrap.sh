@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the local stack needs, idempotently: Debian packages, the virtualenv, FerretDB,
-# and what builds and runs the functions as Lambda does: Python 3.13, the runtime's boto3,
-# aws-sam-cli (in .tools/sam) and asl-validator (in .tools/node_modules).
+# OpenSearch (the log store: Java 17, its system user), and what builds and runs the functions as
+# Lambda does: Python 3.13, the runtime's boto3, aws-sam-cli (in .tools/sam) and asl-validator
+# (in .tools/node_modules).
 # Safe to run on every `make run` / `make test`; each step is skipped when already satisfied.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FERRETDB_VERSION="${FERRETDB_VERSION:-v1.24.2}"
+OPENSEARCH_VERSION="2.19.6"  # 3.x needs Java 21; keep in step with devstack/services.py
 CACHE_DIR="${STOCKPRED_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/stockpred}"
 PYTHON="${PYTHON:-python3.11}"
 SAM_CLI_VERSION="1.170.0"
@@ -14,11 +16,17 @@ ASL_VALIDATOR_VERSION="4.0.0"
 BOTO3_VERSION="1.44.5"      # what Lambda's runtime provides to the built functions (not shipped)
 BOTOCORE_VERSION="1.44.8"
 say() { printf '[bootstrap] %s\n' "$*"; }
+cleanup=()
+trap 'rm -rf "${cleanup[@]}"' EXIT
 
 need_apt=()
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v redis-sentinel >/dev/null 2>&1 || need_apt+=(redis-sentinel)
+# OpenSearch runs on Java 17 (found by its release file, as devstack/services.py finds it).
+grep -qs '^JAVA_VERSION="17[."]' /usr/lib/jvm/*/release || need_apt+=(openjdk-17-jre-headless)
+command -v unzip >/dev/null 2>&1 || need_apt+=(unzip)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 if ((${#need_apt[@]})); then
     say "installing Debian packages: ${need_apt[*]}"
     sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
@@ -48,7 +56,7 @@ if [ ! -x "$ferretdb" ]; then
     command -v go >/dev/null || { echo "Go is needed to build FerretDB (expected in /usr/local/go)" >&2; exit 1; }
     say "building FerretDB $FERRETDB_VERSION once into $ferretdb (about a minute on 2 cores)"
     work=$(mktemp -d)
-    trap 'rm -rf "$work"' EXIT
+    cleanup+=("$work")
     # `go install pkg@version` is refused here (the proxy will not list FerretDB's versions), so
     # download the exact module, write the version file its release build generates, and build.
     src=$(cd "$work" && GOFLAGS=-modcacherw go mod download -json "github.com/FerretDB/FerretDB@$FERRETDB_VERSION" \
@@ -59,6 +67,57 @@ if [ ! -x "$ferretdb" ]; then
     (cd "$work/src" && GOFLAGS=-modcacherw go build -trimpath -o "$work/ferretdb" ./cmd/ferretdb)
     mkdir -p "$(dirname "$ferretdb")" && mv "$work/ferretdb" "$ferretdb"
     say "FerretDB built in $(( $(date +%s) - start ))s"
+fi
+
+# OpenSearch, the log store: Maven Central's integ-test-zip distribution (no bundled JDK, no
+# plugins), verified against the SHA-512 published beside it and unpacked atomically. Running as
+# root it goes to /opt/stockpred (root's home is closed to the `opensearch` user that runs it), else
+# into the cache. Read-only for everyone but root: each stack gets its own copy of config/.
+opensearch_url="https://repo1.maven.org/maven2/org/opensearch/distribution/integ-test-zip/opensearch/$OPENSEARCH_VERSION/opensearch-$OPENSEARCH_VERSION.zip"
+if [ -n "${STOCKPRED_OPENSEARCH_HOME:-}" ]; then
+    opensearch_home="$STOCKPRED_OPENSEARCH_HOME"
+elif [ "$(id -u)" -eq 0 ]; then
+    opensearch_home="/opt/stockpred/opensearch-$OPENSEARCH_VERSION"
+else
+    opensearch_home="$CACHE_DIR/opensearch-$OPENSEARCH_VERSION"
+fi
+if [ ! -x "$opensearch_home/bin/opensearch" ]; then
+    if [ -e "$opensearch_home" ]; then
+        echo "$opensearch_home exists but holds no OpenSearch: remove it and run this again" >&2
+        exit 1
+    fi
+    say "downloading OpenSearch $OPENSEARCH_VERSION (about 54 MB) into $opensearch_home"
+    start=$(date +%s)
+    mkdir -p "$(dirname "$opensearch_home")"
+    os_tmp=$(mktemp -d "$(dirname "$opensearch_home")/.opensearch-$OPENSEARCH_VERSION.XXXXXX")
+    cleanup+=("$os_tmp")
+    curl -fsSL --retry 3 -o "$os_tmp/opensearch.zip" "$opensearch_url"
+    sha512=$(curl -fsSL --retry 3 "$opensearch_url.sha512" | cut -d' ' -f1)
+    if ! echo "$sha512  $os_tmp/opensearch.zip" | sha512sum --check --quiet --status; then
+        echo "OpenSearch $OPENSEARCH_VERSION: the download does not match $opensearch_url.sha512" >&2
+        exit 1
+    fi
+    unzip -q "$os_tmp/opensearch.zip" -d "$os_tmp/unpacked"
+    chmod -R u+rwX,go+rX,go-w "$os_tmp/unpacked/opensearch-$OPENSEARCH_VERSION"
+    mv -T "$os_tmp/unpacked/opensearch-$OPENSEARCH_VERSION" "$opensearch_home"
+    say "OpenSearch unpacked in $(( $(date +%s) - start ))s ($(du -sh "$opensearch_home" | cut -f1))"
+fi
+if [ "$(id -u)" -eq 0 ]; then
+    # OpenSearch refuses to run as root: the stack runs it as this system user. The stack's folder
+    # (0710) lets its group `stockpred-services` (postgres, opensearch) reach their own folders
+    # below it, and nothing else (see Stack.ensure_root).
+    if ! getent passwd opensearch >/dev/null; then
+        say "creating the system user opensearch"
+        useradd --system --user-group --no-create-home --home-dir /nonexistent \
+            --shell /usr/sbin/nologin opensearch
+    fi
+    getent group stockpred-services >/dev/null || { say "creating the group stockpred-services"; groupadd --system stockpred-services; }
+    for member in postgres opensearch; do
+        getent passwd "$member" >/dev/null || continue
+        if ! id -nG "$member" | tr ' ' '\n' | grep -qx stockpred-services; then
+            usermod -a -G stockpred-services "$member"
+        fi
+    done
 fi
 
 # Python 3.13, Lambda's runtime: `sam build` needs it on PATH and devstack runs the built

@@ -1,10 +1,11 @@
-"""Starts, watches and stops the local data services: PostgreSQL, Redis, FerretDB, moto server.
+"""Starts, watches and stops the local data services: PostgreSQL, Redis, FerretDB, moto server,
+OpenSearch.
 
 Every service is a child process the stack owns: a pid file and a log file under the stack's
 root (`.local/` for `make run`, a temporary folder for tests), a readiness check with a
 deadline, and a stop by PID. Where an environment variable already points at a running service
-(DATABASE_URL, REDIS_URL, MONGO_URL, AWS_ENDPOINT_URL / LOCALSTACK_HOST), that service is used
-and nothing is started for it.
+(DATABASE_URL, REDIS_URL, MONGO_URL, OPENSEARCH_URL, AWS_ENDPOINT_URL / LOCALSTACK_HOST), that
+service is used and nothing is started for it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import contextlib
 import glob
 import json
 import os
+import pwd
+import re
 import shutil
 import signal
 import socket
@@ -26,13 +29,15 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FERRETDB_VERSION = os.environ.get("FERRETDB_VERSION", "v1.24.2")
+OPENSEARCH_VERSION = "2.19.6"  # as devstack/bootstrap.sh installs it; 3.x would need Java 21
 
 DEFAULT_PORTS = {
     "postgres": 55432,
     "redis-state": 56379,
     "ferretdb": 57017,
-    "ferretdb-debug": 57018,
     "moto": 4566,
+    "opensearch": 59200,
+    "opensearch-transport": 59300,
     "gateway": 3000,
 }
 CACHE_PORT_BASE = 56380
@@ -96,12 +101,56 @@ def postgres_bindir() -> Path:
     raise ServiceError("PostgreSQL is not installed (run devstack/bootstrap.sh)")
 
 
-def ferretdb_binary() -> Path:
-    cache = Path(
+def cache_dir() -> Path:
+    return Path(
         os.environ.get("STOCKPRED_CACHE_DIR")
         or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "stockpred"
     )
-    return cache / f"ferretdb-{FERRETDB_VERSION}" / "ferretdb"
+
+
+def ferretdb_binary() -> Path:
+    return cache_dir() / f"ferretdb-{FERRETDB_VERSION}" / "ferretdb"
+
+
+def opensearch_home() -> Path:
+    """Where devstack/bootstrap.sh unpacked OpenSearch: /opt/stockpred as root (root's home is
+    closed to the `opensearch` user that runs it), else the cache."""
+    if os.environ.get("STOCKPRED_OPENSEARCH_HOME"):
+        return Path(os.environ["STOCKPRED_OPENSEARCH_HOME"])
+    if os.geteuid() == 0:
+        return Path("/opt/stockpred") / f"opensearch-{OPENSEARCH_VERSION}"
+    return cache_dir() / f"opensearch-{OPENSEARCH_VERSION}"
+
+
+def java17_home() -> Path:
+    """A Java 17 runtime's home (OpenSearch 2.x bundles none), found by its release file."""
+    for release in sorted(glob.glob("/usr/lib/jvm/*/release")):
+        with contextlib.suppress(OSError):
+            if re.search(r'^JAVA_VERSION="17[."]', Path(release).read_text(), re.MULTILINE):
+                return Path(release).parent.resolve()
+    raise ServiceError("Java 17 is not installed (run devstack/bootstrap.sh)")
+
+
+def run_as(user: str | None) -> dict[str, object]:
+    """Popen's arguments that run a child as `user` (None: as ourselves), with the user's own
+    supplementary groups: `stockpred-services` lets it reach its folder in the stack's."""
+    if user is None:
+        return {}
+    entry = pwd.getpwnam(user)
+    return {"user": entry.pw_uid, "group": entry.pw_gid,
+            "extra_groups": os.getgrouplist(user, entry.pw_gid)}
+
+
+# OpenSearch's JVM options (each stack writes them into its own config/): the distribution's,
+# minus its heap size (OPENSEARCH_JAVA_OPTS gives it), its GC log and heap dumps, which it writes
+# relative to its read-only home.
+OPENSEARCH_JVM_OPTIONS = """\
+-Djava.io.tmpdir=${{OPENSEARCH_TMPDIR}}
+-XX:ErrorFile={logs}/hs_err_pid%p.log
+18-:-Djava.security.manager=allow
+-Djava.util.concurrent.ForkJoinPool.common.threadFactory=\
+org.opensearch.secure_sm.SecuredForkJoinWorkerThreadFactory
+"""
 
 
 @dataclass
@@ -118,6 +167,12 @@ class Service:
     before_stop: Callable[[], None] | None = None
     stop_signal: int = signal.SIGTERM
     ready_deadline_s: float = 60.0
+    # Launched before the other services and waited for after them, so that a long boot
+    # (OpenSearch's JVM) overlaps theirs instead of adding to it.
+    slow_start: bool = False
+    # False: the child gets PATH, the locale and `env` only, not the caller's environment (which may
+    # hold secrets) - for services that run as another user.
+    inherit_env: bool = True
 
 
 class Stack:
@@ -199,7 +254,7 @@ class Stack:
         """Services an environment variable already points at: these are used, not started."""
         env = self.environ
         found = {}
-        for var in ("DATABASE_URL", "REDIS_URL", "MONGO_URL"):
+        for var in ("DATABASE_URL", "REDIS_URL", "MONGO_URL", "OPENSEARCH_URL"):
             if env.get(var):
                 found[var] = env[var]
         if env.get("AWS_ENDPOINT_URL"):
@@ -229,6 +284,7 @@ class Stack:
             "CACHE_REDIS_URLS": self.environ.get("CACHE_REDIS_URLS")
             or (ext.get("REDIS_URL", cache_urls)),
             "MONGO_URL": ext.get("MONGO_URL", f"mongodb://127.0.0.1:{p['ferretdb']}/"),
+            "OPENSEARCH_URL": ext.get("OPENSEARCH_URL", f"http://127.0.0.1:{p['opensearch']}"),
             "AWS_ENDPOINT_URL": ext.get("AWS_ENDPOINT_URL", f"http://127.0.0.1:{p['moto']}"),
             "AWS_ENDPOINT_URL_LAMBDA": gateway,
             "AWS_DEFAULT_REGION": self.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
@@ -293,18 +349,22 @@ class Stack:
     def ensure_root(self) -> None:
         """The stack's folder, 0700: secrets, env.json, data and logs are the owner's alone.
 
-        Running as root, PostgreSQL runs as `postgres` and must reach data/postgres below it:
-        the folder's group is then postgres with search only (0710), which lists and reads
-        nothing, and every secret file stays 0600.
+        Running as root, PostgreSQL runs as `postgres` and OpenSearch as `opensearch`, and each
+        must reach its own folders below it (data/postgres; data/opensearch, log/opensearch...):
+        the folder's group is then `stockpred-services` (both are members, see bootstrap.sh;
+        postgres on a machine bootstrapped before it) with search only (0710), which lists and
+        reads nothing, and every secret file stays 0600.
         """
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         mode = 0o700
-        if os.geteuid() == 0 and "DATABASE_URL" not in self.external():
+        if os.geteuid() == 0 and {"DATABASE_URL", "OPENSEARCH_URL"} - set(self.external()):
             import grp
 
-            with contextlib.suppress(KeyError):
-                os.chown(self.root, 0, grp.getgrnam("postgres").gr_gid)
-                mode = 0o710
+            for group in ("stockpred-services", "postgres"):
+                with contextlib.suppress(KeyError):
+                    os.chown(self.root, 0, grp.getgrnam(group).gr_gid)
+                    mode = 0o710
+                    break
         if self.root.stat().st_mode & 0o777 != mode:
             self.root.chmod(mode)
 
@@ -320,6 +380,8 @@ class Stack:
             out.append(self._ferretdb())
         if "AWS_ENDPOINT_URL" not in ext:
             out.append(self._moto())
+        if "OPENSEARCH_URL" not in ext:
+            out.append(self._opensearch())
         if self.with_gateway:
             out.append(self._gateway())
         return out
@@ -345,8 +407,7 @@ class Stack:
             subprocess.run(
                 [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
                  "-E", "UTF8", "--locale=C.UTF-8", "--no-instructions"],
-                check=True, capture_output=True, user=user, group=user, extra_groups=[] if user else None,
-                cwd="/",
+                check=True, capture_output=True, cwd="/", **run_as(user),
             )
 
         def ready() -> bool:
@@ -468,7 +529,8 @@ class Stack:
 
         argv = [str(ferretdb_binary()), "--handler=postgresql", f"--postgresql-url={pg_url}",
                 f"--listen-addr=127.0.0.1:{port}",
-                f"--debug-addr=127.0.0.1:{self.ports['ferretdb-debug']}",
+                # No debug listener: one port fewer to collide with (it served only metrics).
+                "--debug-addr=-",
                 "--telemetry=disable", f"--state-dir={state}", "--log-level=warn"]
         return Service("ferretdb", argv, ready, prepare=prepare)
 
@@ -534,6 +596,74 @@ class Stack:
                "AWS_SECRET_ACCESS_KEY": self.secret("aws-secret-access-key")}
         return Service("moto", argv, ready, env=env, after_start=after_start, before_stop=before_stop)
 
+    def _opensearch(self) -> Service:
+        """OpenSearch, the log store: one node on loopback (plain HTTP: this distribution has no
+        security plugin), run as `opensearch` when we are root (it refuses to run as root)."""
+        port = self.ports["opensearch"]
+        url = f"http://127.0.0.1:{port}"
+        home = opensearch_home()
+        data, logs = self.path("data", "opensearch"), self.path("log", "opensearch")
+        # Its own config folder: OpenSearch writes its keystore there, and the distribution's
+        # jvm.options would write a GC log into its (read-only) home.
+        conf, tmp = self.path("data", "opensearch-config"), self.path("run", "opensearch-tmp")
+        user = "opensearch" if os.geteuid() == 0 else None
+
+        def prepare() -> None:
+            if not (home / "bin" / "opensearch").exists():
+                raise ServiceError(f"OpenSearch is not installed at {home} (run devstack/bootstrap.sh)")
+            for d in (data, logs, conf, tmp):
+                d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            shutil.copyfile(home / "config" / "log4j2.properties", conf / "log4j2.properties")
+            (conf / "opensearch.yml").write_text("# devstack/services.py passes every setting as -E\n")
+            (conf / "jvm.options").write_text(OPENSEARCH_JVM_OPTIONS.format(logs=logs))
+            if user:
+                for path in (data, logs, conf, tmp, *conf.iterdir()):
+                    shutil.chown(path, user, user)
+
+        def ready() -> bool:
+            import requests
+
+            health = requests.get(f"{url}/_cluster/health", timeout=1).json()
+            return health.get("status") in ("green", "yellow")
+
+        def after_start() -> None:
+            import requests
+
+            # One node holds no replica: without this every index would stay yellow. A cluster
+            # setting (kept in data/opensearch) rather than a `*` template, which any other
+            # matching template would override.
+            requests.put(f"{url}/_cluster/settings", timeout=10,
+                         json={"persistent": {"cluster.default_number_of_replicas": 0}},
+                         ).raise_for_status()
+
+        settings = {
+            "cluster.name": "stockpred",
+            "node.name": "stockpred",
+            "discovery.type": "single-node",
+            "network.host": "127.0.0.1",
+            "http.port": port,
+            "transport.port": self.ports["opensearch-transport"],
+            "path.data": data,
+            "path.logs": logs,
+        }
+        argv = [str(home / "bin" / "opensearch")]
+        for k, v in settings.items():
+            argv += ["-E", f"{k}={v}"]
+        env = {
+            "OPENSEARCH_JAVA_HOME": self.environ.get("OPENSEARCH_JAVA_HOME") or str(java17_home()),
+            # A small heap, touched as used rather than all at start (OpenSearch's ergonomics
+            # pre-touch it); the serial collector and the client compiler alone (C1: a local log
+            # store needs no peak throughput) answer ~0.5 s sooner. Resident at start: ~215 MB,
+            # instead of ~420 MB.
+            "OPENSEARCH_JAVA_OPTS": ("-Xms256m -Xmx256m -XX:-AlwaysPreTouch -XX:+UseSerialGC"
+                                     " -XX:TieredStopAtLevel=1"),
+            "OPENSEARCH_PATH_CONF": str(conf),
+            "OPENSEARCH_TMPDIR": str(tmp),
+        }
+        return Service("opensearch", argv, ready, env=env, user=user, prepare=prepare,
+                       after_start=after_start, ready_deadline_s=90, slow_start=True,
+                       inherit_env=False)
+
     def _gateway(self) -> Service:
         port = self.ports["gateway"]
 
@@ -555,22 +685,32 @@ class Stack:
         return pid if pid_alive(pid) else None
 
     def start(self, svc: Service) -> None:
+        launched = self.launch(svc)
+        if launched:
+            self.await_ready(svc, *launched)
+
+    def launch(self, svc: Service) -> tuple[subprocess.Popen, float] | None:
+        """Starts the service's process (None if it runs already); `await_ready` waits for it."""
         if self._pid(svc.name):
-            return
+            return None
         for d in ("run", "log", "data"):
             self.path(d).mkdir(parents=True, exist_ok=True)
         if svc.prepare:
             svc.prepare()
         logf = open(self.logfile(svc.name), "ab")  # noqa: SIM115 - handed to the child
-        env = {**self.environ, **svc.env}
+        base = (self.environ if svc.inherit_env else
+                {k: v for k, v in self.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ")})
         started = time.monotonic()
         proc = subprocess.Popen(
-            svc.argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            start_new_session=True, cwd=str(self.root),
-            user=svc.user, group=svc.user, extra_groups=[] if svc.user else None,
+            svc.argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**base, **svc.env}, start_new_session=True,
+            cwd=str(self.root), **run_as(svc.user),
         )
         logf.close()
         self.pidfile(svc.name).write_text(f"{proc.pid}\n")
+        return proc, started
+
+    def await_ready(self, svc: Service, proc: subprocess.Popen, started: float) -> None:
         if not wait_until(lambda: proc.poll() is None and svc.ready(), svc.ready_deadline_s):
             tail = self.logfile(svc.name).read_text(errors="replace")[-2000:]
             self.stop_pid(svc.name, proc.pid, svc.stop_signal)
@@ -596,8 +736,15 @@ class Stack:
         self.path("ports.json").write_text(json.dumps(self.ports, indent=2))
         env = self.client_env()
         write_private(self.path("env.json"), json.dumps(env, indent=2))  # holds secrets: 0600
-        for svc in self.services():
-            self.start(svc)
+        services = self.services()
+        # Slow starters boot while the others start; they are waited for last.
+        launched = [(svc, self.launch(svc)) for svc in services if svc.slow_start]
+        for svc in services:
+            if not svc.slow_start:
+                self.start(svc)
+        for svc, started in launched:
+            if started:
+                self.await_ready(svc, *started)
         return env
 
     def down(self) -> None:
@@ -676,7 +823,8 @@ def default_root() -> Path:
 
 
 # Variables that would point a stack at services other than its own.
-SERVICE_VARS = ("DATABASE_URL", "REDIS_URL", "CACHE_REDIS_URLS", "MONGO_URL", "AWS_ENDPOINT_URL",
+SERVICE_VARS = ("DATABASE_URL", "REDIS_URL", "CACHE_REDIS_URLS", "MONGO_URL", "OPENSEARCH_URL",
+                "AWS_ENDPOINT_URL",
                 "REDIS_SENTINELS", "REDIS_STATE_SERVICE", "CACHE_SHARDS",
                 "LOCALSTACK_HOST", "ALPHAVANTAGE_API_KEY", "ALPHAVANTAGE_BASE_URL",
                 "MARKET_PROVIDERS", "STOCKPRED_HOME",

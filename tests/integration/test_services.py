@@ -1,14 +1,22 @@
 """The real data services the stack starts: each answers, configured as the later issues need."""
 
 import json
+import os
+import pwd
+import shutil
+import stat
+import tempfile
 import uuid
+from pathlib import Path
 
 import boto3
 import psycopg2
 import pymongo
 import redis
+import requests
+from opensearchpy import OpenSearch
 
-from devstack.services import wait_until
+from devstack.services import DEFAULT_PORTS, OPENSEARCH_VERSION, Stack, pid_alive, wait_until
 
 
 def test_postgres_allows_two_phase_commit_for_every_connection(stack):
@@ -90,3 +98,75 @@ def test_moto_serves_s3_and_executes_state_machines(stack):
     execution = sfn.start_execution(stateMachineArn=arn, input="{}")["executionArn"]
     assert wait_until(lambda: sfn.describe_execution(executionArn=execution)["status"] == "SUCCEEDED", 10)
     assert json.loads(sfn.describe_execution(executionArn=execution)["output"]) == {"x": 1}
+
+
+def _uids(pid: int) -> list[int]:
+    """Real, effective, saved and filesystem uids of a process."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    line = next(x for x in status.splitlines() if x.startswith("Uid:"))
+    return [int(u) for u in line.split()[1:]]
+
+
+def test_opensearch_answers_on_loopback_as_its_own_user_with_single_node_indices(stack, stack_handle):
+    url = stack["OPENSEARCH_URL"]
+    port = stack_handle.ports["opensearch"]
+    assert url == f"http://127.0.0.1:{port}" and port != DEFAULT_PORTS["opensearch"]
+    assert requests.get(url, timeout=5).json()["version"]["number"] == OPENSEARCH_VERSION
+    pid = stack_handle._pid("opensearch")
+    assert pid is not None
+    if os.geteuid() == 0:  # it refuses to run as root: the stack runs it as `opensearch`
+        assert _uids(pid) == [pwd.getpwnam("opensearch").pw_uid] * 4
+    client = OpenSearch(url, timeout=30)
+    for layer in ("http", "transport"):
+        node = next(iter(client.nodes.info(node_id="_local", metric=layer)["nodes"].values()))
+        assert {a.rsplit(":", 1)[0] for a in node[layer]["bound_address"]} == {"127.0.0.1"}, node[layer]
+    index = f"probe-{uuid.uuid4().hex[:8]}"
+    client.indices.create(index=index)
+    try:
+        settings = client.indices.get_settings(index=index)[index]["settings"]["index"]
+        assert settings["number_of_replicas"] == "0"
+        health = client.cluster.health(index=index, wait_for_status="green")
+        assert health["status"] == "green" and not health["timed_out"]
+        client.index(index=index, body={"msg": "hello"}, refresh=True)
+        assert client.count(index=index)["count"] == 1
+    finally:
+        client.indices.delete(index=index)
+
+
+def test_opensearch_alone_starts_and_down_leaves_no_process():
+    """A stack whose other services are external: only OpenSearch runs, and `down` stops it."""
+    root = Path(tempfile.mkdtemp(prefix="stockpred-opensearch-"))
+    environ = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "HOME")}
+    environ.update({"DATABASE_URL": "postgresql://external/db", "REDIS_URL": "redis://external:1/0",
+                    "MONGO_URL": "mongodb://external:1/", "AWS_ENDPOINT_URL": "http://external:1"})
+    stack = Stack(root, free_ports=True, durable=False, with_gateway=False, environ=environ,
+                  log=lambda m: None)
+    try:
+        assert [s.name for s in stack.services()] == ["opensearch"]
+        env = stack.up()
+        pid = stack._pid("opensearch")
+        assert pid is not None
+        assert requests.get(env["OPENSEARCH_URL"] + "/_cluster/health", timeout=5).json()["status"] == "green"
+        if os.geteuid() == 0:
+            # Its folders are its own; the stack's folder lets it through and shows it nothing.
+            for d in ("data/opensearch", "log/opensearch", "data/opensearch-config"):
+                st = (root / d).stat()
+                assert st.st_uid == pwd.getpwnam("opensearch").pw_uid and stat.S_IMODE(st.st_mode) == 0o700, d
+            assert stat.S_IMODE(root.stat().st_mode) == 0o710
+            for name in ("env.json", "aws-secret-access-key"):
+                assert stat.S_IMODE((root / name).stat().st_mode) == 0o600, name
+        stack.down()
+        assert not pid_alive(pid)
+        assert stack._pid("opensearch") is None and not stack.pidfile("opensearch").exists()
+        assert not wait_until(lambda: requests.get(env["OPENSEARCH_URL"], timeout=1).ok, 1)
+    finally:
+        stack.down()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_an_external_opensearch_is_used_not_started(tmp_path):
+    stack = Stack(tmp_path, free_ports=True, with_gateway=False, log=lambda m: None,
+                  environ={"OPENSEARCH_URL": "http://search.example:9200"})
+    assert "opensearch" not in [s.name for s in stack.services()]
+    assert stack.client_env()["OPENSEARCH_URL"] == "http://search.example:9200"
+    assert ("OPENSEARCH_URL (external)", "http://search.example:9200", None) in stack.status()
