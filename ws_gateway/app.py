@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 from stockpred import auth, config, realtime, safejson, symbols
-from stockpred.logs import get_logger
+from stockpred.logs import get_logger, invocation
 
 log = get_logger("ws")
 
@@ -59,6 +59,7 @@ def on_room(event: dict[str, Any], conn_id: str, join: bool) -> dict[str, Any]:
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     ctx = event["requestContext"]
     route, conn_id = ctx["routeKey"], ctx["connectionId"]
+    invocation(context, ctx.get("requestId"))
     if route == "$connect":
         return on_connect(event, conn_id)
     if route == "$disconnect":

@@ -6,7 +6,7 @@ from typing import Any
 
 from chalice import Chalice, Response
 
-from stockpred import symbols, warehouse
+from stockpred import logs, symbols, warehouse
 from stockpred.handlers import ApiError, install, json_response, query_date
 
 app = Chalice(app_name="etl")
@@ -35,6 +35,7 @@ def trading() -> Response:
     return json_response(200, {"by_day": warehouse.trading()})
 
 
+@logs.lambda_handler
 def run(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """The Schedule event's handler: one ETL run (QualityError fails it loudly, loading nothing)."""
     return warehouse.run()

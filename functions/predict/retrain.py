@@ -13,13 +13,14 @@ from typing import Any
 
 from stockml import signals, training
 from stockpred import config, market
-from stockpred.logs import get_logger
+from stockpred.logs import get_logger, lambda_handler
 from stockpred.prices import ProviderUnavailable, UnknownSymbol
 
 log = get_logger("retrain")
 RESERVE_MS = 120_000
 
 
+@lambda_handler
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     on_demand = bool((event or {}).get("on_demand"))
     requested = [str(s).upper() for s in (event or {}).get("symbols") or []]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from stockpred import config, trading
+from stockpred import config, logs, trading
 
 
+@logs.lambda_handler
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     given = (event or {}).get("older_than_seconds")
     older = float(given) if given is not None else config.load().recovery_after_s

@@ -10,22 +10,45 @@ raises `trading.InvalidStep` and moves nothing.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
-from stockpred import trading
+from stockpred import logs, trading
+
+log = logs.get_logger("saga")
 
 
-def quote(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return trading.quote_step(event)
+def _step(run: Callable[[Any], dict[str, Any]]) -> Callable[[Any, Any], dict[str, Any]]:
+    """A task handler: takes the correlation id the state machine passes beside the step's own
+    fields (validated without it), and logs with the trade's transaction id and execution ARN."""
+
+    @functools.wraps(run)
+    def handler(event: Any, context: Any) -> dict[str, Any]:
+        cid = None
+        if isinstance(event, dict):
+            event = dict(event)
+            cid = event.pop("correlation_id", None)
+        logs.invocation(context, cid)
+        trade = event.get("trade") if isinstance(event, dict) else None
+        txid = (trade if isinstance(trade, dict) else event if isinstance(event, dict) else {}).get(
+            "transaction_id")
+        if isinstance(txid, str) and len(txid) <= 64:
+            logs.bind(transaction_id=txid, execution_arn=trading.execution_arn(txid))
+        step = event.get("step") if isinstance(event, dict) else None
+        name = f"{run.__name__.removesuffix('_step')}{f' {step}' if isinstance(step, str) else ''}"
+        try:
+            result = run(event)
+        except Exception as exc:
+            log.warning("%s failed: %s", name, exc, extra={"fields": {"error_type": type(exc).__name__}})
+            raise
+        log.info("%s done", name, extra={"fields": {"result": result}})
+        return result
+
+    return handler
 
 
-def account(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return trading.account_step(event)
-
-
-def ledger(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return trading.ledger_step(event)
-
-
-def decide(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return trading.decide_step(event)
+quote = _step(trading.quote_step)
+account = _step(trading.account_step)
+ledger = _step(trading.ledger_step)
+decide = _step(trading.decide_step)

@@ -18,13 +18,14 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from chalice import Chalice, ChaliceUnhandledError, Response
 
 from stockpred import config, safejson, symbols
-from stockpred.logs import correlation_id, get_logger
+from stockpred.logs import clean_correlation_id, correlation_id, get_logger, invocation
 from stockpred.prices import ProviderUnavailable, UnknownSymbol
 
 
@@ -58,8 +59,11 @@ def install(app: Chalice, service: str) -> logging.Logger:
 
     @app.middleware("http")
     def json_errors(request: Any, get_response: Callable[[Any], Response]) -> Response:
-        cid = request.headers.get("x-correlation-id") or request.context.get("requestId", "-")
-        correlation_id.set(cid[:128])
+        # The client's X-Correlation-Id when usable, else API Gateway's request id: it follows
+        # the request into every function and saga task it reaches (see stockpred.logs).
+        invocation(app.lambda_context, clean_correlation_id(request.headers.get("x-correlation-id"))
+                   or request.context.get("requestId"))
+        started = time.perf_counter()
         try:
             response = get_response(request)
         except ApiError as exc:
@@ -74,6 +78,9 @@ def install(app: Chalice, service: str) -> logging.Logger:
                 k: v for k, v in response.headers.items() if k.lower() != "content-type"})
         response.headers["X-Correlation-Id"] = correlation_id.get()
         security_headers(request.headers, response.headers)
+        # One access line per request, so every request's story starts in its HTTP function.
+        log.info("%s %s %s", request.method, request.path, response.status_code, extra={"fields": {
+            "status": response.status_code, "duration_ms": round((time.perf_counter() - started) * 1000, 1)}})
         return response
 
     return log

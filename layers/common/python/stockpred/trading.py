@@ -21,7 +21,7 @@ from typing import Any
 import psycopg2
 import pymongo.errors
 
-from stockpred import aws, config, faults, ledger, market, postgres, redis_stores, symbols
+from stockpred import aws, config, faults, ledger, logs, market, postgres, redis_stores, symbols
 from stockpred.accounts import Accounts, Contention
 from stockpred.logs import get_logger
 from stockpred.money import price_cents
@@ -302,7 +302,8 @@ def _finish_intent(txid: str, outcome: str) -> None:
                        WHERE transaction_id = %s AND finished_at IS NULL""", (outcome, txid))
 
 
-def _execution_arn(txid: str) -> str:
+def execution_arn(txid: str) -> str:
+    """The ARN of a trade's execution, named by its transaction id."""
     return state_machine_arn().replace(":stateMachine:", ":execution:") + f":{txid}"
 
 
@@ -310,9 +311,13 @@ def start(txid: str, user_id: str, symbol: str, side: str, quantity: int) -> Non
     _record_intent(txid, user_id, symbol, side, quantity)
     trade = {"transaction_id": txid, "user_id": user_id, "symbol": symbol, "side": side,
              "quantity": quantity}
+    log.info("trade started", extra={"fields": {
+        "transaction_id": txid, "execution_arn": execution_arn(txid), "symbol": symbol, "side": side,
+        "quantity": quantity}})
+    # The correlation id rides in the execution's input; the state machine hands it to every task.
     aws.client("stepfunctions").start_execution(
         stateMachineArn=state_machine_arn(), name=txid,
-        input=json.dumps({"trade": trade, "error": None}))
+        input=json.dumps({"trade": trade, "error": None, "correlation_id": logs.correlation_id.get()}))
 
 
 def _error_of(output: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -332,7 +337,7 @@ def wait(txid: str, deadline_s: float) -> TradeResult:
     delay = 0.02  # a warm trade takes ~0.1-0.2 s: poll finely at first, then back off
     while True:
         try:
-            described = sfn.describe_execution(executionArn=_execution_arn(txid))
+            described = sfn.describe_execution(executionArn=execution_arn(txid))
         except sfn.exceptions.ExecutionDoesNotExist:
             return TradeResult(txid, "failed", error_type="ExecutionDoesNotExist",
                                message="the trade's execution was never started")
@@ -351,6 +356,8 @@ def wait(txid: str, deadline_s: float) -> TradeResult:
     result = TradeResult(txid, output.get("status", "failed"), error_type, message,
                          output.get("price_cents"))
     _finish_intent(txid, result.status)
+    log.info("trade %s", result.status, extra={"fields": {
+        "transaction_id": txid, "execution_arn": execution_arn(txid), "error_type": error_type}})
     return result
 
 
@@ -389,7 +396,7 @@ def _swap(state: Any, key: str, old: str | bytes, new: dict[str, Any] | None, tt
 def _status(txid: str) -> str | None:
     sfn = aws.client("stepfunctions")
     try:
-        return sfn.describe_execution(executionArn=_execution_arn(txid))["status"]
+        return sfn.describe_execution(executionArn=execution_arn(txid))["status"]
     except sfn.exceptions.ExecutionDoesNotExist:
         return None
 
@@ -534,13 +541,13 @@ def recover(older_than_s: float = 30.0, stuck_after_s: float = 300.0) -> dict[st
     now = dt.datetime.now(dt.UTC)
     for txid, user_id, started_at in intents:
         try:
-            status = sfn.describe_execution(executionArn=_execution_arn(txid))["status"]
+            status = sfn.describe_execution(executionArn=execution_arn(txid))["status"]
         except sfn.exceptions.ExecutionDoesNotExist:
             status = "NEVER_STARTED"
         if status == "RUNNING":
             if (now - started_at).total_seconds() < stuck_after_s:
                 continue
-            sfn.stop_execution(executionArn=_execution_arn(txid), cause="stopped by recovery")
+            sfn.stop_execution(executionArn=execution_arn(txid), cause="stopped by recovery")
         done[txid] = _finish(txid, user_id)
     for txid in ledger.in_doubt(older_than_s):
         if txid not in done:

@@ -27,7 +27,7 @@ import numpy as np
 from stockml.artifact import action_for
 from stockml.features import build_features, frame_from_bars
 from stockml.registry import LoadedModel, ModelNotFound, ModelRegistry, OutdatedArtifact
-from stockpred import aws, config, postgres, redis_stores
+from stockpred import aws, config, logs, postgres, redis_stores
 from stockpred.logs import get_logger
 
 if TYPE_CHECKING:
@@ -75,7 +75,8 @@ def request_training(symbol: str) -> bool:
     try:
         aws.client("lambda").invoke(
             FunctionName=config.load().train_function_name, InvocationType="Event",
-            Payload=json.dumps({"symbols": [symbol], "on_demand": True}).encode())
+            Payload=json.dumps({"symbols": [symbol], "on_demand": True,
+                                "correlation_id": logs.correlation_id.get()}).encode())
     except Exception:
         state.delete(_training_lock(symbol))
         raise
