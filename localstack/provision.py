@@ -19,7 +19,7 @@ import boto3
 
 from devstack.template import LOCAL_ACCOUNT, LOCAL_REGION, Template
 
-BUCKETS = ("stockpred-models", "stockpred-warehouse", "stockpred-market-data")
+BUCKETS = ("stockpred-models", "stockpred-warehouse", "stockpred-market-data", "stockpred-log-dead-letters")
 # The variable a function reads a secret's name from, and the secret's name locally.
 SECRETS = {
     "JWT_SECRET_ARN": "stockpred/jwt-secret",

@@ -99,7 +99,8 @@ def profile() -> Response:
     claims = _claims()
     with _user_errors():
         p = users().profile(claims["sub"])
-    return json_response(200, {"user_id": p.user_id, "name": p.name, "email": p.email})
+    return json_response(200, {"user_id": p.user_id, "name": p.name, "email": p.email,
+                               "roles": list(p.roles)})
 
 
 @app.route("/api/users/profile/update", methods=["POST"], content_types=ANY_BODY)

@@ -329,7 +329,7 @@ def test_login_429_after_too_many_failures_from_one_client(gateway, state):
 def test_profile_200_shows_the_user(gateway, user):
     r = profile(gateway, user.token)
     assert r.status_code == 200
-    assert r.json() == {"user_id": user.user_id, "name": user.name, "email": user.email}
+    assert r.json() == {"user_id": user.user_id, "name": user.name, "email": user.email, "roles": []}
     lower = gateway.get("/api/users/profile", headers={"Authorization": f"bearer {user.token}"})
     assert lower.status_code == 200  # the scheme is case-insensitive
 
@@ -346,7 +346,7 @@ def test_profile_update_200_changes_name_and_email(gateway, db, user):
     assert r.status_code == 200
     assert r.json() == {"message": "Profile updated successfully"}
     assert profile(gateway, user.token).json() == {"user_id": user.user_id, "name": "Ada King",
-                                                   "email": email.upper()}
+                                                   "email": email.upper(), "roles": []}
     assert db.users.find_one({"_id": user.user_id})["email_normalised"] == email
     assert login(gateway, email).status_code == 200
     assert login(gateway, user.email).status_code == 401  # the old email is free, not an alias

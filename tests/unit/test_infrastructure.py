@@ -25,6 +25,7 @@ import pytest
 
 from devstack.services import REPO_ROOT
 from devstack.template import load_yaml
+from stockpred.logship import _function_of
 
 TEMPLATE = REPO_ROOT / "template.yaml"
 SAM = REPO_ROOT / ".tools/sam/bin/sam"
@@ -302,11 +303,23 @@ def reached(fn: str) -> frozenset[Node]:
     modules = _modules(code_dir)
     module_name, attr = p["Handler"].rsplit(".", 1)
     handler = modules[module_name]
+    init = handler.init
+    assigned = {t.id for s in init if isinstance(s, ast.Assign) for t in s.targets if isinstance(t, ast.Name)}
     if attr in handler.defs:
         roots = {(handler.path, attr)}
     else:  # a Chalice app: its routes (and middleware) are the entry points
         roots = {(handler.path, name) for name, node in handler.defs.items() if _decorated_by(node, attr)}
-    assert roots, f"{fn}: {p['Handler']} is neither a function nor an app with routes"
+    if not roots and attr in assigned:
+        # An entry point made at import (`quote = _step(trading.quote_step)`): the module's
+        # import-time code below reaches it. The entry points the module makes alike for other
+        # functions (`account = _step(...)`) are theirs, not this one's code path.
+        siblings = {q["Handler"].rsplit(".", 1)[1] for other, q in functions().items()
+                    if other != fn and q["CodeUri"] == p["CodeUri"]
+                    and q["Handler"].rsplit(".", 1)[0] == module_name}
+        init = [s for s in init if not (isinstance(s, ast.Assign) and all(
+            isinstance(t, ast.Name) and t.id in siblings for t in s.targets))]
+    else:
+        assert roots, f"{fn}: {p['Handler']} is neither a function nor an app with routes"
     by_path = {m.path: m for m in modules.values()}
     seen: set[Node] = set()
     todo = [*roots, (handler.path, "")]
@@ -316,7 +329,8 @@ def reached(fn: str) -> frozenset[Node]:
             continue
         seen.add(node)
         m = by_path[node[0]]
-        todo += _references(m, modules, [m.defs[node[1]]] if node[1] else m.init)
+        body = [m.defs[node[1]]] if node[1] else init if m is handler else m.init
+        todo += _references(m, modules, body)
         todo.append((m.path, ""))
     return frozenset(seen)
 
@@ -385,14 +399,19 @@ json.dump(transform(tpl, {}, NoManagedPolicies()), sys.stdout)
 """
 
 
-def test_sam_gives_every_vpc_function_the_vpc_access_role(tmp_path):
-    """SAM adds AWSLambdaVPCAccessExecutionRole to a role it creates when VpcConfig is set;
-    without it Lambda cannot create the function's network interfaces and the deploy fails."""
+def translated(tmp_path: Path) -> dict[str, Any]:
+    """The resources of template.yaml as SAM's transform turns them into CloudFormation."""
     script = tmp_path / "translate.py"
     script.write_text(TRANSLATE)
     result = run_tool(SAM_PYTHON, "The SAM CLI's Python", [str(script), str(TEMPLATE)])
     assert result.returncode == 0, result.stderr
-    cfn = json.loads(result.stdout)["Resources"]
+    return json.loads(result.stdout)["Resources"]
+
+
+def test_sam_gives_every_vpc_function_the_vpc_access_role(tmp_path):
+    """SAM adds AWSLambdaVPCAccessExecutionRole to a role it creates when VpcConfig is set;
+    without it Lambda cannot create the function's network interfaces and the deploy fails."""
+    cfn = translated(tmp_path)
     lambdas = {lid: r for lid, r in cfn.items() if r["Type"] == "AWS::Lambda::Function"}
     assert set(functions()) <= set(lambdas)
     for lid, r in lambdas.items():
@@ -400,6 +419,28 @@ def test_sam_gives_every_vpc_function_the_vpc_access_role(tmp_path):
         role = cfn[r["Properties"]["Role"]["Fn::GetAtt"][0]]["Properties"]
         assert any(str(a).endswith("/AWSLambdaVPCAccessExecutionRole")
                    for a in role.get("ManagedPolicyArns", [])), f"{lid}: role lacks VPC access"
+
+
+def test_every_function_may_write_to_the_log_group_its_logging_config_names(tmp_path):
+    """LoggingConfig reaches the Lambda functions SAM makes, and their roles may write there:
+    a role without logs:CreateLogStream/PutLogEvents on its group would lose every line."""
+    cfn = translated(tmp_path)
+    write = {"logs:CreateLogStream", "logs:PutLogEvents"}
+    for fn, group in log_groups().items():
+        p = cfn[fn]["Properties"]
+        assert p.get("LoggingConfig", {}).get("LogGroup") == {"Ref": group}, f"{fn}: {p.get('LoggingConfig')}"
+        role = cfn[p["Role"]["Fn::GetAtt"][0]]["Properties"]
+        # AWS's managed roles allow both actions on every group ("Resource": "*").
+        managed = any(str(a).endswith(("/AWSLambdaBasicExecutionRole", "/AWSLambdaVPCAccessExecutionRole"))
+                      for a in role.get("ManagedPolicyArns", []))
+        granted: set[str] = set()
+        for policy in role.get("Policies", []):
+            for st in policy["PolicyDocument"]["Statement"]:
+                actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+                targets = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+                if st["Effect"] == "Allow" and any(t == "*" or group in refs(t) for t in targets):
+                    granted |= {a for a in write for pattern in actions if fnmatch.fnmatchcase(a, pattern)}
+        assert managed or granted == write, f"{fn}'s role may not write to {group}"
 
 
 # ---- network -----------------------------------------------------------------------------------
@@ -429,7 +470,17 @@ def test_the_nat_reaches_the_internet_and_s3_skips_it():
 
 
 STORE_PORTS = {"AWS::RDS::DBInstance": 5432, "AWS::DocDB::DBCluster": 27017,
-               "AWS::ElastiCache::ReplicationGroup": 6379}
+               "AWS::ElastiCache::ReplicationGroup": 6379, "AWS::OpenSearchService::Domain": 443}
+
+
+def store_subnets_and_groups(p: dict[str, Any]) -> tuple[set[str], list[str]]:
+    """A store's subnets (its subnet group's, or an OpenSearch domain's VPCOptions) and groups."""
+    if "VPCOptions" in p:
+        vpc = p["VPCOptions"]
+        return {ref(s) for s in vpc["SubnetIds"]}, [ref(g) for g in vpc["SecurityGroupIds"]]
+    group_key = next(k for k in ("VPCSecurityGroups", "VpcSecurityGroupIds", "SecurityGroupIds") if k in p)
+    subnet_group = ref(p.get("DBSubnetGroupName") or p.get("CacheSubnetGroupName"))
+    return {ref(s) for s in props(subnet_group)["SubnetIds"]}, [ref(g) for g in p[group_key]]
 
 
 def test_stores_are_private_and_open_only_to_the_functions():
@@ -440,13 +491,12 @@ def test_stores_are_private_and_open_only_to_the_functions():
     for lid, res in stores.items():
         p = res["Properties"]
         port = int(p.get("Port", STORE_PORTS[res["Type"]]))
-        group_key = next(k for k in ("VPCSecurityGroups", "VpcSecurityGroupIds", "SecurityGroupIds")
-                         if k in p)
-        subnet_group = ref(p.get("DBSubnetGroupName") or p.get("CacheSubnetGroupName"))
-        assert {ref(s) for s in props(subnet_group)["SubnetIds"]} <= private, f"{lid} is not private"
+        subnets, groups = store_subnets_and_groups(p)
+        assert subnets and subnets <= private, f"{lid} is not private"
+        assert groups, f"{lid} has no security group"
         assert p.get("PubliclyAccessible", False) is False, f"{lid} is publicly accessible"
         open_ports = set()
-        for group in (ref(g) for g in p[group_key]):
+        for group in groups:
             for rule in props(group).get("SecurityGroupIngress", []):
                 assert "CidrIp" not in rule and "CidrIpv6" not in rule, f"{group} is open to addresses"
                 assert ref(rule["SourceSecurityGroupId"]) in function_groups, f"{group}: {rule}"
@@ -578,8 +628,8 @@ def test_only_the_etl_reads_the_pseudonym_key_and_only_verifiers_the_jwt_secret(
         return {fn for fn in functions() if {"Ref": secret} in allowed(fn, "secretsmanager:GetSecretValue")}
 
     assert readers("PseudonymKeySecret") == {"EtlRunFunction"}, readers("PseudonymKeySecret")
-    assert readers("JwtSecret") == {"UsersFunction", "TransactionsFunction", "WsFunction"}, \
-        readers("JwtSecret")
+    assert readers("JwtSecret") == {"UsersFunction", "TransactionsFunction", "WsFunction",
+                                    "LogsFunction"}, readers("JwtSecret")
 
 
 def test_the_code_paths_the_permissions_follow_still_exist():
@@ -614,6 +664,219 @@ def test_predict_may_start_a_training():
     policies = functions()["PredictFunction"]["Policies"]
     assert {"LambdaInvokePolicy": {"FunctionName": {"Ref": "RetrainFunction"}}} in policies, \
         "PredictFunction may not invoke RetrainFunction"
+
+
+# ---- centralised logs ---------------------------------------------------------------------------
+SHIPPER = "LogShipperFunction"
+LOG_READER = "LogsFunction"
+ES_ACTIONS = ("es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost", "es:ESHttpPut", "es:ESHttpDelete",
+              "es:ESHttpPatch")
+# What each function may do on the log domain; every other function may do nothing there.
+ES_NEEDS = {SHIPPER: {"es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost", "es:ESHttpPut", "es:ESHttpDelete"},
+            LOG_READER: {"es:ESHttpGet", "es:ESHttpPost"}}
+
+
+TLS_1_2_POLICIES = ("Policy-Min-TLS-1-2-2019-07", "Policy-Min-TLS-1-2-PFS-2023-10")
+
+
+def log_domain() -> str:
+    (domain,) = resources("AWS::OpenSearchService::Domain")
+    return domain
+
+
+def is_shipper(value: Any) -> bool:
+    """`!Ref LogShipperFunction.Alias` (the `live` alias) or `!GetAtt LogShipperFunction.Arn`."""
+    return value in ({"Ref": f"{SHIPPER}.Alias"}, {"Fn::GetAtt": [SHIPPER, "Arn"]})
+
+
+# Stand-ins for the pseudo parameters, to read names and ARNs as AWS would build them.
+PSEUDO = {"${AWS::Partition}": "aws", "${AWS::Region}": "us-east-1",
+          "${AWS::AccountId}": "123456789012", "${AWS::StackName}": "stockpred-prod"}
+
+
+def resolve(text: str) -> str:
+    for name, value in PSEUDO.items():
+        text = text.replace(name, value)
+    return text
+
+
+def log_groups() -> dict[str, str]:
+    """Function -> the logical id of the log group its LoggingConfig has Lambda write to."""
+    out: dict[str, str] = {}
+    stack_groups = resources("AWS::Logs::LogGroup")
+    for fn, p in functions().items():
+        config = p.get("LoggingConfig") or {}
+        group = ref(config.get("LogGroup"))
+        assert group in stack_groups, \
+            f"{fn}: LoggingConfig.LogGroup is not `!Ref` a log group of the stack ({config or 'none'})"
+        assert group not in out.values(), f"{group} is the log group of two functions"
+        out[fn] = group
+    return out
+
+
+def dependencies(lid: str) -> set[str]:
+    """Resources `lid` waits for: those it refers to (Globals included) and its DependsOn."""
+    res = template()["Resources"][lid]
+    depends = res.get("DependsOn", [])
+    found = refs(functions()[lid] if lid in functions() else res.get("Properties", {}))
+    found |= {depends} if isinstance(depends, str) else set(depends)
+    return {name.split(".")[0] for name in found} & set(template()["Resources"])
+
+
+def waits_for(lid: str) -> set[str]:
+    """Everything created before `lid`, transitively."""
+    seen: set[str] = set()
+    todo = [lid]
+    while todo:
+        for dep in dependencies(todo.pop()) - seen:
+            seen.add(dep)
+            todo.append(dep)
+    return seen
+
+
+def test_every_function_logs_to_its_own_group_with_retention():
+    groups = log_groups()
+    assert set(groups.values()) == set(resources("AWS::Logs::LogGroup")), \
+        f"log groups no function writes to: {set(resources('AWS::Logs::LogGroup')) - set(groups.values())}"
+    for fn, lid in groups.items():
+        config = functions()[fn]["LoggingConfig"]
+        assert config.get("LogFormat", "Text") == "Text", f"{fn}: the shipper parses the lines as written"
+        days = props(lid).get("RetentionInDays")
+        assert days is not None, f"{fn}'s logs never expire"
+        assert ref(days) in template()["Parameters"] or isinstance(days, int), lid
+        # Named after the stack and the logical id: unique per stack, the shipper and the log
+        # search see which function wrote a line, and the name needs no function to exist.
+        name = props(lid)["LogGroupName"]
+        assert sub_text(name) == f"/aws/lambda/{var('AWS::StackName')}/{fn}", f"{lid}: {name}"
+        assert _function_of(resolve(sub_text(name))) == fn
+    assert ref(env(SHIPPER)["LOG_RETENTION_DAYS"]) == ref(props(groups[SHIPPER])["RetentionInDays"]), \
+        "the shipper keeps indices for another period than CloudWatch keeps the logs"
+
+
+def test_each_log_group_exists_before_its_function_runs():
+    """SnapStart + AutoPublishAlias run a function's init while the stack is created. Were the
+    group named after the function (`/aws/lambda/${Fn}`), it would wait for the function, and
+    Lambda could create that group first: the stack would fail with AlreadyExists. So each
+    function waits for its group, and no group waits for any function (nor a cycle forms)."""
+    for fn, group in log_groups().items():
+        assert group in dependencies(fn), f"{fn} does not wait for {group}"
+        before = waits_for(group)
+        assert not before & set(functions()), f"{group} waits for {sorted(before & set(functions()))}"
+        assert fn not in waits_for(fn), f"{fn} depends on itself"
+        for lid in resources("AWS::Logs::SubscriptionFilter"):
+            if ref(props(lid)["LogGroupName"]) == group:
+                assert lid not in waits_for(fn), f"{fn} waits for {lid}: a cycle through the shipper"
+    for lid in template()["Resources"]:
+        assert lid not in waits_for(lid), f"{lid} depends on itself"
+
+
+def test_every_function_but_the_shipper_ships_its_logs_to_the_shipper():
+    """A filter on the shipper's own group would invoke it for the lines it writes while shipping."""
+    groups = log_groups()
+    permissions = {lid for lid, r in resources("AWS::Lambda::Permission").items()
+                   if r["Properties"]["Principal"] == "logs.amazonaws.com"
+                   and is_shipper(r["Properties"]["FunctionName"])
+                   and r["Properties"]["Action"] == "lambda:InvokeFunction"}
+    assert permissions, "CloudWatch Logs may not invoke the shipper"
+    subscribed: dict[str, list[str]] = {}
+    for lid, res in resources("AWS::Logs::SubscriptionFilter").items():
+        p = res["Properties"]
+        group = ref(p["LogGroupName"])
+        assert group in groups.values(), f"{lid} subscribes {p['LogGroupName']}, not a function's group"
+        assert is_shipper(p["DestinationArn"]), f"{lid} ships to {p['DestinationArn']}"
+        assert p["FilterPattern"] == "", f"{lid} ships only some lines"
+        depends = res.get("DependsOn", [])
+        depends = [depends] if isinstance(depends, str) else depends
+        assert set(depends) & permissions, f"{lid} may be created before the shipper may be invoked"
+        subscribed.setdefault(group, []).append(lid)
+    for fn, group in groups.items():
+        if fn == SHIPPER:
+            assert group not in subscribed, f"{SHIPPER} ships its own logs: a loop"
+        else:
+            assert len(subscribed.get(group, [])) == 1, f"{fn}'s logs are not shipped (exactly once)"
+    arn = "arn:aws:logs:us-east-1:123456789012:log-group:{}:*"  # a group's ARN, the invoke's source
+    for lid in permissions:
+        p = props(lid)
+        source = sub_text(p["SourceArn"])
+        assert source.startswith("arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:"), \
+            f"{lid}: log groups of other accounts or regions may invoke the shipper"
+        for fn, group in groups.items():
+            if fn != SHIPPER:
+                name = resolve(sub_text(props(group)["LogGroupName"]))
+                assert fnmatch.fnmatchcase(arn.format(name), resolve(source)), f"{lid} does not cover {name}"
+        for other in ("/aws/lambda/another-stack/UsersFunction",
+                      "/aws/lambda/stockpred-prod-2/UsersFunction"):
+            assert not fnmatch.fnmatchcase(arn.format(other), resolve(source)), \
+                f"{lid}: another stack's {other} may invoke the shipper"
+
+
+def test_the_shipper_retries_twice_runs_maintenance_and_dead_letters_to_its_bucket():
+    p = functions()[SHIPPER]
+    assert p["Handler"] == "shipper.handler"
+    assert (p.get("EventInvokeConfig") or {}).get("MaximumRetryAttempts") == 2, \
+        f"{SHIPPER}: a failed batch is retried as Lambda's default, not twice"
+    schedules = [e["Properties"] for e in p["Events"].values() if e["Type"] == "Schedule"]
+    assert [json.loads(s["Input"]) for s in schedules] == [{"action": "maintenance"}]
+    assert not any(e["Type"] == "Api" for e in p["Events"].values()), "the shipper is not an endpoint"
+    bucket = ref(env(SHIPPER)["LOG_DEAD_LETTER_BUCKET"])
+    assert bucket in resources("AWS::S3::Bucket")
+    objects = {sub_text(r) for a in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject")
+               for r in allowed(SHIPPER, a)}
+    assert objects == {f"{var(bucket + '.Arn')}/*"}, objects
+    assert allowed(SHIPPER, "s3:ListBucket") == [{"Fn::GetAtt": [bucket, "Arn"]}]
+    rules = (props(bucket).get("LifecycleConfiguration") or {}).get("Rules", [])
+    assert any(r["Status"] == "Enabled" and int(r["ExpirationInDays"]) <= 30 for r in rules), \
+        f"{bucket} keeps dead letters forever"
+    for fn in functions():
+        if fn != SHIPPER:
+            assert not any(refs(r) & {bucket} for st in statements(fn) for r in
+                           (st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]])), \
+                f"{fn} may touch the dead letters"
+
+
+def test_the_log_domain_is_in_the_vpc_encrypted_and_https_only():
+    """Reachability (private subnet, port 443 from the functions only) is checked with the stores."""
+    p = props(log_domain())
+    assert p["EngineVersion"].startswith("OpenSearch_")
+    assert (p.get("VPCOptions") or {}).get("SubnetIds"), "the domain has a public endpoint"
+    assert (p.get("EncryptionAtRestOptions") or {}).get("Enabled") is True, "not encrypted at rest"
+    assert (p.get("NodeToNodeEncryptionOptions") or {}).get("Enabled") is True, "nodes talk in clear"
+    endpoint = p.get("DomainEndpointOptions") or {}
+    assert endpoint.get("EnforceHTTPS") is True, "the domain answers plain HTTP"
+    assert endpoint.get("TLSSecurityPolicy") in TLS_1_2_POLICIES, "the domain accepts TLS below 1.2"
+    assert (p.get("EBSOptions") or {}).get("EBSEnabled") is True
+    (statement,) = p["AccessPolicies"]["Statement"]
+    assert statement["Effect"] == "Allow"
+    assert sub_text(statement["Principal"]["AWS"]) == "arn:${AWS::Partition}:iam::${AWS::AccountId}:root", \
+        "the domain must leave access to this account's identity policies"
+    assert statement["Action"] == "es:ESHttp*"
+    for fn in (SHIPPER, LOG_READER):
+        url = env(fn)["OPENSEARCH_URL"]
+        assert sub_text(url) == f"https://{var(log_domain() + '.DomainEndpoint')}", f"{fn}: {url}"
+    outputs = template()["Outputs"]
+    assert outputs["LogDomainEndpoint"]["Value"] == {"Fn::GetAtt": [log_domain(), "DomainEndpoint"]}
+
+
+def test_only_the_log_functions_reach_the_log_domain_and_with_exactly_the_actions_they_need():
+    domain_paths = f"{var(log_domain() + '.Arn')}/*"
+    for fn in functions():
+        for action in ES_ACTIONS:
+            granted = allowed(fn, action)
+            if action in ES_NEEDS.get(fn, set()):
+                assert [sub_text(r) for r in granted] == [domain_paths], f"{fn}: {action} on {granted}"
+            else:
+                assert not granted, f"{fn} may {action} on {granted}"
+        assert not allowed(fn, "es:ESHttpSomethingNew"), f"{fn} may use es:ESHttp*: list the actions"
+        assert not allowed(fn, "es:CreateDomain") and not allowed(fn, "es:UpdateDomainConfig"), fn
+
+
+def test_the_log_search_is_an_api_route():
+    """Its routes are checked against the Chalice app's by test_template; here: it has the search."""
+    events = functions()[LOG_READER]["Events"].values()
+    routes = {(e["Properties"]["Method"], e["Properties"]["Path"]) for e in events if e["Type"] == "Api"}
+    assert ("get", "/api/logs") in routes
+    assert all(path.startswith("/api/logs") for _, path in routes), routes
+    assert all("RestApiId" not in e["Properties"] for e in events), "not on the stack's one REST API"
 
 
 # ---- warehouse ---------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """template.yaml is data the tests read: valid SAM, and the same routes the Chalice apps serve."""
 
+import json
 import re
 import subprocess
 import sys
@@ -37,6 +38,19 @@ def test_template_routes_equal_the_chalice_routes(fn_id):
                       for m in methods}
     template_routes = {(r.method, r.path) for r in template.routes if r.function == fn_id}
     assert chalice_routes == template_routes
+
+
+def test_devstack_serves_the_log_search_and_runs_the_shipper_maintenance():
+    """The log functions are wired by the template alone: devstack reads the route and schedule."""
+    template = Template.load(TEMPLATE)
+    assert [(r.method, r.function) for r in template.routes if r.path == "/api/logs"] == \
+        [("GET", "LogsFunction")]
+    assert not [r for r in template.routes if r.function == "LogShipperFunction"]
+    (maintenance,) = [s for s in template.schedules if s.function == "LogShipperFunction"]
+    assert maintenance.enabled and json.loads(maintenance.input) == {"action": "maintenance"}
+    shipper = template.functions["LogShipperFunction"]
+    assert shipper.handler == "shipper.handler" and shipper.code_dir.name == "logs"
+    assert template.functions["LogsFunction"].code_dir == shipper.code_dir
 
 
 def _pins(text: str) -> dict[str, str]:

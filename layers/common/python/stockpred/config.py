@@ -112,6 +112,15 @@ class Settings:
     # ---- HTTP API: the dashboard's origin, the only one CORS answers for (None: CORS off) -----
     cors_origin: str | None = None
 
+    # ---- centralised logs: the OpenSearch store, the shipper's dead letters, retention ---------
+    # None: no log store (lines stay in CloudWatch Logs / local files). An https URL on AWS is
+    # signed with the function's role (SigV4, service `es`); locally it is plain http.
+    opensearch_url: str | None = None
+    log_index_prefix: str = "stockpred-logs"
+    log_dead_letter_bucket: str = "stockpred-log-dead-letters"
+    log_retention_days: int = 14
+    log_search_max: int = 1000
+
     # ---- secrets: where they are (Secrets Manager), and how long a value is reused ------------
     jwt_secret_arn: str | None = None
     service_token_secret_arn: str | None = None
@@ -293,6 +302,12 @@ def from_environ(environ: Mapping[str, str]) -> Settings:
         ws_max_rooms_per_connection=r.integer("WS_MAX_ROOMS_PER_CONNECTION", 50, minimum=1),
         ws_max_messages_per_second=r.integer("WS_MAX_MESSAGES_PER_SECOND", 20, minimum=1),
         cors_origin=_origin(r.text("CORS_ORIGIN")),
+        opensearch_url=(r.text("OPENSEARCH_URL") or "").rstrip("/") or None,
+        log_index_prefix=r.text("LOG_INDEX_PREFIX", "stockpred-logs") or "stockpred-logs",
+        log_dead_letter_bucket=r.text("LOG_DEAD_LETTER_BUCKET", "stockpred-log-dead-letters")
+        or "stockpred-log-dead-letters",
+        log_retention_days=r.integer("LOG_RETENTION_DAYS", 14, minimum=1),
+        log_search_max=r.integer("LOG_SEARCH_MAX", 1000, minimum=1),
         jwt_secret_arn=r.text("JWT_SECRET_ARN"),
         service_token_secret_arn=r.text("SERVICE_TOKEN_SECRET_ARN"),
         pseudonym_key_secret_arn=r.text("PSEUDONYM_KEY_SECRET_ARN"),

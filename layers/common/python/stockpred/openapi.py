@@ -77,7 +77,8 @@ SCHEMAS: dict[str, Any] = {
     "Registered": _obj({"message": {"const": "User registered successfully"}, "user_id": STRING}),
     "LoggedIn": _obj({"message": {"const": "Login successful"}, "token": STRING,
                       "expires_in": INTEGER}),
-    "Profile": _obj({"user_id": STRING, "name": STRING, "email": STRING}),
+    "Profile": _obj({"user_id": STRING, "name": STRING, "email": STRING},
+                    {"roles": {"type": "array", "items": STRING}}),
     "Holding": _obj({"symbol": STRING, "shares": INTEGER, "cost_basis": MONEY,
                      "cost_basis_cents": INTEGER}),
     "Portfolio": _obj({"cash": MONEY, "cash_cents": INTEGER,
@@ -111,6 +112,14 @@ SCHEMAS: dict[str, Any] = {
     "Signals": _obj({"symbol": NULLABLE_STRING, "from": NULLABLE_STRING, "to": NULLABLE_STRING,
                      "by_month": {"type": "array", "items": {"type": "object"}}}),
     "Trading": _obj({"by_day": {"type": "array", "items": {"type": "object"}}}),
+    "LogLine": _obj({"timestamp": STRING, "service": STRING, "function": STRING, "level": STRING,
+                     "message": STRING},
+                    {"correlation_id": STRING, "request_id": STRING, "transaction_id": STRING,
+                     "execution_arn": STRING, "exception": STRING, "extra": {"type": "object"}}),
+    "Logs": _obj({"logs": {"type": "array", "items": _ref("LogLine")}, "count": INTEGER,
+                  "total": INTEGER}),
+    "ErrorsPerMinute": _obj({"since": STRING, "minutes": {"type": "array", "items": _obj(
+        {"minute": STRING, "errors": INTEGER})}}),
 }
 
 SYMBOL = {"name": "symbol", "in": "path", "required": True,
@@ -121,6 +130,9 @@ IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
                                   "with another order it is a 422",
                    "schema": {"type": "string", "minLength": 1, "maxLength": 255}}
 BEARER = [{"bearerAuth": []}]
+LOG_WINDOW = [{"name": n, "in": "query", "required": False, "schema": STRING,
+               "description": "an ISO 8601 time or a duration back from now: 15m, 2h, 7d"}
+              for n in ("since", "until")]
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}}}
 TOKEN = "Bearer {$response.body#/token}"
 
@@ -301,6 +313,30 @@ def _paths() -> dict[str, Any]:
         "/api/analytics/trading": {"get": {
             "operationId": "analyticsTrading", "tags": ["analytics"],
             "responses": {"200": _json(_ref("Trading"), "trades by day")}}},
+        "/api/logs": {"get": {
+            "operationId": "searchLogs", "tags": ["operators"], "security": BEARER,
+            "description": "every function's log lines (admin role only), the latest `limit` "
+                           "matching, oldest first; without correlation_id or since: the last 24 h",
+            "parameters": [
+                *({"name": n, "in": "query", "required": False,
+                   "schema": {"type": "string", "minLength": 1, "maxLength": 128}}
+                  for n in ("correlation_id", "service", "function", "transaction_id", "q")),
+                {"name": "level", "in": "query", "required": False,
+                 "schema": {"enum": ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]}},
+                *LOG_WINDOW,
+                {"name": "limit", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 200}}],
+            "responses": {"200": _json(_ref("Logs"), "matching lines"), "400": INVALID,
+                          "401": UNAUTHORISED, "403": _error("Operators only"),
+                          "503": _error("The log store is unavailable")}}},
+        "/api/logs/errors": {"get": {
+            "operationId": "errorsPerMinute", "tags": ["operators"], "security": BEARER,
+            "description": "ERROR and CRITICAL lines per minute (admin role only), default last hour",
+            "parameters": [{"name": "service", "in": "query", "required": False, "schema": STRING},
+                           *LOG_WINDOW],
+            "responses": {"200": _json(_ref("ErrorsPerMinute"), "errors per minute"),
+                          "400": INVALID, "401": UNAUTHORISED, "403": _error("Operators only"),
+                          "503": _error("The log store is unavailable")}}},
         "/api/openapi.json": {"get": {
             "operationId": "openapi", "tags": ["meta"], "summary": "this document",
             "responses": {"200": _json({"type": "object"}, "the OpenAPI 3.1 document")}}},

@@ -65,6 +65,12 @@ class Profile:
     user_id: str
     name: str
     email: str
+    roles: tuple[str, ...] = ()
+
+
+# Roles a user can hold, granted only from the command line (`stockpred users grant`): `admin`
+# reads every service's logs (GET /api/logs).
+ROLES = ("admin",)
 
 
 # ---- validation ------------------------------------------------------------------------------
@@ -346,7 +352,22 @@ class Users:
         user = self.db.users.find_one({"_id": user_id})
         if user is None:
             raise UserNotFound(user_id)
-        return Profile(user["_id"], user["name"], user["email"])
+        return Profile(user["_id"], user["name"], user["email"], tuple(user.get("roles") or ()))
+
+    def has_role(self, user_id: str, role: str) -> bool:
+        return self.db.users.count_documents({"_id": user_id, "roles": role}, limit=1) == 1
+
+    def set_role(self, email: str, role: str, granted: bool = True) -> str:
+        """Grants (or revokes) a role to the user with this email; returns the user's id."""
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
+        change = {"$addToSet": {"roles": role}} if granted else {"$pull": {"roles": role}}
+        user = self.db.users.find_one_and_update(
+            {"email_normalised": normalise_email(email)},
+            {**change, "$set": {"updated_at": dt.datetime.now(dt.UTC)}})
+        if user is None:
+            raise UserNotFound(email)
+        return user["_id"]
 
     def update_profile(self, user_id: str, body: Any) -> None:
         body = _check(body)

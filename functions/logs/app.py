@@ -1,0 +1,116 @@
+"""Logs service (Kibana's job, for operators): search every function's lines in OpenSearch.
+
+`GET /api/logs` filters by correlation id, service, function, level, transaction id, text and
+time; `GET /api/logs/errors` counts errors per minute. Both answer only users holding the
+`admin` role (granted with `stockpred users grant EMAIL admin`), checked on every request.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+
+from chalice import Chalice, Response
+
+from stockpred import auth, config, opensearch
+from stockpred.handlers import ApiError, install, json_response, query_int
+from stockpred.logs import clean_correlation_id
+from stockpred.users import Users
+
+app = Chalice(app_name="logs")
+log = install(app, "logs")
+
+DEFAULT_SINCE = dt.timedelta(hours=24)
+NAME_PARAMS = ("service", "function", "transaction_id")
+
+
+@functools.cache
+def users() -> Users:
+    return Users()
+
+
+def _operator() -> str:
+    try:
+        claims = auth.verify(auth.bearer(app.current_request.headers))
+    except auth.InvalidToken:
+        raise ApiError(401, "Invalid or missing token", {"WWW-Authenticate": "Bearer"}) from None
+    if not users().has_role(claims["sub"], "admin"):
+        raise ApiError(403, "Operators only: this needs the admin role")
+    return claims["sub"]
+
+
+def parse_time(name: str, value: str | None, now: dt.datetime) -> dt.datetime | None:
+    """An ISO 8601 time (UTC unless it says otherwise) or a duration back from now: 15m, 2h, 7d."""
+    if value is None:
+        return None
+    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+    if len(value) <= 8 and value[:-1].isdigit() and value[-1:] in units:
+        try:
+            return now - dt.timedelta(**{units[value[-1]]: int(value[:-1])})
+        except OverflowError:
+            raise ApiError(400, f"{name} is too far back") from None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(400, f"{name} must be an ISO 8601 time or a duration like 15m, 2h, 7d") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def _name(params: dict[str, str], name: str) -> str | None:
+    value = params.get(name)
+    if value is None:
+        return None
+    if not (0 < len(value) <= 128 and value.isprintable()):
+        raise ApiError(400, f"{name} must be 1 to 128 printable characters")
+    return value
+
+
+def _window(params: dict[str, str]) -> tuple[dt.datetime | None, dt.datetime | None]:
+    now = dt.datetime.now(dt.UTC)
+    since = parse_time("since", params.get("since"), now)
+    until = parse_time("until", params.get("until"), now)
+    if since is not None and until is not None and since >= until:
+        raise ApiError(400, "since must be before until")
+    return since, until
+
+
+def _store_down(exc: Exception) -> ApiError:
+    log.error("log store unavailable", extra={"fields": {"error": str(exc)[:300]}})
+    return ApiError(503, "The log store is unavailable", {"Retry-After": "30"})
+
+
+@app.route("/api/logs", methods=["GET"])
+def search_logs() -> Response:
+    _operator()
+    params = app.current_request.query_params or {}
+    cid = params.get("correlation_id")
+    if cid is not None and clean_correlation_id(cid) is None:
+        raise ApiError(400, "correlation_id must be 1 to 128 printable ASCII characters")
+    level = params.get("level")
+    if level is not None and level.upper() not in opensearch.LEVELS:
+        raise ApiError(400, f"level must be one of {', '.join(opensearch.LEVELS)}")
+    text = _name(params, "q")
+    since, until = _window(params)
+    if since is None and cid is None:
+        since = dt.datetime.now(dt.UTC) - DEFAULT_SINCE
+    limit = query_int(params, "limit", 200, 1, config.load().log_search_max)
+    try:
+        found = opensearch.search(correlation_id=cid, level=level, since=since, until=until, text=text,
+                                  limit=limit, **{n: _name(params, n) for n in NAME_PARAMS})
+    except opensearch.LogStoreUnavailable as exc:
+        raise _store_down(exc) from None
+    return json_response(200, {"logs": found["lines"], "count": len(found["lines"]),
+                               "total": found["total"]})
+
+
+@app.route("/api/logs/errors", methods=["GET"])
+def errors_per_minute() -> Response:
+    _operator()
+    params = app.current_request.query_params or {}
+    since, until = _window(params)
+    since = since or dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    try:
+        minutes = opensearch.errors_per_minute(since, until, _name(params, "service"))
+    except opensearch.LogStoreUnavailable as exc:
+        raise _store_down(exc) from None
+    return json_response(200, {"since": since.isoformat(), "minutes": minutes})

@@ -1,0 +1,223 @@
+"""OpenSearch, the log store: its client, the daily indices' template, bulk writes and searches.
+
+On AWS the store is an Amazon OpenSearch Service domain reached over HTTPS with requests signed
+by the function's role (SigV4, service `es`); locally it is the stack's own OpenSearch on plain
+HTTP at 127.0.0.1. Lines go to one index per day (`stockpred-logs-2026.11.24`) shaped by one
+index template: the fields every line has are keywords (exact match, aggregations), `timestamp`
+is a date, `message` and `exception` are text, and whatever else a log call passed is kept under
+`extra` as a flat object, so no careless field can make a mapping conflict that rejects lines.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections.abc import Iterable
+from typing import Any
+
+from opensearchpy import AWSV4SignerAuth, OpenSearch, RequestsHttpConnection, helpers
+from opensearchpy.exceptions import ConnectionError as OpenSearchConnectionError
+from opensearchpy.exceptions import NotFoundError, TransportError
+
+from stockpred import config
+
+KEYWORD_FIELDS = ("service", "function", "level", "correlation_id", "request_id", "transaction_id",
+                  "execution_arn", "log_group", "log_stream", "event_id")
+TEXT_FIELDS = ("message", "exception")
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class LogStoreUnavailable(RuntimeError):
+    """OpenSearch is not configured, not reachable, or failed the request."""
+
+
+def _settings() -> config.Settings:
+    return config.load()
+
+
+@functools.cache
+def client() -> OpenSearch:
+    """This process's client; signed with the function's credentials when the store is https on AWS."""
+    settings = _settings()
+    url = settings.opensearch_url
+    if not url:
+        raise LogStoreUnavailable("no log store: OPENSEARCH_URL is not set")
+    kwargs: dict[str, Any] = {"hosts": [url], "timeout": 5, "max_retries": 1, "retry_on_timeout": True,
+                              "http_compress": True}
+    if url.startswith("https://") and not settings.local:
+        import boto3
+
+        credentials = boto3.Session().get_credentials()
+        kwargs.update(http_auth=AWSV4SignerAuth(credentials, settings.aws_region, "es"),
+                      use_ssl=True, verify_certs=True, connection_class=RequestsHttpConnection)
+    return OpenSearch(**kwargs)
+
+
+def index_pattern() -> str:
+    return f"{_settings().log_index_prefix}-*"
+
+
+def index_for(timestamp: str) -> str:
+    """The daily index of a line's ISO timestamp: `stockpred-logs-2026.11.24`."""
+    return f"{_settings().log_index_prefix}-{timestamp[:10].replace('-', '.')}"
+
+
+def index_template() -> dict[str, Any]:
+    properties: dict[str, Any] = {name: {"type": "keyword", "ignore_above": 512} for name in KEYWORD_FIELDS}
+    properties.update({name: {"type": "text"} for name in TEXT_FIELDS})
+    properties["timestamp"] = {"type": "date"}
+    properties["extra"] = {"type": "flat_object"}
+    return {
+        "index_patterns": [index_pattern()],
+        "priority": 100,
+        "template": {
+            # One data node (template.yaml's LogDomain): a replica would have nowhere to go.
+            "settings": {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"},
+            "mappings": {"dynamic": "strict", "properties": properties},
+        },
+    }
+
+
+_template_ready = False
+
+
+def ensure_index_template() -> None:
+    """Puts the index template once per process (idempotent: it is the same every time)."""
+    global _template_ready
+    if not _template_ready:
+        _call(client().indices.put_index_template, name=_settings().log_index_prefix,
+              body=index_template())
+        _template_ready = True
+
+
+def _call(method: Any, **kwargs: Any) -> Any:
+    try:
+        return method(**kwargs)
+    except (OpenSearchConnectionError, TransportError) as exc:
+        raise LogStoreUnavailable(f"OpenSearch: {exc}") from exc
+
+
+def bulk_index(docs: list[dict[str, Any]]) -> tuple[int, list[dict[str, Any]], list[dict[str, Any]]]:
+    """Indexes `docs` (each with `_index`, `_id` and the line) and returns (indexed, retryable,
+    rejected): retryable ones failed for the store's sake (down, overloaded), rejected ones were
+    refused as malformed and would be refused again. A line indexed twice under its id is one line."""
+    if not docs:
+        return 0, [], []
+    try:
+        ensure_index_template()
+        actions = ({"_op_type": "index", "_index": d["_index"], "_id": d["_id"], "_source": d["line"]}
+                   for d in docs)
+        indexed, errors = helpers.bulk(client(), actions, raise_on_error=False, max_retries=2,
+                                       initial_backoff=0.5, max_backoff=2, refresh=False)
+    except (LogStoreUnavailable, OpenSearchConnectionError, TransportError, helpers.BulkIndexError):
+        return 0, list(docs), []
+    by_id = {d["_id"]: d for d in docs}
+    retryable, rejected = [], []
+    for error in errors:
+        item = next(iter(error.values()))
+        doc = by_id.get(item.get("_id"))
+        if doc is None:
+            continue
+        status = int(item.get("status") or 500)
+        (retryable if status == 429 or status >= 500 else rejected).append(
+            {**doc, "error": str(item.get("error"))[:500]})
+    return indexed, retryable, rejected
+
+
+def _since_filter(since: dt.datetime | None, until: dt.datetime | None) -> list[dict[str, Any]]:
+    if since is None and until is None:
+        return []
+    bounds: dict[str, str] = {}
+    if since is not None:
+        bounds["gte"] = since.astimezone(dt.UTC).isoformat()
+    if until is not None:
+        bounds["lt"] = until.astimezone(dt.UTC).isoformat()
+    return [{"range": {"timestamp": bounds}}]
+
+
+def search(*, correlation_id: str | None = None, service: str | None = None, level: str | None = None,
+           function: str | None = None, transaction_id: str | None = None,
+           since: dt.datetime | None = None, until: dt.datetime | None = None, text: str | None = None,
+           limit: int = 200) -> dict[str, Any]:
+    """The most recent `limit` lines matching every given filter, returned oldest first (one
+    request's story reads top to bottom), with the total count of matches."""
+    filters: list[dict[str, Any]] = []
+    for name, value in (("correlation_id", correlation_id), ("service", service), ("function", function),
+                        ("transaction_id", transaction_id)):
+        if value:
+            filters.append({"term": {name: value}})
+    if level:
+        filters.append({"term": {"level": level.upper()}})
+    filters += _since_filter(since, until)
+    must = [{"match": {"message": {"query": text, "operator": "and"}}}] if text else []
+    body = {"query": {"bool": {"filter": filters, "must": must}},
+            "sort": [{"timestamp": "desc"}, {"event_id": "desc"}],
+            "size": min(limit, _settings().log_search_max), "track_total_hits": True}
+    try:
+        found = _call(client().search, index=index_pattern(), body=body,
+                      params={"ignore_unavailable": "true", "allow_no_indices": "true"})
+    except LogStoreUnavailable as exc:
+        if isinstance(exc.__cause__, NotFoundError):
+            return {"total": 0, "lines": []}
+        raise
+    hits = found["hits"]["hits"]
+    return {"total": found["hits"]["total"]["value"], "lines": [h["_source"] for h in reversed(hits)]}
+
+
+def errors_per_minute(since: dt.datetime, until: dt.datetime | None = None,
+                      service: str | None = None) -> list[dict[str, Any]]:
+    """ERROR and CRITICAL lines per minute: `[{"minute": iso, "errors": n}, ...]`."""
+    filters: list[dict[str, Any]] = [{"terms": {"level": ["ERROR", "CRITICAL"]}},
+                                     *_since_filter(since, until)]
+    if service:
+        filters.append({"term": {"service": service}})
+    body = {"size": 0, "query": {"bool": {"filter": filters}},
+            "aggs": {"per_minute": {"date_histogram": {"field": "timestamp", "fixed_interval": "1m",
+                                                       "min_doc_count": 1}}}}
+    found = _call(client().search, index=index_pattern(), body=body,
+                  params={"ignore_unavailable": "true", "allow_no_indices": "true"})
+    buckets = (found.get("aggregations") or {}).get("per_minute", {}).get("buckets", [])
+    return [{"minute": b["key_as_string"], "errors": b["doc_count"]} for b in buckets]
+
+
+def daily_indices() -> dict[str, dt.date]:
+    """The log indices there are, with the day each holds."""
+    found = _call(client().indices.get, index=index_pattern(),
+                  params={"ignore_unavailable": "true", "allow_no_indices": "true"})
+    prefix = _settings().log_index_prefix + "-"
+    out = {}
+    for name in found:
+        try:
+            out[name] = dt.datetime.strptime(name.removeprefix(prefix), "%Y.%m.%d").date()
+        except ValueError:
+            continue
+    return out
+
+
+def delete_indices(names: Iterable[str]) -> list[str]:
+    names = sorted(names)
+    for name in names:
+        _call(client().indices.delete, index=name, params={"ignore_unavailable": "true"})
+    return names
+
+
+def ensure_retention_policy(days: int) -> bool:
+    """An ISM policy deleting log indices after `days` (Amazon OpenSearch Service has the ISM
+    plugin; the local distribution does not: then False, and the shipper's clean-up deletes)."""
+    policy = {"policy": {
+        "description": f"stockpred logs: delete after {days} days",
+        "default_state": "hot",
+        "states": [
+            {"name": "hot", "actions": [],
+             "transitions": [{"state_name": "delete", "conditions": {"min_index_age": f"{days}d"}}]},
+            {"name": "delete", "actions": [{"delete": {}}], "transitions": []},
+        ],
+        "ism_template": [{"index_patterns": [index_pattern()], "priority": 100}],
+    }}
+    try:
+        client().transport.perform_request(
+            "PUT", f"/_plugins/_ism/policies/{_settings().log_index_prefix}-retention", body=policy)
+    except TransportError as exc:
+        # 409: it exists already (made from the same settings); anything else: no ISM here.
+        return exc.status_code == 409
+    return True
