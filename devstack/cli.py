@@ -8,11 +8,15 @@
     stockpred cache status               the cache ring, each shard's master and replica, breakers
     stockpred etl run                    one incremental warehouse load (all or nothing)
     stockpred report                     the analytics as a PNG chart and CSV files
+    stockpred logs search [filters]      every function's lines from OpenSearch, as a table
+    stockpred logs status | maintenance  log indices and dead letters; re-drive and retention now
+    stockpred users grant|revoke EMAIL admin   operator rights (GET /api/logs)
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import sys
@@ -58,6 +62,7 @@ stockpred is up.
   AWS (moto)    {env['AWS_ENDPOINT_URL']}
   PostgreSQL    {env['DATABASE_URL']}
   MongoDB       {env['MONGO_URL']} (FerretDB)
+  OpenSearch    {env['OPENSEARCH_URL']}  (logs: stockpred logs search --help)
   Redis         state {env['REDIS_URL']}  cache {env['CACHE_REDIS_URLS']}
   logs          {stack.root / 'log'}
 Stop everything with: make stop""")
@@ -294,6 +299,82 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_lines(lines: list[dict], wide: bool) -> None:
+    width = None if wide else 100
+    print(f"{'time':<25}{'level':<9}{'function':<26}{'service':<13}{'correlation id':<38}message")
+    for line in lines:
+        message = line.get("message", "")
+        if line.get("exception") and wide:
+            message += "\n" + line["exception"]
+        if width:
+            message = message.replace("\n", " | ")[:width]
+        print(f"{line.get('timestamp', ''):<25}{line.get('level', ''):<9}"
+              f"{line.get('function', '')[:25]:<26}{line.get('service', '')[:12]:<13}"
+              f"{line.get('correlation_id', '')[:37]:<38}{message}")
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from stockpred import logship, opensearch
+
+    _apply_env(_stack(args))
+    try:
+        if args.action == "status":
+            indices = opensearch.daily_indices()
+            counts = logship.dead_letter_counts()
+            print(f"log store {os.environ.get('OPENSEARCH_URL')}: {len(indices)} daily indices"
+                  + (f" ({min(indices.values())} to {max(indices.values())})" if indices else ""))
+            print(f"dead letters waiting: {counts['waiting']} objects; "
+                  f"refused lines: {counts['rejected']} objects")
+            return 0
+        if args.action == "maintenance":
+            print(json.dumps(logship.maintenance(), indent=2, default=str))
+            return 0
+        now = dt.datetime.now(dt.UTC)
+        since = _duration_or_time(args.since, now) if args.since else (
+            None if args.correlation_id else now - dt.timedelta(hours=1))
+        found = opensearch.search(correlation_id=args.correlation_id, service=args.service,
+                                  level=args.level, function=args.function,
+                                  transaction_id=args.transaction_id, since=since, text=args.text,
+                                  limit=args.limit)
+    except opensearch.LogStoreUnavailable as exc:
+        print(f"error: {exc} (is the stack up? `make run`)", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(found["lines"], indent=2))
+        return 0
+    _print_lines(found["lines"], args.wide)
+    shown = len(found["lines"])
+    print(f"\n{shown} line(s)" + (f" of {found['total']} (the latest; --limit for more)"
+                                   if found["total"] > shown else ""))
+    return 0
+
+
+def _duration_or_time(value: str, now: dt.datetime) -> dt.datetime:
+    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+    if value[:-1].isdigit() and value[-1:] in units:
+        return now - dt.timedelta(**{units[value[-1]]: int(value[:-1])})
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise SystemExit(f"error: --since must be a duration (15m, 2h, 7d) or an ISO time, "
+                         f"not {value!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    from stockpred.users import UserNotFound, Users
+
+    _apply_env(_stack(args))
+    try:
+        user_id = Users().set_role(args.email, args.role, granted=args.action == "grant")
+    except UserNotFound:
+        print(f"error: no user with the email {args.email}", file=sys.stderr)
+        return 1
+    print(f"{'granted' if args.action == 'grant' else 'revoked'} {args.role} "
+          f"{'to' if args.action == 'grant' else 'from'} {args.email} (user {user_id})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stockpred", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -356,6 +437,33 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cache", help="the cache ring and the circuit breakers")
     p.add_argument("action", choices=["status"])
     p.set_defaults(func=cmd_cache_status)
+
+    p = sub.add_parser("logs", help="search every function's log lines (OpenSearch)",
+                       description="Search the centralised logs. Follow one request: "
+                                   "`stockpred logs search --correlation-id ID`.")
+    p.add_argument("action", choices=["search", "status", "maintenance"],
+                   help="search: print matching lines (oldest first); status: indices and dead "
+                        "letters; maintenance: re-drive dead letters and apply retention now")
+    p.add_argument("--correlation-id", help="one request's id (its X-Correlation-Id header)")
+    p.add_argument("--service", help="e.g. users, saga, trading, market, logship")
+    p.add_argument("--function", help="a function's name, e.g. UsersFunction")
+    p.add_argument("--level", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+                   type=str.upper)
+    p.add_argument("--transaction-id", help="a trade's transaction id")
+    p.add_argument("--text", help="words the message must contain")
+    p.add_argument("--since", help="15m, 2h, 7d or an ISO time (default 1h; all time with "
+                                   "--correlation-id)")
+    p.add_argument("--limit", type=int, default=200, help="the latest N lines (default 200)")
+    p.add_argument("--wide", action="store_true", help="whole messages and tracebacks")
+    p.add_argument("--json", action="store_true", help="the lines as JSON")
+    p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("users", help="grant or revoke a user's role",
+                       description="Roles: admin (operators: GET /api/logs).")
+    p.add_argument("action", choices=["grant", "revoke"])
+    p.add_argument("email")
+    p.add_argument("role", choices=["admin"])
+    p.set_defaults(func=cmd_users)
     return parser
 
 

@@ -28,7 +28,9 @@ from pathlib import Path
 
 from aiohttp import web
 
+from devstack import logfeed
 from devstack.events import proxy_response, rest_proxy_event, scheduled_event
+from devstack.logfeed import LogFeed
 from devstack.runtime import FunctionTimeout, Invocation, LambdaPython, Throttled, WorkerPool
 from devstack.schedules import next_fire
 from devstack.sigv4 import Guard
@@ -43,6 +45,7 @@ MAX_BODY_BYTES = 6 * 1024 * 1024
 
 POOL = web.AppKey("pool", WorkerPool)
 INVOKE_POOL = web.AppKey("invoke_pool", WorkerPool)
+LOG_FEED = web.AppKey("log_feed", object)
 TEMPLATE = web.AppKey("template", Template)
 EXECUTORS = web.AppKey("executors", dict)
 
@@ -156,6 +159,7 @@ def _preflight(cors: dict) -> Callable[[web.Request], Awaitable[web.StreamRespon
 
 async def _health(request: web.Request) -> web.Response:
     pools = {"api": request.app[POOL], "invoke": request.app[INVOKE_POOL]}
+    feed = request.app[LOG_FEED]
     return _json(200, {"status": "ok", "functions": sorted(request.app[TEMPLATE].functions),
                        "serving": pools["api"].runtime.describe(),
                        "template": str(request.app[TEMPLATE].path),
@@ -163,7 +167,9 @@ async def _health(request: web.Request) -> web.Response:
                        "invocations": sum(p.invocations for p in pools.values()),
                        "cold_starts": sum(p.cold_starts for p in pools.values()),
                        "pools": {name: {"workers": p.size, "invocations": p.invocations,
-                                        "cold_starts": p.cold_starts} for name, p in pools.items()}})
+                                        "cold_starts": p.cold_starts} for name, p in pools.items()},
+                       "logs": {"shipping": bool(feed and feed.shipper), "shipped": feed.shipped,
+                                "lost": feed.lost} if feed else {"shipping": False}})
 
 
 @web.middleware
@@ -206,7 +212,8 @@ async def _run_schedules(app: web.Application) -> None:
 
 
 def build_app(template: Template, pool: WorkerPool, invoke_pool: WorkerPool, *,
-              schedules: bool = True, guard: Guard | None = None) -> web.Application:
+              schedules: bool = True, guard: Guard | None = None,
+              log_feed: LogFeed | None = None) -> web.Application:
     """`pool` serves API requests; `invoke_pool` the Invoke API and schedules.
 
     Two pools, because an API function may wait on work that arrives through Invoke (a buy waits
@@ -217,6 +224,7 @@ def build_app(template: Template, pool: WorkerPool, invoke_pool: WorkerPool, *,
     app[TEMPLATE] = template
     app[POOL] = pool
     app[INVOKE_POOL] = invoke_pool
+    app[LOG_FEED] = log_feed
     # Threads only wait here (for a free worker, then for its answer); each pool has its own, so
     # requests queued for one pool can never take the threads the other pool's callers need.
     app[EXECUTORS] = {POOL: ThreadPoolExecutor(max_workers=256, thread_name_prefix="api"),
@@ -247,6 +255,10 @@ def build_app(template: Template, pool: WorkerPool, invoke_pool: WorkerPool, *,
             executor.shutdown(wait=False, cancel_futures=True)
         pool.close()
         invoke_pool.close()
+        if log_feed is not None:
+            log_feed.close()
+            if log_feed.pool is not None:
+                log_feed.pool.close()
 
     app.on_cleanup.append(shutdown)
     return app
@@ -273,9 +285,17 @@ def main(argv: list[str] | None = None) -> None:
     template = Template.load(args.template)
     runtime = LambdaPython(built=template.built)
     log.info("serving %s from %s", runtime.describe(), template.path)
-    pool = WorkerPool(args.workers, base_env=dict(os.environ), runtime=runtime)
-    invoke_pool = WorkerPool(args.invoke_workers, base_env=dict(os.environ), runtime=runtime)
-    web.run_app(build_app(template, pool, invoke_pool, schedules=not args.no_schedules),
+    env = dict(os.environ)
+    # The functions' lines go to the log shipper as CloudWatch Logs would send them, when there
+    # is a log store to ship to; its own small pool, so shipping never holds an API worker.
+    shipper = template.functions.get(logfeed.SHIPPER) if env.get("OPENSEARCH_URL") else None
+    ship_pool = WorkerPool(1, base_env=env, runtime=runtime, max_total=1) if shipper else None
+    feed = LogFeed(shipper, ship_pool)
+    pool = WorkerPool(args.workers, base_env=env, runtime=runtime, log_sink=feed.line)
+    invoke_pool = WorkerPool(args.invoke_workers, base_env=env, runtime=runtime, log_sink=feed.line)
+    if ship_pool is not None:
+        ship_pool.log_sink = feed.line
+    web.run_app(build_app(template, pool, invoke_pool, schedules=not args.no_schedules, log_feed=feed),
                 host=args.host, port=args.port, print=None, access_log=None)
 
 

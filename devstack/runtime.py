@@ -28,6 +28,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -132,21 +133,38 @@ def import_handler(fn: Function) -> Any:
     return getattr(module, attr)
 
 
+# Where a worker's output lines go: (function, log stream, line), as Lambda sends them to the
+# function's CloudWatch log group (devstack.logfeed ships them on). None: devstack's own stderr.
+LogSink = Callable[[str, str, str], None]
+
+
 class _Worker:
-    def __init__(self, fn: Function, runtime: LambdaPython, env: dict[str, str]) -> None:
+    def __init__(self, fn: Function, runtime: LambdaPython, env: dict[str, str],
+                 log_sink: LogSink | None = None) -> None:
         self.fn = fn
         self.last_used = time.monotonic()
         parent, child = socket.socketpair()
         config = {"function": fn.logical_id, "arn": fn.arn, "handler": fn.handler,
                   "memory_mb": fn.memory_mb, "timeout_s": fn.timeout_s,
                   "path": runtime.import_path(fn)}
+        output = subprocess.PIPE if log_sink else None
         try:
             self.process = subprocess.Popen(
                 [*runtime.argv, str(WORKER_SCRIPT), str(child.fileno()), json.dumps(config)],
-                env=env, pass_fds=[child.fileno()], stdin=subprocess.DEVNULL, cwd=str(fn.code_dir))
+                env=env, pass_fds=[child.fileno()], stdin=subprocess.DEVNULL, cwd=str(fn.code_dir),
+                stdout=output, stderr=subprocess.STDOUT if log_sink else None)
         finally:
             child.close()
         self.conn = Connection(parent.detach())
+        if log_sink:
+            threading.Thread(target=self._read_output, args=(log_sink,), daemon=True,
+                             name=f"log-{fn.logical_id}-{self.process.pid}").start()
+
+    def _read_output(self, sink: LogSink) -> None:
+        stream = f"devstack/{self.process.pid}"
+        assert self.process.stdout is not None
+        for raw in self.process.stdout:
+            sink(self.fn.logical_id, stream, raw.decode("utf-8", errors="replace").rstrip("\n"))
 
     def kill(self) -> None:
         self.process.kill()
@@ -162,8 +180,10 @@ class WorkerPool:
     """
 
     def __init__(self, size: int, base_env: dict[str, str], runtime: LambdaPython | None = None,
-                 max_total: int | None = None, acquire_timeout_s: float = 30.0) -> None:
+                 max_total: int | None = None, acquire_timeout_s: float = 30.0,
+                 log_sink: LogSink | None = None) -> None:
         self.size = size
+        self.log_sink = log_sink
         self.max_total = max_total or size * 4
         self.base_env = base_env
         self.runtime = runtime or LambdaPython(built=False)
@@ -222,7 +242,7 @@ class WorkerPool:
         if victim is not None:
             victim.kill()
         try:
-            return _Worker(fn, self.runtime, self._env(fn))
+            return _Worker(fn, self.runtime, self._env(fn), self.log_sink)
         except Exception:
             with self._cond:
                 self._total -= 1

@@ -57,9 +57,10 @@ def stack() -> Iterator[dict[str, str]]:
 
 
 def _reset_process_caches() -> None:
-    from stockpred import aws, config, mongo, redis_stores, secrets
+    from stockpred import aws, config, mongo, opensearch, redis_stores, secrets
 
     config.load.cache_clear()
+    opensearch.client.cache_clear()
     secrets.cache_clear()
     mongo.cache_clear()
     aws.client.cache_clear()
