@@ -51,17 +51,21 @@ _TEXT_RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s:@]+:[^/\s@]+@"), r"\1[redacted]@"),
     # JSON Web Tokens, wherever they appear
     (re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), "[token]"),
-    (re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE), r"\1 [redacted]"),
+    (re.compile(r"\b((?i:bearer|basic))\s+[A-Za-z0-9._~+/=-]+"), r"\1 [redacted]"),
     # key=value, key: value, "key": "value" for secret-looking keys
-    (re.compile(r"""(?i)\b((?:[a-z_-]*)(?:password|passwd|pwd|passphrase|secret|token|api[_-]?key|"""
-                r"""apikey|authorization|credential)s?)(["']?\s*[:=]\s*["']?)([^\s"',;&}\]]+)"""),
+    (re.compile(r"""\b((?i:[a-z_-]*(?:password|passwd|pwd|passphrase|secret|token|api[_-]?key|"""
+                r"""apikey|authorization|credential)s?))(["']?\s*[:=]\s*["']?)([^\s"',;&}\]]+)"""),
      r"\1\2[redacted]"),
     (re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"), "[aws-access-key]"),
     (re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"), "[email]"),
 ]
+# One pass to tell whether any rule applies: most values (ids, symbols, numbers) hold nothing.
+_ANY_SECRET = re.compile("|".join(f"(?:{pattern.pattern})" for pattern, _ in _TEXT_RULES))
 
 
 def redact_text(text: str) -> str:
+    if not _ANY_SECRET.search(text):
+        return text
     for pattern, replacement in _TEXT_RULES:
         text = pattern.sub(replacement, text)
     return text
