@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs what the local stack needs, idempotently: Debian packages, the virtualenv, FerretDB,
-# OpenSearch (the log store: Java 17, its system user), and what builds and runs the functions as
-# Lambda does: Python 3.13, the runtime's boto3, aws-sam-cli (in .tools/sam) and asl-validator
-# (in .tools/node_modules).
+# Installs what the local stack needs, idempotently: Debian packages (chromium for the browser
+# tests among them), the virtualenv, FerretDB, OpenSearch (the log store: Java 17, its system user),
+# what builds and runs the functions as Lambda does: Python 3.13, the runtime's boto3, aws-sam-cli
+# (in .tools/sam) and asl-validator (in .tools/node_modules), and the dashboard's npm packages
+# (web/node_modules, exactly as web/package-lock.json pins them).
 # Safe to run on every `make run` / `make test`; each step is skipped when already satisfied.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +28,9 @@ command -v redis-sentinel >/dev/null 2>&1 || need_apt+=(redis-sentinel)
 grep -qs '^JAVA_VERSION="17[."]' /usr/lib/jvm/*/release || need_apt+=(openjdk-17-jre-headless)
 command -v unzip >/dev/null 2>&1 || need_apt+=(unzip)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# The browser tests (tests/browser) drive Debian's chromium with Playwright, which downloads no
+# browser of its own here (never `playwright install`); DejaVu gives the pages a font.
+[ -x /usr/bin/chromium ] || need_apt+=(chromium fonts-dejavu-core)
 if ((${#need_apt[@]})); then
     say "installing Debian packages: ${need_apt[*]}"
     sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
@@ -153,6 +157,16 @@ if [ "$(.tools/sam/bin/sam --version 2>/dev/null)" != "SAM CLI, version $SAM_CLI
     [ -x .tools/sam/bin/python ] || "$PYTHON" -m venv .tools/sam
     .tools/sam/bin/pip install -q --disable-pip-version-check "aws-sam-cli==$SAM_CLI_VERSION"
     say "aws-sam-cli installed in $(( $(date +%s) - start ))s"
+fi
+
+# The dashboard's browser libraries (lightweight-charts, axe-core): `npm ci` installs exactly the
+# lock file, again whenever the lock changes (the stamp holds the lock's hash).
+web_stamp="web/node_modules/.installed-$(sha256sum web/package-lock.json | cut -c1-16)"
+if [ ! -f "$web_stamp" ]; then
+    command -v npm >/dev/null || { echo "npm is needed for the dashboard's packages (apt-get install npm)" >&2; exit 1; }
+    say "installing the dashboard's npm packages into web/node_modules (npm ci, web/package-lock.json)"
+    (cd web && npm ci --silent --no-audit --no-fund >/dev/null)
+    touch "$web_stamp"
 fi
 
 if [ ! -x .tools/node_modules/.bin/asl-validator ] \
