@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make run` and `make test`. Both bootstrap what is missing.
-.PHONY: run test stop status bootstrap build lint bench clean
+.PHONY: run test stop status bootstrap build lint bench clean publish-dashboard
 
 VENV := .venv/bin
 SAM := .tools/sam/bin/sam
@@ -44,6 +44,13 @@ lint: bootstrap
 
 bench: bootstrap
 	@for b in bench/[a-z]*.py; do m=$$(basename $$b .py); echo "== bench.$$m"; $(VENV)/python -m bench.$$m || exit 1; done
+
+# Upload web/ to a deployed stack's dashboard bucket and invalidate its CloudFront distribution:
+#   make publish-dashboard STACK=stockpred
+# (AWS credentials and region as for any AWS CLI call: AWS_PROFILE, AWS_REGION, ...)
+publish-dashboard: bootstrap
+	@test -n "$(STACK)" || { echo "usage: make publish-dashboard STACK=<CloudFormation stack name>" >&2; exit 2; }
+	@$(VENV)/stockpred dashboard publish --stack "$(STACK)"
 
 clean: stop
 	rm -rf .local .aws-sam .aws-sam-build.log

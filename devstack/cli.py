@@ -11,6 +11,7 @@
     stockpred logs search [filters]      every function's lines from OpenSearch, as a table
     stockpred logs status | maintenance  log indices and dead letters; re-drive and retention now
     stockpred users grant|revoke EMAIL admin   operator rights (GET /api/logs)
+    stockpred dashboard publish --stack NAME    upload web/ to the stack's dashboard bucket
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         serving = "?"
     print(f"""
 stockpred is up.
+  Dashboard     {api}/
   functions     {serving}
                 (`make run` serves the sources; `make run BUILT=1` what `sam build` made)
   REST API      {api}/api/stocks
@@ -375,6 +377,33 @@ def cmd_users(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard_publish(args: argparse.Namespace) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from devstack import dashboard
+
+    outputs: dict[str, str] = {}
+    try:
+        if args.stack:
+            outputs = dashboard.stack_outputs(args.stack)
+        bucket = args.bucket or outputs.get("DashboardBucketName")
+        ws_url = args.ws_url or outputs.get("WebSocketUrl")
+        distribution = args.distribution_id or outputs.get("DashboardDistributionId")
+        if not bucket or not ws_url:
+            print("error: give --stack NAME (its DashboardBucketName and WebSocketUrl outputs), or "
+                  "--bucket and --ws-url", file=sys.stderr)
+            return 2
+        uploads = dashboard.publish(bucket, ws_url, root=args.root, distribution_id=distribution,
+                                    invalidate=not args.no_invalidate)
+    except (FileNotFoundError, BotoCoreError, ClientError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    size = sum(u.size for u in uploads)
+    print(f"published {len(uploads)} file(s), {size} bytes, to s3://{bucket}/"
+          + (f"; the dashboard: {outputs['DashboardUrl']}" if outputs.get("DashboardUrl") else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stockpred", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -464,6 +493,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("email")
     p.add_argument("role", choices=["admin"])
     p.set_defaults(func=cmd_users)
+
+    p = sub.add_parser("dashboard", help="publish the web dashboard to AWS",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="publish: uploads every file of web/ (not node_modules/, not "
+                       "package*.json)\nwith its content type and Cache-Control: no-cache, the pinned "
+                       "lightweight-charts\nas vendor/lightweight-charts.standalone.production.js, and "
+                       "a generated config.json\n({\"apiUrl\": \"\", \"wsUrl\": <the WebSocket API>}) "
+                       "to the stack's dashboard bucket, then\ninvalidates /* on its CloudFront "
+                       "distribution. AWS credentials and region come from\nboto3's usual settings "
+                       "(AWS_PROFILE, AWS_REGION, ...).",
+                       epilog="examples:\n"
+                              "  stockpred dashboard publish --stack stockpred\n"
+                              "  stockpred dashboard publish --bucket B --ws-url wss://ID.execute-api."
+                              "REGION.amazonaws.com/live --no-invalidate")
+    p.add_argument("action", choices=["publish"])
+    p.add_argument("--stack", metavar="NAME",
+                   help="read DashboardBucketName, DashboardDistributionId and WebSocketUrl from "
+                        "this CloudFormation stack's outputs")
+    p.add_argument("--bucket", help="the dashboard bucket (overrides the stack's output)")
+    p.add_argument("--ws-url", help="the WebSocket API's URL written to config.json (overrides "
+                                    "the stack's WebSocketUrl output)")
+    p.add_argument("--distribution-id", help="the CloudFront distribution to invalidate "
+                                             "(overrides the stack's output)")
+    p.add_argument("--no-invalidate", action="store_true",
+                   help="upload only; CloudFront keeps serving its cached copies until they expire")
+    p.add_argument("--root", type=Path, default=None,
+                   help="the site's folder (default: $DASHBOARD_ROOT, else the repository's web/)")
+    p.set_defaults(func=cmd_dashboard_publish)
     return parser
 
 

@@ -8,6 +8,7 @@
   (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; devstack/sigv4.py), and so does `@connections`.
 - `Schedule` events fire on their rate()/cron() expressions.
 - The template's WebSocket API and its `@connections` management API (devstack/wsapi.py).
+- The dashboard's static files (web/) at `/`, `/config.json` and their paths (devstack/dashboard.py).
 
 Run: python -m devstack.gateway --port 3000 --template template.yaml
 """
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from devstack import logfeed
+from devstack import dashboard, logfeed
 from devstack.events import proxy_response, rest_proxy_event, scheduled_event
 from devstack.logfeed import LogFeed
 from devstack.runtime import FunctionTimeout, Invocation, LambdaPython, Throttled, WorkerPool
@@ -247,6 +248,8 @@ def build_app(template: Template, pool: WorkerPool, invoke_pool: WorkerPool, *,
 
     WebSocketApi(template, invoke_ws, guard).add_to(app)
     app.router.add_get("/_devstack/health", _health)
+    # The dashboard's files from this same origin (as CloudFront serves them beside /api/* on AWS).
+    dashboard.add_routes(app)
     if schedules:
         app.cleanup_ctx.append(_run_schedules)
 

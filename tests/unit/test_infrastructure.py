@@ -936,6 +936,109 @@ def test_fact_tables_project_the_partitions_the_etl_writes(monkeypatch):
         assert columns == expected, f"{name}: Glue columns are not the Parquet files' columns"
 
 
+# ---- the dashboard: S3 behind CloudFront, one origin with the REST API -------------------------
+CACHING_OPTIMIZED = "658327ea-f89d-4fab-a63d-7e88639e58f6"
+CACHING_DISABLED = "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"
+ALL_VIEWER_EXCEPT_HOST_HEADER = "b689b0a8-53d0-40ab-baf2-68738e2966ac"
+
+
+def distribution() -> tuple[str, dict[str, Any]]:
+    (lid,) = resources("AWS::CloudFront::Distribution")
+    return lid, props(lid)["DistributionConfig"]
+
+
+def origin(config: dict[str, Any], origin_id: str) -> dict[str, Any]:
+    (found,) = [o for o in config["Origins"] if o["Id"] == origin_id]
+    return found
+
+
+def getatt(value: Any) -> tuple[str, str]:
+    inner = value["Fn::GetAtt"]
+    return tuple(inner) if isinstance(inner, list) else tuple(inner.split(".", 1))  # type: ignore[return-value]
+
+
+def test_the_dashboard_bucket_is_private_and_only_the_distribution_reads_it():
+    dist, config = distribution()
+    bucket_origin = origin(config, config["DefaultCacheBehavior"]["TargetOriginId"])
+    bucket, attr = getatt(bucket_origin["DomainName"])
+    assert attr == "RegionalDomainName" and resources()[bucket]["Type"] == "AWS::S3::Bucket"
+    p = props(bucket)
+    assert set(p["PublicAccessBlockConfiguration"].values()) == {True} and \
+        len(p["PublicAccessBlockConfiguration"]) == 4
+    assert p["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert p["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+    assert "WebsiteConfiguration" not in p, "a website endpoint would be public"
+    # CloudFront signs with an origin access control (not the legacy identity).
+    oac, _ = getatt(bucket_origin["OriginAccessControlId"])
+    assert bucket_origin["S3OriginConfig"] == {"OriginAccessIdentity": ""}
+    oac_config = props(oac)["OriginAccessControlConfig"]
+    assert (oac_config["OriginAccessControlOriginType"], oac_config["SigningBehavior"],
+            oac_config["SigningProtocol"]) == ("s3", "always", "sigv4")
+    # Its one policy grants reading to CloudFront, for this distribution only.
+    (policy,) = [lid for lid, r in resources("AWS::S3::BucketPolicy").items()
+                 if ref(r["Properties"]["Bucket"]) == bucket]
+    allows = [st for st in props(policy)["PolicyDocument"]["Statement"] if st["Effect"] == "Allow"]
+    assert len(allows) == 1
+    (allow,) = allows
+    assert allow["Principal"] == {"Service": "cloudfront.amazonaws.com"}
+    assert allow["Action"] in ("s3:GetObject", ["s3:GetObject"])
+    assert sub_text(allow["Resource"]) == var(f"{bucket}.Arn") + "/*"
+    source = sub_text(allow["Condition"]["StringEquals"]["AWS:SourceArn"])
+    partition, account = var("AWS::Partition"), var("AWS::AccountId")
+    assert source == f"arn:{partition}:cloudfront::{account}:distribution/{var(dist)}"
+
+
+def test_the_api_behavior_reaches_the_rest_api_uncached_over_https():
+    _, config = distribution()
+    (api,) = [b for b in config["CacheBehaviors"] if b["PathPattern"] == "/api/*"]
+    api_origin = origin(config, api["TargetOriginId"])
+    # The same API and stage as the ApiUrl output; every route of the template is under /api/.
+    api_url = sub_text(template()["Outputs"]["ApiUrl"]["Value"])
+    rest_api, stage = re.fullmatch(r"https://\$\{(\w+)\}\.execute-api\.[^/]+/(\w+)", api_url).groups()
+    assert sub_text(api_origin["DomainName"]) == \
+        f"{var(rest_api)}.execute-api.{var('AWS::Region')}.{var('AWS::URLSuffix')}"
+    assert api_origin["OriginPath"] == f"/{stage}"
+    assert api_origin["CustomOriginConfig"]["OriginProtocolPolicy"] == "https-only"
+    from devstack.template import Template
+
+    assert all(r.path.startswith("/api/") for r in Template.load(TEMPLATE).routes)
+    assert api["CachePolicyId"] == CACHING_DISABLED
+    assert api["OriginRequestPolicyId"] == ALL_VIEWER_EXCEPT_HOST_HEADER
+    assert set(api["AllowedMethods"]) == {"GET", "HEAD", "OPTIONS", "PUT", "PATCH", "POST", "DELETE"}
+    assert api["ViewerProtocolPolicy"] in ("https-only", "redirect-to-https")
+    # Everything else is the bucket's files: cached, compressed, https.
+    default = config["DefaultCacheBehavior"]
+    assert config["DefaultRootObject"] == "index.html"
+    assert default["CachePolicyId"] == CACHING_OPTIMIZED
+    assert default["ViewerProtocolPolicy"] == "redirect-to-https" and default["Compress"] is True
+
+
+def test_the_response_headers_policy_carries_the_dashboards_csp():
+    from devstack.dashboard import CSP
+
+    _, config = distribution()
+    behaviors = [config["DefaultCacheBehavior"], *config["CacheBehaviors"]]
+    (policy,) = {ref(b["ResponseHeadersPolicyId"]) for b in behaviors}
+    headers = props(policy)["ResponseHeadersPolicyConfig"]["SecurityHeadersConfig"]
+    # What devstack sends is what CloudFront sends: one CSP for both.
+    assert headers["ContentSecurityPolicy"] == {"ContentSecurityPolicy": CSP, "Override": True}
+    assert headers["ContentTypeOptions"]["Override"] is True
+    assert headers["FrameOptions"]["FrameOption"] == "DENY"
+    assert headers["ReferrerPolicy"]["ReferrerPolicy"] == "no-referrer"
+    assert headers["StrictTransportSecurity"]["AccessControlMaxAgeSec"] >= 31536000
+
+
+def test_outputs_give_the_publish_command_what_it_reads():
+    outputs = template()["Outputs"]
+    assert {"DashboardUrl", "DashboardBucketName", "DashboardDistributionId", "WebSocketUrl"} <= set(outputs)
+    dist, _ = distribution()
+    assert sub_text(outputs["DashboardUrl"]["Value"]) == f"https://{var(dist + '.DomainName')}/"
+    assert ref(outputs["DashboardDistributionId"]["Value"]) == dist
+    code = (REPO_ROOT / "devstack/cli.py").read_text()
+    for name in ("DashboardBucketName", "DashboardDistributionId", "WebSocketUrl"):
+        assert f'"{name}"' in code, f"stockpred dashboard publish does not read the {name} output"
+
+
 # ---- outputs -----------------------------------------------------------------------------------
 def test_outputs_name_the_secrets_buckets_and_workgroup_never_a_value():
     outputs = template()["Outputs"]

@@ -65,3 +65,15 @@ def test_layer_pins_match_the_local_pins():
         for name, version in _pins(path.read_text()).items():
             if name in local:
                 assert local[name] == version, f"{path}: {name}=={version}, pyproject pins {local[name]}"
+
+
+def test_every_api_route_is_under_api_where_the_dashboard_never_answers():
+    """The dashboard owns every other path: devstack's file route refuses /api/, and on AWS
+    CloudFront sends only /api/* to the REST API (test_infrastructure.py)."""
+    from devstack.dashboard import RESERVED_PREFIXES
+
+    template = Template.load(TEMPLATE)
+    assert template.routes
+    assert "api" in RESERVED_PREFIXES
+    for route in template.routes:
+        assert route.path.startswith("/api/"), f"{route.method} {route.path} is outside /api/"
