@@ -28,6 +28,12 @@ STACKS: list[Stack] = []
 DASHBOARD_ORIGIN = "http://127.0.0.1:8080"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The browser tests run last: Playwright's sync API keeps an event loop running in this
+    thread for the rest of the session, and tests that run their own asyncio loop would fail."""
+    items.sort(key=lambda item: "tests/browser/" in item.nodeid.replace("\\", "/"))
+
+
 @pytest.fixture(scope="session")
 def stack_handle(stack: dict[str, str]) -> Stack:
     """The session's Stack itself, for scenarios that stop and start its processes."""

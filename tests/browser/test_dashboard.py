@@ -1,0 +1,170 @@
+"""The dashboard in a real browser, against the real stack: what a person sees and does."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+from playwright.sync_api import expect
+
+from devstack.services import REPO_ROOT
+from tests.browser.conftest import axe_violations, screenshot, sign_in
+
+PASSWORD = "s3cret-pass-phrase"
+SUMMARY = re.compile(r"(\d+) daily candles from (\d{4}-\d\d-\d\d) to (\d{4}-\d\d-\d\d); (\d+) signal markers")
+
+
+def test_a_new_user_registers_signs_in_and_sees_spx_with_candles_and_signal_markers(
+        page: Any, console: Any, dashboard: str, gateway: Any) -> None:
+    assert gateway.predict("SPX").status_code == 200  # a stored prediction: a marker on its day
+    email = f"browser-{time.time_ns()}@example.com"
+    page.goto(dashboard + "#/register")
+    page.fill("#name", "Browser User")
+    page.fill("#email", email)
+    page.fill("#password", "short")
+    page.click("form button[type=submit]")
+    expect(page.locator("#password-error")).to_contain_text("12")  # the API's message, beside the field
+    screenshot(page, "register")
+    page.fill("#password", PASSWORD)
+    page.click("form button[type=submit]")
+    page.wait_for_url(re.compile(r"#/(signin|portfolio)$"))
+    if page.url.endswith("#/signin"):
+        sign_in(page, dashboard, email, PASSWORD)
+
+    page.goto(dashboard + "#/market/SPX")
+    summary = page.locator("[data-testid=chart-summary]")
+    expect(summary).to_have_text(SUMMARY, timeout=20_000)
+    candles, _, last, markers = SUMMARY.search(summary.inner_text()).groups()
+    assert int(candles) > 200 and last == "2018-12-31" and int(markers) >= 1
+    expect(page.locator("[data-testid=signal]")).to_contain_text(re.compile(r"\b(buy|sell)\b", re.I))
+    expect(page.locator("[data-testid=edge]")).not_to_be_empty()
+    expect(page.locator("[data-testid=record]")).to_contain_text(re.compile("hold", re.I))
+    expect(page.locator("[data-testid=connection]")).to_have_text(re.compile("live", re.I), timeout=15_000)
+    expect(page.locator("[data-testid=symbol-list]")).to_contain_text("SPX")
+    screenshot(page, "market-spx")
+    assert console.errors == []
+
+
+def test_buying_from_the_portfolio_moves_cash_and_holdings_and_a_double_click_trades_once(
+        page: Any, console: Any, dashboard: str, gateway: Any) -> None:
+    user = gateway.new_user(password=PASSWORD)
+    sign_in(page, dashboard, user.email, PASSWORD)
+    cash = page.locator("[data-testid=cash]")
+    expect(cash).to_contain_text("100,000.00")
+    expect(page.locator("[data-testid=connection]")).to_have_text(re.compile("live", re.I), timeout=15_000)
+    page.fill("#order-symbol", "SPX")
+    page.fill("#order-quantity", "1")
+    page.select_option("#order-side", "buy")
+    page.dblclick("[data-testid=order-submit]")
+
+    expect(page.locator("[data-testid=confirmations] li")).to_contain_text(
+        re.compile(r"Bought 1 SPX", re.I), timeout=20_000)
+    expect(page.locator("tr[data-symbol=SPX] td[data-col=shares]")).to_have_text("1", timeout=10_000)
+    expect(cash).to_contain_text("97,493.15")  # 100,000.00 - 2,506.85
+    screenshot(page, "portfolio")
+
+    ledger = gateway.get("/api/transactions", params={"user_id": user.user_id}, headers=user.headers).json()
+    assert len(ledger["transactions"]) == 1, "a double click traded twice"
+    page.goto(dashboard + "#/transactions")
+    expect(page.locator("[data-testid=transactions] tbody tr")).to_have_count(1)
+    screenshot(page, "transactions")
+    assert console.errors == []
+
+
+def test_a_prediction_pushed_to_the_room_updates_the_open_page_without_a_reload(
+        page: Any, dashboard: str, gateway: Any) -> None:
+    user = gateway.new_user(password=PASSWORD)
+    sign_in(page, dashboard, user.email, PASSWORD)
+    page.goto(dashboard + "#/market/SPX")
+    expect(page.locator("[data-testid=connection]")).to_have_text(re.compile("live", re.I), timeout=15_000)
+    expect(page.locator("[data-testid=signal]")).to_contain_text(re.compile(r"\b(buy|sell)\b", re.I),
+                                                                timeout=20_000)
+    page.evaluate("window.__loads = (window.__loads || 0) + 1")
+    live = page.locator("[data-testid=signal-live]")
+    expect(live).to_be_empty()
+    time.sleep(1)  # the page's own subscription is in place before the push
+    assert gateway.get("/api/predict/SPX").status_code == 200  # someone else's request: a push to the room
+    expect(live).to_contain_text(re.compile(r"\d\d:\d\d:\d\d"), timeout=10_000)
+    assert page.evaluate("window.__loads") == 1, "the page reloaded"
+
+
+def test_an_expired_session_goes_back_to_sign_in(page: Any, dashboard: str) -> None:
+    claims = {"sub": "someone", "exp": 1, "iat": 0}
+    forged = ".".join(base64.urlsafe_b64encode(json.dumps(part).encode()).decode().rstrip("=")
+                      for part in ({"alg": "HS256", "typ": "JWT"}, claims)) + ".c2ln"
+    page.goto(dashboard + "#/market")
+    page.evaluate("token => { for (const s of [sessionStorage, localStorage]) "
+                  "for (const k of Object.keys(s)) if (/token/i.test(k)) s.setItem(k, token);"
+                  " sessionStorage.setItem('token', token); }", forged)
+    page.goto(dashboard + "#/portfolio")
+    page.reload()
+    expect(page).to_have_url(re.compile(r"#/signin"), timeout=10_000)
+    expect(page.locator("main")).to_contain_text(re.compile("session has expired", re.I))
+
+
+def test_operators_search_logs_by_correlation_id(page: Any, dashboard: str, gateway: Any,
+                                                  stack: dict[str, str]) -> None:
+    user = gateway.new_user(password=PASSWORD)
+    granted = subprocess.run([sys.executable, "-m", "devstack.cli", "users", "grant", user.email, "admin"],
+                             env={**os.environ, **stack}, cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=60)
+    assert granted.returncode == 0, granted.stderr
+    cid = f"browser-logs-{time.time_ns()}"
+    assert gateway.get("/api/stocks/SPX/details", headers={"X-Correlation-Id": cid}).status_code == 200
+    sign_in(page, dashboard, user.email, PASSWORD)
+    page.click('a[href="#/logs"]')
+    form = page.locator("[data-testid=log-search]")
+    form.get_by_label(re.compile("correlation", re.I)).fill(cid)
+    lines = page.locator("[data-testid=log-lines] tbody tr")
+    for _ in range(20):  # the line reaches OpenSearch within about a second
+        form.locator("button[type=submit]").click()
+        if lines.count() and cid in lines.first.inner_text():
+            break
+        time.sleep(0.5)
+    expect(lines.first).to_contain_text("StocksFunction")
+    expect(page.locator("[data-testid=errors-per-minute]")).to_be_attached()
+    screenshot(page, "logs")
+
+
+PAGES = ["#/market", "#/market/SPX", "#/signin", "#/register", "#/portfolio", "#/transactions",
+         "#/analytics", "#/logs"]
+
+
+def test_axe_finds_no_serious_or_critical_violation_on_any_page(axe_page: Any, dashboard: str,
+                                                                 gateway: Any) -> None:
+    user = gateway.new_user(password=PASSWORD)
+    found = {}
+    for route in PAGES:
+        if route == "#/portfolio":
+            sign_in(axe_page, dashboard, user.email, PASSWORD)
+        else:
+            axe_page.goto(dashboard + route)
+        axe_page.wait_for_load_state("networkidle")
+        axe_page.wait_for_timeout(500)
+        if route == "#/analytics":
+            screenshot(axe_page, "analytics")
+        found[route] = axe_violations(axe_page)
+    assert found == {route: [] for route in PAGES}, json.dumps(found, indent=1)
+
+
+@pytest.mark.parametrize("route", ["#/market", "#/signin"])
+def test_the_pages_work_from_the_keyboard(page: Any, dashboard: str, route: str) -> None:
+    page.goto(dashboard + route)
+    page.keyboard.press("Tab")
+    focused = page.evaluate("document.activeElement && document.activeElement.textContent")
+    assert focused and "skip" in focused.lower(), "the first Tab should reach the skip link"
+    for _ in range(8):
+        page.keyboard.press("Tab")
+        tag = page.evaluate("document.activeElement.tagName")
+        assert tag in ("A", "BUTTON", "INPUT", "SELECT", "TEXTAREA"), tag
+    page.focus(".skip-link")
+    page.keyboard.press("Enter")  # the skip link moves focus to the content and keeps the page
+    expect(page.locator("main")).to_be_focused()
+    expect(page.locator("main")).not_to_contain_text("Page not found")

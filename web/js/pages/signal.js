@@ -1,0 +1,77 @@
+// The signal panel of a symbol: today's action and confidence, the `edge` flag in words, and
+// the out-of-sample record beside buy-and-hold. Pure rendering: market.js feeds it.
+
+import { h, replace } from '../dom.js';
+import { money, percent, timestamp } from '../format.js';
+
+const EDGE_TRUE = "On this symbol's past, following the signal beat holding the index after costs — a thin margin, not a promise.";
+const EDGE_FALSE = 'No evidence this beats holding the index: read the signal as a coin flip with a slight lean.';
+
+/** The panel's fixed parts; fill them with show()/training()/failed(). */
+export function signalPanel() {
+  const body = h('div', { class: 'signal-body', 'aria-live': 'polite' }, h('p', { class: 'status' }, 'Loading the signal…'));
+  const edge = h('p', { class: 'edge', dataset: { testid: 'edge' } });
+  const record = h('div', { class: 'record' });
+  const liveLine = h('p', { class: 'signal-live', 'aria-live': 'polite', dataset: { testid: 'signal-live' } });
+  const el = h('section', { class: 'card signal', 'aria-labelledby': 'signal-title' },
+    h('h2', { id: 'signal-title' }, "Today's signal"),
+    h('div', { dataset: { testid: 'signal' } }, body),
+    edge, record, liveLine);
+  return {
+    el,
+    show(p) {
+      replace(body, actionLine(p), details(p));
+      edge.textContent = p.edge === true ? EDGE_TRUE : p.edge === false ? EDGE_FALSE : '';
+      replace(record, p.record ? recordTable(p.record) : h('p', {}, 'No out-of-sample record for this model.'));
+    },
+    training(seconds) {
+      replace(body, h('p', { class: 'status' }, `Model training… asking again in ${seconds} s.`));
+    },
+    failed(message) {
+      replace(body, h('p', { class: 'alert', role: 'alert' }, `No signal: ${message}`));
+    },
+    liveAt(text) {
+      liveLine.textContent = text;
+    },
+  };
+}
+
+function actionLine(p) {
+  const buy = p.action === 'buy';
+  return h('p', { class: `action ${buy ? 'up' : 'down'}` },
+    h('span', { class: 'arrow', 'aria-hidden': 'true' }, buy ? '▲ ' : '▼ '),
+    h('strong', {}, buy ? 'buy' : 'sell'),
+    ` — confidence ${percent(p.confidence)}`);
+}
+
+function details(p) {
+  const rows = [
+    ['Last trading day used', p.as_of],
+    ['Probability of an up day', percent(p.probability)],
+    ['Predicted next close', `${money(p.prediction)} (expected return ${percent(p.expected_return, 2)})`],
+    ['Model', p.model_version],
+    ['Made at', timestamp(p.timestamp)],
+  ];
+  return h('dl', { class: 'facts' }, rows.filter(([, v]) => v !== undefined && v !== null)
+    .map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
+}
+
+function fixed(value, digits = 2) {
+  return value === null || value === undefined ? '—' : Number(value).toFixed(digits);
+}
+
+function recordTable(r) {
+  const oos = r.out_of_sample || {};
+  const period = oos.start && oos.end ? `${oos.start} to ${oos.end}` : 'period not recorded';
+  return h('table', { dataset: { testid: 'record' } },
+    h('caption', {}, `Out-of-sample record, ${period}`),
+    h('thead', {}, h('tr', {},
+      h('th', { scope: 'col' }, 'Measure'),
+      h('th', { scope: 'col', class: 'num' }, 'Following the signal'),
+      h('th', { scope: 'col', class: 'num' }, 'Holding the index (buy and hold, always up)'))),
+    h('tbody', {},
+      h('tr', {}, h('th', { scope: 'row' }, 'Sharpe ratio after costs'),
+        h('td', { class: 'num' }, fixed(r.sharpe)), h('td', { class: 'num' }, fixed(r.buy_and_hold_sharpe))),
+      h('tr', {}, h('th', { scope: 'row' }, 'Direction accuracy'),
+        h('td', { class: 'num' }, percent(r.accuracy)), h('td', { class: 'num' }, percent(r.always_up_accuracy)))));
+}
