@@ -48,7 +48,7 @@ def test_a_new_user_registers_signs_in_and_sees_spx_with_candles_and_signal_mark
     expect(page.locator("[data-testid=record]")).to_contain_text(re.compile("hold", re.I))
     expect(page.locator("[data-testid=connection]")).to_have_text(re.compile("live", re.I), timeout=15_000)
     expect(page.locator("[data-testid=symbol-list]")).to_contain_text("SPX")
-    screenshot(page, "market-spx")
+    screenshot(page, "market-spx-signed-in")
     assert console.errors == []
 
 
@@ -68,7 +68,7 @@ def test_buying_from_the_portfolio_moves_cash_and_holdings_and_a_double_click_tr
         re.compile(r"Bought 1 SPX", re.I), timeout=20_000)
     expect(page.locator("tr[data-symbol=SPX] td[data-col=shares]")).to_have_text("1", timeout=10_000)
     expect(cash).to_contain_text("97,493.15")  # 100,000.00 - 2,506.85
-    screenshot(page, "portfolio")
+    screenshot(page, "portfolio-after-a-buy")
 
     ledger = gateway.get("/api/transactions", params={"user_id": user.user_id}, headers=user.headers).json()
     assert len(ledger["transactions"]) == 1, "a double click traded twice"
@@ -147,9 +147,11 @@ def test_axe_finds_no_serious_or_critical_violation_on_any_page(axe_page: Any, d
         else:
             axe_page.goto(dashboard + route)
         axe_page.wait_for_load_state("networkidle")
-        axe_page.wait_for_timeout(500)
-        if route == "#/analytics":
-            screenshot(axe_page, "analytics")
+        # Judged (and photographed) as a person sees it once loaded, not half-way.
+        expect(axe_page.locator("main")).not_to_contain_text(re.compile("Loading|…"), timeout=20_000)
+        if route == "#/market/SPX":
+            expect(axe_page.locator("[data-testid=chart-summary]")).to_have_text(SUMMARY, timeout=20_000)
+        screenshot(axe_page, route.strip("#/").replace("/", "-") or "market")
         found[route] = axe_violations(axe_page)
     assert found == {route: [] for route in PAGES}, json.dumps(found, indent=1)
 
