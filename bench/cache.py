@@ -37,7 +37,7 @@ def measure(shards: int, sequence: list[str], folder: Path) -> tuple[float, floa
     """(hit ratio, p50 ms, p99 ms) of the sequence on a fresh stack with `shards` cache shards."""
     import time
 
-    from stockpred import config, csv_prices, postgres, redis_stores, secrets
+    from stockpred import aws, config, csv_prices, postgres, redis_stores, secrets
 
     with ephemeral_stack(prefix="stockpred-bench-", with_gateway=True, cache_shards=shards,
                          extra_env={"DEVSTACK_SCHEDULES": "off"},
@@ -45,6 +45,7 @@ def measure(shards: int, sequence: list[str], folder: Path) -> tuple[float, floa
         os.environ.update(env)
         config.load.cache_clear()
         secrets.cache_clear()
+        aws.client.cache_clear()  # the previous stack's moto endpoint: its secrets are gone
         redis_stores.cache_ring.cache_clear()
         redis_stores.state.cache_clear()
         redis_stores.sentinel.cache_clear()
