@@ -21,7 +21,7 @@ from pathlib import Path
 import requests
 
 from bench._timing import p
-from devstack.services import ephemeral_stack
+from devstack.services import ephemeral_stack, forget_process_clients
 from stockpred.redis_stores import CacheRing, Shard
 
 SYMBOLS = [f"B{i:02d}" for i in range(60)]
@@ -37,19 +37,13 @@ def measure(shards: int, sequence: list[str], folder: Path) -> tuple[float, floa
     """(hit ratio, p50 ms, p99 ms) of the sequence on a fresh stack with `shards` cache shards."""
     import time
 
-    from stockpred import aws, config, csv_prices, postgres, redis_stores, secrets
+    from stockpred import csv_prices
 
     with ephemeral_stack(prefix="stockpred-bench-", with_gateway=True, cache_shards=shards,
                          extra_env={"DEVSTACK_SCHEDULES": "off"},
                          log=lambda m: print(m, file=sys.stderr)) as (_, env):
         os.environ.update(env)
-        config.load.cache_clear()
-        secrets.cache_clear()
-        aws.client.cache_clear()  # the previous stack's moto endpoint: its secrets are gone
-        redis_stores.cache_ring.cache_clear()
-        redis_stores.state.cache_clear()
-        redis_stores.sentinel.cache_clear()
-        postgres.reset()
+        forget_process_clients()  # the previous stack's clients point at services now gone
         assert csv_prices.import_folder(folder).ok
         session = requests.Session()
         api = env["STOCKPRED_API_URL"]

@@ -17,7 +17,7 @@ import sys
 import time
 import uuid
 
-from devstack.services import ephemeral_stack
+from devstack.services import ephemeral_stack, forget_process_clients
 
 
 def insert_trades(n: int, seed: int) -> None:
@@ -41,15 +41,12 @@ def insert_trades(n: int, seed: int) -> None:
 
 
 def measure(size: int) -> tuple[int, float, float, float]:
-    from stockpred import aws, config, market, mongo, postgres, redis_stores, secrets, warehouse
+    from stockpred import warehouse
 
     with ephemeral_stack(prefix="stockpred-bench-", extra_env={"STOCKPRED_REDIS_HA": "off"},
                          log=lambda m: print(m, file=sys.stderr)) as (_, env):
         os.environ.update(env)
-        for cached in (config.load, secrets, redis_stores.cache_ring, redis_stores.state, aws.client,
-                       market.default, mongo):
-            cached.cache_clear()
-        postgres.reset()
+        forget_process_clients()
         warehouse.run()  # first run: dimensions and the sample prices, not measured
         insert_trades(size, seed=size)
         t0 = time.perf_counter()

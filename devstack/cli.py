@@ -332,8 +332,12 @@ def cmd_logs(args: argparse.Namespace) -> int:
             print(json.dumps(logship.maintenance(), indent=2, default=str))
             return 0
         now = dt.datetime.now(dt.UTC)
-        since = _duration_or_time(args.since, now) if args.since else (
-            None if args.correlation_id else now - dt.timedelta(hours=1))
+        try:
+            since = opensearch.parse_time(args.since, now) if args.since else (
+                None if args.correlation_id else now - dt.timedelta(hours=1))
+        except ValueError as exc:
+            print(f"error: --since {exc}", file=sys.stderr)
+            return 1
         found = opensearch.search(correlation_id=args.correlation_id, service=args.service,
                                   level=args.level, function=args.function,
                                   transaction_id=args.transaction_id, since=since, text=args.text,
@@ -349,18 +353,6 @@ def cmd_logs(args: argparse.Namespace) -> int:
     print(f"\n{shown} line(s)" + (f" of {found['total']} (the latest; --limit for more)"
                                    if found["total"] > shown else ""))
     return 0
-
-
-def _duration_or_time(value: str, now: dt.datetime) -> dt.datetime:
-    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-    if value[:-1].isdigit() and value[-1:] in units:
-        return now - dt.timedelta(**{units[value[-1]]: int(value[:-1])})
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise SystemExit(f"error: --since must be a duration (15m, 2h, 7d) or an ISO time, "
-                         f"not {value!r}") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 def cmd_users(args: argparse.Namespace) -> int:

@@ -89,8 +89,8 @@ class LogFeed:
     def flush(self) -> None:
         for (function, stream), events in self._take().items():
             for start in range(0, len(events), MAX_EVENTS):
-                self._ship(payload(f"/aws/lambda/{function}", stream, events[start:start + MAX_EVENTS]),
-                           len(events[start:start + MAX_EVENTS]))
+                batch = events[start:start + MAX_EVENTS]
+                self._ship(payload(f"/aws/lambda/{function}", stream, batch), len(batch))
 
     def _ship(self, event: dict[str, Any], lines: int) -> None:
         assert self.shipper is not None and self.pool is not None

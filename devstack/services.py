@@ -832,6 +832,23 @@ SERVICE_VARS = ("DATABASE_URL", "REDIS_URL", "CACHE_REDIS_URLS", "MONGO_URL", "O
                 "ALPHAVANTAGE_SECRET_ARN", "DATABASE_SECRET_ARN", "MONGO_SECRET_ARN")
 
 
+def forget_process_clients() -> None:
+    """Drops this process's cached settings, secrets and clients (stockpred's), so the next use
+    reads the environment again: for a process (tests, benchmarks) that moves to another stack."""
+    from stockpred import aws, config, market, mongo, opensearch, postgres, redis_stores, secrets
+
+    config.load.cache_clear()
+    market.default.cache_clear()
+    secrets.cache_clear()
+    mongo.cache_clear()
+    aws.client.cache_clear()
+    opensearch.client.cache_clear()
+    redis_stores.cache_ring.cache_clear()
+    redis_stores.state.cache_clear()
+    redis_stores.sentinel.cache_clear()
+    postgres.reset()
+
+
 @contextlib.contextmanager
 def ephemeral_stack(*, prefix: str = "stockpred-", with_gateway: bool = False,
                     extra_env: dict[str, str] | None = None, cache_shards: int | None = None,

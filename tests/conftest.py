@@ -21,7 +21,15 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
-from devstack.services import REPO_ROOT, SERVICE_VARS, Stack, ephemeral_stack, served_template, wait_until
+from devstack.services import (
+    REPO_ROOT,
+    SERVICE_VARS,
+    Stack,
+    ephemeral_stack,
+    forget_process_clients,
+    served_template,
+    wait_until,
+)
 from tests.fakes.alphavantage import FakeAlphaVantage
 
 STACKS: list[Stack] = []
@@ -51,7 +59,7 @@ def stack() -> Iterator[dict[str, str]]:
         for k in SERVICE_VARS:
             os.environ.pop(k, None)
         os.environ.update(env)
-        _reset_process_caches()
+        forget_process_clients()
         try:
             yield env
         finally:
@@ -60,19 +68,6 @@ def stack() -> Iterator[dict[str, str]]:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
-
-
-def _reset_process_caches() -> None:
-    from stockpred import aws, config, mongo, opensearch, redis_stores, secrets
-
-    config.load.cache_clear()
-    opensearch.client.cache_clear()
-    secrets.cache_clear()
-    mongo.cache_clear()
-    aws.client.cache_clear()
-    redis_stores.cache_ring.cache_clear()
-    redis_stores.state.cache_clear()
-    redis_stores.sentinel.cache_clear()
 
 
 @pytest.fixture(scope="session")

@@ -39,23 +39,6 @@ def _operator() -> str:
     return claims["sub"]
 
 
-def parse_time(name: str, value: str | None, now: dt.datetime) -> dt.datetime | None:
-    """An ISO 8601 time (UTC unless it says otherwise) or a duration back from now: 15m, 2h, 7d."""
-    if value is None:
-        return None
-    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-    if len(value) <= 8 and value[:-1].isdigit() and value[-1:] in units:
-        try:
-            return now - dt.timedelta(**{units[value[-1]]: int(value[:-1])})
-        except OverflowError:
-            raise ApiError(400, f"{name} is too far back") from None
-    try:
-        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ApiError(400, f"{name} must be an ISO 8601 time or a duration like 15m, 2h, 7d") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
-
-
 def _name(params: dict[str, str], name: str) -> str | None:
     value = params.get(name)
     if value is None:
@@ -65,10 +48,16 @@ def _name(params: dict[str, str], name: str) -> str | None:
     return value
 
 
+def _time(name: str, value: str | None, now: dt.datetime) -> dt.datetime | None:
+    try:
+        return None if value is None else opensearch.parse_time(value, now)
+    except ValueError as exc:
+        raise ApiError(400, f"{name} {exc}") from None
+
+
 def _window(params: dict[str, str]) -> tuple[dt.datetime | None, dt.datetime | None]:
     now = dt.datetime.now(dt.UTC)
-    since = parse_time("since", params.get("since"), now)
-    until = parse_time("until", params.get("until"), now)
+    since, until = (_time(name, params.get(name), now) for name in ("since", "until"))
     if since is not None and until is not None and since >= until:
         raise ApiError(400, "since must be before until")
     return since, until

@@ -30,12 +30,12 @@ def _step(run: Callable[[Any], dict[str, Any]]) -> Callable[[Any, Any], dict[str
             event = dict(event)
             cid = event.pop("correlation_id", None)
         logs.invocation(context, cid)
-        trade = event.get("trade") if isinstance(event, dict) else None
-        txid = (trade if isinstance(trade, dict) else event if isinstance(event, dict) else {}).get(
-            "transaction_id")
+        fields = event if isinstance(event, dict) else {}
+        trade = fields.get("trade")
+        txid = (trade if isinstance(trade, dict) else fields).get("transaction_id")
         if isinstance(txid, str) and len(txid) <= 64:
             logs.bind(transaction_id=txid, execution_arn=trading.execution_arn(txid))
-        step = event.get("step") if isinstance(event, dict) else None
+        step = fields.get("step")
         name = f"{run.__name__.removesuffix('_step')}{f' {step}' if isinstance(step, str) else ''}"
         try:
             result = run(event)

@@ -147,3 +147,18 @@ def test_unusable_correlation_ids_are_replaced(value: object) -> None:
 
 def test_a_usable_correlation_id_is_kept() -> None:
     assert logs.clean_correlation_id("buy-2026-11-24/abc:1") == "buy-2026-11-24/abc:1"
+
+
+def test_search_bounds_are_durations_back_from_now_or_iso_times() -> None:
+    import datetime as dt
+
+    from stockpred.opensearch import parse_time
+
+    now = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
+    assert parse_time("15m", now) == now - dt.timedelta(minutes=15)
+    assert parse_time("7d", now) == now - dt.timedelta(days=7)
+    assert parse_time("2026-11-24T10:00:00", now) == dt.datetime(2026, 11, 24, 10, tzinfo=dt.UTC)
+    assert parse_time("2026-11-24T10:00:00+02:00", now).utcoffset() == dt.timedelta(hours=2)
+    for bad in ("yesterday", "", "5w", "99999999d", "0001-13-01"):
+        with pytest.raises(ValueError):
+            parse_time(bad, now)

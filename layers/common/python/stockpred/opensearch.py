@@ -17,7 +17,7 @@ from typing import Any
 
 from opensearchpy import AWSV4SignerAuth, OpenSearch, RequestsHttpConnection, helpers
 from opensearchpy.exceptions import ConnectionError as OpenSearchConnectionError
-from opensearchpy.exceptions import NotFoundError, TransportError
+from opensearchpy.exceptions import TransportError
 
 from stockpred import config
 
@@ -124,6 +124,24 @@ def bulk_index(docs: list[dict[str, Any]]) -> tuple[int, list[dict[str, Any]], l
     return indexed, retryable, rejected
 
 
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_time(value: str, now: dt.datetime) -> dt.datetime:
+    """A search bound: an ISO 8601 time (UTC unless it says otherwise) or a duration back from
+    `now` (15m, 2h, 7d). ValueError names what is accepted."""
+    if len(value) <= 8 and value[:-1].isdigit() and value[-1:] in _UNITS:
+        try:
+            return now - dt.timedelta(**{_UNITS[value[-1]]: int(value[:-1])})
+        except OverflowError:
+            raise ValueError("is too far back") from None
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError("must be an ISO 8601 time or a duration like 15m, 2h, 7d") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
 def _since_filter(since: dt.datetime | None, until: dt.datetime | None) -> list[dict[str, Any]]:
     if since is None and until is None:
         return []
@@ -153,13 +171,8 @@ def search(*, correlation_id: str | None = None, service: str | None = None, lev
     body = {"query": {"bool": {"filter": filters, "must": must}},
             "sort": [{"timestamp": "desc"}, {"event_id": "desc"}],
             "size": min(limit, _settings().log_search_max), "track_total_hits": True}
-    try:
-        found = _call(client().search, index=index_pattern(), body=body,
-                      params={"ignore_unavailable": "true", "allow_no_indices": "true"})
-    except LogStoreUnavailable as exc:
-        if isinstance(exc.__cause__, NotFoundError):
-            return {"total": 0, "lines": []}
-        raise
+    found = _call(client().search, index=index_pattern(), body=body,
+                  params={"ignore_unavailable": "true", "allow_no_indices": "true"})
     hits = found["hits"]["hits"]
     return {"total": found["hits"]["total"]["value"], "lines": [h["_source"] for h in reversed(hits)]}
 
