@@ -1,19 +1,27 @@
-"""Benchmark: WebSocket fan-out through devstack's WebSocket API, in one run.
+"""Benchmark: WebSocket pushes through devstack, off the request path, in one run.
 
-For 1, 100 and 1000 subscribers in one room: delivery latency from the moment a broadcast
-starts (stockpred.realtime.broadcast_symbol, as a function does it: one PostToConnection per
-subscriber through the management API, 16 at a time) to receipt by each client, p50 and p99,
-and deliveries per second. Clients are aiohttp WebSocket connections in this process; they join
-the room through the real $connect route, and the room membership is then set in Redis directly
-so that 1000 subscriptions do not dominate the run.
+1. Broadcast to 1, 100, 1000 subscribers of one room, the way the functions do it: one event on
+   the push queue (stockpred.realtime.publish_to_room), delivered by FanoutFunction (a chunk of
+   WS_PUSH_CHUNK per invocation, parallel invocations for the rest). Latency from publishing to
+   receipt by each client, p50 and p99, deliveries/s; beside the old way, one boto3
+   PostToConnection per subscriber from 16 threads in the publishing process.
+2. GET /api/predict/SPX with SPX's room empty, then with 1000 subscribers in it: the request's
+   own latency (the target: within 1.5x), and from the request's start to each subscriber's
+   receipt of the prediction (the target: p99 within 200 ms), none missing.
 
-Run: .venv/bin/python -m bench.fanout [--sizes 1,100,1000]
+Clients are aiohttp WebSocket connections in this process that connect through the real
+$connect route; room membership is then set in Redis directly, so that 1000 subscriptions do
+not dominate the run.
+
+Run: .venv/bin/python -m bench.fanout [--sizes 1,100,1000] [--predicts 10]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures as cf
+import json
 import os
 import resource
 import sys
@@ -21,62 +29,169 @@ import time
 import uuid
 
 import aiohttp
+import boto3
 import redis
 import requests
+from botocore.config import Config
 
+from bench._timing import p
 from devstack.services import ephemeral_stack
 
 ROOM = "FANOUT"
+PREDICT_SYMBOL = "SPX"
 BENCH_ENV = {"DEVSTACK_SCHEDULES": "off"}
-
-
 PASSWORD = "quiet harbour lantern 42"  # passes the sign-in rules (12+ characters, not common)
+P99_TARGET_MS = 200.0
+PREDICT_RATIO_TARGET = 1.5
+
 
 def _raise_fd_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+def _met(ok: bool) -> str:
+    return "MET" if ok else "NOT MET"
 
 
-async def measure(env: dict[str, str], token: str, user: str, size: int,
-                  broadcasts: int) -> tuple[float, ...]:
+class Subscribers:
+    """`size` open sockets of one user; what each receives is timed as it arrives."""
+
+    def __init__(self, env: dict[str, str], token: str, user: str) -> None:
+        self.env, self.token, self.user = env, token, user
+        self.state = redis.Redis.from_url(env["REDIS_URL"])
+        self.arrivals: list[tuple[float, dict]] = []
+        self.sockets: list[aiohttp.ClientWebSocketResponse] = []
+
+    async def open(self, session: aiohttp.ClientSession, size: int) -> list[str]:
+        url = f"{self.env['STOCKPRED_WS_URL']}?token={self.token}"
+        self.sockets = list(await asyncio.gather(*[session.ws_connect(url) for _ in range(size)]))
+        self.listeners = [asyncio.create_task(self._listen(ws)) for ws in self.sockets]
+        return [c.decode() for c in self.state.smembers(f"stockpred:ws:user:{self.user}")]
+
+    async def _listen(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for msg in ws:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                self.arrivals.append((time.time(), json.loads(msg.data)))
+
+    def join(self, room: str, conns: list[str]) -> None:
+        self.state.delete(f"stockpred:ws:room:{room}")
+        if conns:
+            self.state.sadd(f"stockpred:ws:room:{room}", *conns)
+
+    async def wait_for(self, count: int, match, timeout_s: float = 30) -> list[tuple[float, dict]]:
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            got = [a for a in self.arrivals if match(a[1])]
+            if len(got) >= count:
+                return got
+            await asyncio.sleep(0.005)
+        return [a for a in self.arrivals if match(a[1])]
+
+    async def close(self) -> None:
+        for ws in self.sockets:
+            await ws.close()
+        for t in self.listeners:
+            t.cancel()
+        self.state.delete(f"stockpred:ws:user:{self.user}")
+
+
+def _boto3_broadcast(env: dict[str, str], conns: list[str], message: dict) -> None:
+    """The old way, for comparison: a boto3 client, one PostToConnection each, 16 threads."""
+    client = boto3.client("apigatewaymanagementapi", endpoint_url=env["WS_MANAGEMENT_URL"],
+                          region_name=env["AWS_DEFAULT_REGION"], config=Config(max_pool_connections=16),
+                          aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    data = json.dumps(message).encode()
+    with cf.ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda c: client.post_to_connection(ConnectionId=c, Data=data), conns))
+
+
+async def broadcasts(subs: Subscribers, session: aiohttp.ClientSession, size: int) -> dict:
     from stockpred import realtime
 
-    state = redis.Redis.from_url(env["REDIS_URL"])
-    received: list[float] = []
+    conns = await subs.open(session, size)
+    subs.join(ROOM, conns)
+    loop = asyncio.get_running_loop()
+    rounds = max(3, min(20, 2000 // size))
+    out = {}
+    for way in ("queued", "boto3 inline"):
+        latencies, missing, t_start = [], 0, time.perf_counter()
+        for i in range(rounds):
+            tag = f"{way}-{i}-{uuid.uuid4().hex[:6]}"
+            sent = time.time()
+            message = {"type": "bench", "tag": tag, "sent": sent}
+            if way == "queued":
+                await loop.run_in_executor(None, realtime.publish_to_room, ROOM, message)
+            else:
+                await loop.run_in_executor(None, _boto3_broadcast, subs.env, conns, message)
+            got = await subs.wait_for(size, lambda m, tag=tag: m.get("tag") == tag)
+            missing += size - len(got)
+            latencies += [t - sent for t, _ in got]
+        wall = time.perf_counter() - t_start
+        out[way] = (rounds, p(latencies, 50), p(latencies, 99), len(latencies) / wall, missing)
+    await subs.close()
+    return out
+
+
+def _predict(api: str) -> tuple[int, float]:
+    t0 = time.perf_counter()
+    r = requests.get(f"{api}/api/predict/{PREDICT_SYMBOL}", timeout=60)
+    return r.status_code, (time.perf_counter() - t0) * 1000
+
+
+def _await_model(api: str) -> None:
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if _predict(api)[0] == 200:
+            return
+        time.sleep(1)
+    raise SystemExit(f"no model for {PREDICT_SYMBOL} after 180 s")
+
+
+async def predicts(subs: Subscribers, session: aiohttp.ClientSession, size: int, rounds: int) -> dict:
+    api = subs.env["STOCKPRED_API_URL"]
+    conns = await subs.open(session, size)
+    loop = asyncio.get_running_loop()
+    out = {}
+    for room_size in (0, size):
+        subs.join(PREDICT_SYMBOL, conns[:room_size])
+        request_ms, deliveries, missing = [], [], 0
+        for _ in range(rounds):
+            subs.arrivals.clear()
+            started = time.time()
+            status, took = await loop.run_in_executor(None, _predict, api)
+            assert status == 200, f"predict answered {status}"
+            request_ms.append(took / 1000)
+            if room_size:
+                got = await subs.wait_for(room_size, lambda m: m.get("type") == "prediction")
+                missing += room_size - len(got)
+                deliveries += [t - started for t, _ in got]
+            else:
+                await asyncio.sleep(0.05)
+        out[room_size] = (p(request_ms, 50), p(request_ms, 99),
+                          p(deliveries, 50) if deliveries else None,
+                          p(deliveries, 99) if deliveries else None, missing)
+    subs.join(PREDICT_SYMBOL, [])
+    await subs.close()
+    return out
+
+
+async def run(env: dict[str, str], token: str, user: str, sizes: list[int], rounds: int) -> tuple[dict, dict]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        sockets = await asyncio.gather(*[session.ws_connect(f"{env['STOCKPRED_WS_URL']}?token={token}")
-                                         for _ in range(size)])
-        conns = [c.decode() for c in state.smembers(f"stockpred:ws:user:{user}")]
-        state.delete(f"stockpred:ws:room:{ROOM}")
-        state.sadd(f"stockpred:ws:room:{ROOM}", *conns)
-
-        async def listen(ws: aiohttp.ClientWebSocketResponse) -> None:
-            for _ in range(broadcasts):
-                msg = await ws.receive_json(timeout=60)
-                received.append(time.time() - msg["sent"])
-
-        listeners = [asyncio.create_task(listen(ws)) for ws in sockets]
-        loop = asyncio.get_running_loop()
-        t0 = time.perf_counter()
-        for i in range(broadcasts):
-            await loop.run_in_executor(None, realtime.broadcast_symbol, ROOM, {"sent": time.time(), "i": i})
-        await asyncio.gather(*listeners)
-        wall = time.perf_counter() - t0
-        for ws in sockets:
-            await ws.close()
-        state.delete(f"stockpred:ws:user:{user}")
-    return _percentile(received, 0.50), _percentile(received, 0.99), len(received) / wall
+        subs = Subscribers(env, token, user)
+        rows = {size: await broadcasts(subs, session, size) for size in sizes}
+        await asyncio.get_running_loop().run_in_executor(None, _await_model, env["STOCKPRED_API_URL"])
+        predict_rows = await predicts(subs, session, max(sizes), rounds)
+    return rows, predict_rows
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,100,1000", help="subscribers per run (1,100,1000)")
+    parser.add_argument("--predicts", type=int, default=10, help="predict requests per room size")
     args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
     _raise_fd_limit()
     with ephemeral_stack(prefix="stockpred-bench-", with_gateway=True, extra_env=BENCH_ENV,
                          log=lambda m: print(m, file=sys.stderr)) as (_, env):
@@ -87,14 +202,25 @@ def main(argv: list[str] | None = None) -> None:
                              json={"name": "f", "email": email, "password": PASSWORD}).json()["user_id"]
         token = requests.post(f"{api}/api/users/login", timeout=30,
                               json={"email": email, "password": PASSWORD}).json()["token"]
-        rows = []
-        for size in (int(s) for s in args.sizes.split(",")):
-            broadcasts = max(5, 2000 // size)
-            rows.append((size, broadcasts, *asyncio.run(measure(env, token, user, size, broadcasts))))
-    print(f"\nbroadcast to one room through devstack's management API; {os.cpu_count()} CPUs")
-    print(f"{'subscribers':>12}{'broadcasts':>12}{'p50 ms':>10}{'p99 ms':>10}{'deliveries/s':>14}")
-    for size, n, p50, p99, rate in rows:
-        print(f"{size:>12}{n:>12}{p50:>10.1f}{p99:>10.1f}{rate:>14.0f}")
+        rows, predict_rows = asyncio.run(run(env, token, user, sizes, args.predicts))
+
+    print(f"\nbroadcast to one room through devstack's WebSocket API; {os.cpu_count()} CPUs")
+    print(f"{'subscribers':>12} {'way':<14}{'rounds':>7}{'p50 ms':>9}{'p99 ms':>9}{'deliveries/s':>14}"
+          f"{'missing':>9}")
+    for size, ways in rows.items():
+        for way, (n, p50, p99, rate, missing) in ways.items():
+            print(f"{size:>12} {way:<14}{n:>7}{p50:>9.1f}{p99:>9.1f}{rate:>14.0f}{missing:>9}")
+    big = max(sizes)
+    empty, full = predict_rows[0], predict_rows[big]
+    print(f"\nGET /api/predict/{PREDICT_SYMBOL}, {args.predicts} requests per room size")
+    print(f"{'room':>6}{'request p50 ms':>16}{'p99 ms':>9}{'delivery p50 ms':>17}{'p99 ms':>9}{'missing':>9}")
+    for room, (r50, r99, d50, d99, missing) in predict_rows.items():
+        print(f"{room:>6}{r50:>16.1f}{r99:>9.1f}{(d50 or 0):>17.1f}{(d99 or 0):>9.1f}{missing:>9}")
+    ratio = full[0] / empty[0]
+    print(f"target: predict p50 with {big} subscribers <= {PREDICT_RATIO_TARGET}x with an empty room "
+          f"-> {ratio:.2f}x {_met(ratio <= PREDICT_RATIO_TARGET)}")
+    print(f"target: {big} subscribers, p99 from the request to each delivery <= {P99_TARGET_MS:.0f} ms "
+          f"-> {full[3]:.0f} ms {_met(full[3] <= P99_TARGET_MS and full[4] == 0)} ({full[4]} missing)")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from aiohttp import web
 from devstack import dashboard, logfeed
 from devstack.events import proxy_response, rest_proxy_event, scheduled_event
 from devstack.logfeed import LogFeed
+from devstack.queues import QueuePollers
 from devstack.runtime import FunctionTimeout, Invocation, LambdaPython, Throttled, WorkerPool
 from devstack.schedules import next_fire
 from devstack.sigv4 import Guard
@@ -212,6 +213,18 @@ async def _run_schedules(app: web.Application) -> None:
         t.cancel()
 
 
+async def _poll_queues(app: web.Application) -> None:
+    """The template's SQS event sources, invoked on the Invoke API's pool (as event source
+    mappings invoke functions on AWS)."""
+
+    async def invoke(fn: Function, event: dict, request_id: str) -> Invocation:
+        return await _invoke(app, fn, event, request_id, INVOKE_POOL)
+
+    pollers = asyncio.create_task(QueuePollers(app[TEMPLATE], invoke, os.environ["AWS_ENDPOINT_URL"]).run())
+    yield
+    pollers.cancel()
+
+
 def build_app(template: Template, pool: WorkerPool, invoke_pool: WorkerPool, *,
               schedules: bool = True, guard: Guard | None = None,
               log_feed: LogFeed | None = None) -> web.Application:
@@ -252,6 +265,8 @@ def build_app(template: Template, pool: WorkerPool, invoke_pool: WorkerPool, *,
     dashboard.add_routes(app)
     if schedules:
         app.cleanup_ctx.append(_run_schedules)
+    if template.queue_sources and os.environ.get("AWS_ENDPOINT_URL"):
+        app.cleanup_ctx.append(_poll_queues)
 
     async def shutdown(app: web.Application) -> None:
         for executor in app[EXECUTORS].values():

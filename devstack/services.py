@@ -268,6 +268,8 @@ class Stack:
 
     # ---- the environment the functions see ----------------------------------------------
     def client_env(self) -> dict[str, str]:
+        from localstack.provision import queue_url
+
         p = self.ports
         ext = self.external()
         gateway = f"http://127.0.0.1:{p['gateway']}"
@@ -298,6 +300,7 @@ class Stack:
             "STOCKPRED_WS_URL": gateway.replace("http://", "ws://") + "/local",
             "WS_MANAGEMENT_URL": gateway + "/local",
         }
+        env["PUSH_QUEUE_URL"] = queue_url(env["AWS_ENDPOINT_URL"], "PushQueue")
         if "AWS_ENDPOINT_URL" in ext:
             # An emulator the stack did not start holds none of its secrets: the plain values,
             # which only local mode reads.
@@ -552,6 +555,7 @@ class Stack:
             from localstack.provision import (
                 SECRETS,
                 provision,
+                provision_queues,
                 provision_secrets,
                 provision_state_machines,
             )
@@ -563,7 +567,9 @@ class Stack:
                 timeout=5,
             ).raise_for_status()
             restored = provision(endpoint, snapshots)
-            provision_state_machines(endpoint, Template.load(REPO_ROOT / "template.yaml"))
+            template = Template.load(REPO_ROOT / "template.yaml")
+            provision_state_machines(endpoint, template)
+            provision_queues(endpoint, template)
             if any(restored.values()):
                 self.log(f"  s3 restored from {snapshots}: {restored}")
             # The secrets the functions read (client_env names them), with this stack's values.

@@ -59,6 +59,18 @@ class Schedule:
 
 
 @dataclass(frozen=True)
+class QueueSource:
+    """An SQS event source mapping: `function` is invoked with batches of `queue`'s messages."""
+
+    name: str
+    function: str
+    queue: str  # the queue's logical id, which is its name locally
+    batch_size: int
+    report_failures: bool  # FunctionResponseTypes: [ReportBatchItemFailures]
+    max_concurrency: int
+
+
+@dataclass(frozen=True)
 class Function:
     logical_id: str
     code_dir: Path
@@ -115,6 +127,7 @@ class Template:
     schedules: list[Schedule]
     raw: dict[str, Any]
     ws_routes: list[WsRoute] = field(default_factory=list)
+    queue_sources: list[QueueSource] = field(default_factory=list)
 
     @property
     def alias(self) -> str | None:
@@ -144,6 +157,7 @@ class Template:
         functions: dict[str, Function] = {}
         routes: list[Route] = []
         schedules: list[Schedule] = []
+        queue_sources: list[QueueSource] = []
         for lid, res in resources.items():
             if res.get("Type") != "AWS::Serverless::Function":
                 continue
@@ -173,7 +187,19 @@ class Template:
                         expression=ev_props["Schedule"], input=ev_props.get("Input"),
                         enabled=ev_props.get("Enabled", True) is not False,
                     ))
-        return cls(path, functions, routes, schedules, raw, _websocket_routes(resources, functions))
+                elif ev.get("Type") == "SQS":
+                    queue = ev_props["Queue"]
+                    responses = ev_props.get("FunctionResponseTypes") or []
+                    scaling = ev_props.get("ScalingConfig") or {}
+                    queue_sources.append(QueueSource(
+                        name=f"{lid}.{ev_name}", function=lid,
+                        queue=queue["Fn::GetAtt"][0] if isinstance(queue, dict) else str(queue),
+                        batch_size=int(ev_props.get("BatchSize", 10)),
+                        report_failures="ReportBatchItemFailures" in responses,
+                        max_concurrency=int(scaling.get("MaximumConcurrency", 2)),
+                    ))
+        return cls(path, functions, routes, schedules, raw, _websocket_routes(resources, functions),
+                   queue_sources)
 
     def resolve(self, name_or_arn: str) -> Function | None:
         """A function by logical id, or by a Lambda ARN (optionally qualified) naming it."""

@@ -6,6 +6,9 @@ Works against any endpoint speaking the AWS APIs on :4566 (moto server or LocalS
 - State machines: every `AWS::Serverless::StateMachine` of template.yaml, its definition file
   with `DefinitionSubstitutions` filled in (a function's `!GetAtt X.Arn` becomes the local ARN
   of X, which devstack's Lambda Invoke API serves), named by its logical id.
+- Queues: every `AWS::SQS::Queue` of template.yaml, named by its logical id, with its visibility
+  timeout, retention and redrive policy (the dead-letter queue's `!GetAtt X.Arn` becomes the
+  local ARN of queue X). devstack/queues.py polls the ones a function's SQS event names.
 - Secrets: the ones the functions read from Secrets Manager (their `*_SECRET_ARN` variables name
   them), with the local stack's values; created, or given the new value, at every start.
 """
@@ -76,6 +79,38 @@ def provision_state_machines(endpoint: str, template: Template) -> list[str]:
             arns.append(sfn.create_state_machine(name=name, definition=definition, roleArn=role,
                                                  type="STANDARD")["stateMachineArn"])
     return arns
+
+
+def queue_url(endpoint: str, logical_id: str) -> str:
+    """The local URL of the template's queue `logical_id` (moto's form)."""
+    return f"{endpoint.rstrip('/')}/{LOCAL_ACCOUNT}/{logical_id}"
+
+
+def provision_queues(endpoint: str, template: Template) -> dict[str, str]:
+    """Creates (or updates) the template's SQS queues, dead-letter queues first; logical id -> URL."""
+    sqs = boto3.client("sqs", endpoint_url=endpoint, region_name=LOCAL_REGION,
+                       aws_access_key_id="test", aws_secret_access_key="test")
+    queues = {lid: res.get("Properties") or {} for lid, res in template.raw.get("Resources", {}).items()
+              if res.get("Type") == "AWS::SQS::Queue"}
+    urls = {}
+    for lid in sorted(queues, key=lambda q: "RedrivePolicy" in queues[q]):
+        props = queues[lid]
+        attributes = {name: str(props[name]) for name in
+                      ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds") if name in props}
+        if "RedrivePolicy" in props:
+            redrive = dict(props["RedrivePolicy"])
+            target = redrive["deadLetterTargetArn"]
+            if isinstance(target, dict):
+                dead_letter = target["Fn::GetAtt"][0]
+                if dead_letter not in queues:
+                    raise ValueError(f"{lid}: dead-letter queue {dead_letter} is not in the template")
+                redrive["deadLetterTargetArn"] = f"arn:aws:sqs:{LOCAL_REGION}:{LOCAL_ACCOUNT}:{dead_letter}"
+            attributes["RedrivePolicy"] = json.dumps(redrive)
+        url = sqs.create_queue(QueueName=lid)["QueueUrl"]
+        if attributes:
+            sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
+        urls[lid] = url
+    return urls
 
 
 def provision_secrets(endpoint: str, values: dict[str, str], region: str = LOCAL_REGION) -> dict[str, str]:

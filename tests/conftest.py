@@ -163,6 +163,9 @@ def gateway(stack: dict[str, str], fake_alphavantage: FakeAlphaVantage) -> Itera
              # Faults fire only at points a test lists in Redis; none are listed by default.
              "FAULT_INJECTION": "on",
              "BREAKER_FAIL_MAX": "3", "BREAKER_RESET_SECONDS": "3",
+             # Rooms of 5 or more are split into chunk events, so every e2e broadcast to a few
+             # sockets takes the parallel path a room of thousands takes on AWS.
+             "WS_PUSH_CHUNK": "4",
              # The dashboard's origin: the only one CORS answers (tests/security/test_rest_surface.py).
              "CORS_ORIGIN": DASHBOARD_ORIGIN}
     gw = start_gateway(stack, extra, Path(stack["STOCKPRED_HOME"]) / "log")

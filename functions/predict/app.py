@@ -45,8 +45,7 @@ def predict(symbol: str) -> Response:
         log.error("model artifact refused", extra={"fields": {"symbol": symbol, "reason": str(exc)}})
         raise ApiError(503, f"Model artifact refused: {exc}") from None
     # Subscribers see every prediction served; `new` tells a first one from a stored one re-read.
-    realtime.publish("prediction", realtime.broadcast_symbol, symbol,
-                     {"type": "prediction", "new": created, **body})
+    realtime.publish_to_room(symbol, {"type": "prediction", "new": created, **body})
     return json_response(200, body)
 
 

@@ -38,7 +38,7 @@ def details(symbol: str) -> Response:
         quote, got = market.default().quote(symbol)
     body = market.details_body(quote, got)
     if not got.hit and not got.stale:
-        realtime.publish("quote", realtime.broadcast_symbol, symbol, {"type": "quote", **body})
+        realtime.publish_to_room(symbol, {"type": "quote", **body})
     return json_response(200, body, _cache_header(got))
 
 

@@ -124,7 +124,7 @@ def change_password() -> Response:
         raise _too_many(exc, "Too many wrong passwords, try again later") from None
     except InvalidCredentials:
         raise ApiError(403, "Current password is incorrect") from None
-    realtime.publish("close", realtime.close_user_connections, claims["sub"])
+    realtime.close_user_connections_quietly(claims["sub"])
     return json_response(200, {"message": "Password changed; sign in again with the new password"})
 
 
@@ -134,7 +134,7 @@ def logout() -> Response:
     _body()
     auth.revoke(claims)
     # Open WebSockets must not outlive the sign-out (they are also refused at their next frame).
-    realtime.publish("close", realtime.close_user_connections, claims["sub"])
+    realtime.close_user_connections_quietly(claims["sub"])
     return json_response(200, {"message": "Logged out"})
 
 
@@ -172,7 +172,7 @@ def _trade(side: str) -> Response:
         body = {"message": TRADE_DONE[side], "transaction_id": result.transaction_id,
                 "price": money(result.price_cents) if result.price_cents else None}
         if not result.replayed:
-            realtime.publish("trade", realtime.notify_user, user_id, {
+            realtime.publish_to_user(user_id, {
                 "type": "trade", "action": side, "symbol": symbol, "quantity": quantity, **body})
         return json_response(200, body)
     if result.status == "aborted" and result.error_type in REFUSALS:

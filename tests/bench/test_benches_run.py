@@ -18,7 +18,7 @@ SMALL = {
     "coldstart": ["--rounds", "1"],
     "details": ["--requests", "40", "--warmup", "5", "--rounds", "2", "--concurrency", "2"],
     "etl": ["--sizes", "2000"],
-    "fanout": ["--sizes", "1,5"],
+    "fanout": ["--sizes", "1,5", "--predicts", "2"],
     "logs": ["--lines", "1000", "--requests", "3"],
     "predict": ["--requests", "10"],
     "trade": ["--trades", "4", "--concurrency", "2"],

@@ -50,6 +50,9 @@ SECRET_USES: dict[str, list[tuple[str, str | None]]] = {
 }
 # Every push and disconnect goes through the management API client.
 PUSH_USES: list[tuple[str, str | None]] = [(f"{LAYER}/realtime.py", "management")]
+# Every push event (and chunk, and retry) goes on the push queue through these.
+QUEUE_USES: list[tuple[str, str | None]] = [(f"{LAYER}/realtime.py", "_enqueue"),
+                                            (f"{LAYER}/realtime.py", "_enqueue_chunks")]
 
 
 # ---- the template as data ----------------------------------------------------------------------
@@ -139,6 +142,9 @@ def statements(fn: str) -> Iterator[dict[str, Any]]:
         elif isinstance(policy, dict) and "AWSSecretsManagerGetSecretValuePolicy" in policy:
             yield {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue",
                    "Resource": policy["AWSSecretsManagerGetSecretValuePolicy"]["SecretArn"]}
+        elif isinstance(policy, dict) and "SQSSendMessagePolicy" in policy:
+            yield {"Effect": "Allow", "Action": ["sqs:SendMessage*", "sqs:ChangeMessageVisibility*"],
+                   "Resource": policy["SQSSendMessagePolicy"]["QueueName"]}
         elif isinstance(policy, str) and re.search(r"SecretsManager|Administrator|PowerUser", policy):
             yield {"Effect": "Allow", "Action": "*", "Resource": "*"}
 
@@ -634,7 +640,8 @@ def test_only_the_etl_reads_the_pseudonym_key_and_only_verifiers_the_jwt_secret(
 
 def test_the_code_paths_the_permissions_follow_still_exist():
     """A renamed function would otherwise make its users look as if they needed nothing."""
-    for what, markers in [*SECRET_USES.items(), ("WebSocket pushes", PUSH_USES)]:
+    for what, markers in [*SECRET_USES.items(), ("WebSocket pushes", PUSH_USES),
+                          ("the push queue", QUEUE_USES)]:
         for file, name in markers:
             path = REPO_ROOT / file
             assert path.is_file(), f"{what}: {file} is gone; update SECRET_USES/PUSH_USES"
@@ -657,6 +664,35 @@ def test_functions_that_push_may_manage_connections_and_no_other():
             assert api in refs(env(fn).get("WS_MANAGEMENT_URL")), f"{fn} does not know the API"
         else:
             assert not allowed(fn, "execute-api:ManageConnections"), f"{fn} does not push"
+
+
+def test_functions_that_publish_pushes_may_send_to_the_push_queue_and_no_other():
+    publishers = {fn for fn in functions() if uses(fn, QUEUE_USES)}
+    assert {"PredictFunction", "StocksFunction", "UsersFunction", "FanoutFunction"} <= publishers, publishers
+    for fn in functions():
+        grants = allowed(fn, "sqs:SendMessage")
+        if fn in publishers:
+            assert grants == [{"Fn::GetAtt": ["PushQueue", "QueueName"]}], f"{fn}: {grants}"
+            assert ref(env(fn).get("PUSH_QUEUE_URL")) == "PushQueue", f"{fn} does not know the queue"
+        else:
+            assert not grants, f"{fn} publishes no pushes"
+
+
+def test_the_fanout_function_takes_pushes_one_at_a_time_reports_failures_and_dead_letters():
+    fanout = functions()["FanoutFunction"]
+    (event,) = fanout["Events"].values()
+    assert event["Type"] == "SQS"
+    assert event["Properties"]["Queue"] == {"Fn::GetAtt": ["PushQueue", "Arn"]}
+    # One record an invocation: the chunks of a large room run in parallel invocations.
+    assert event["Properties"]["BatchSize"] == 1
+    assert event["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    queue = props("PushQueue")
+    assert queue["VisibilityTimeout"] >= 6 * fanout["Timeout"], "Lambda asks for 6x the timeout"
+    redrive = queue["RedrivePolicy"]
+    assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": ["PushDeadLetterQueue", "Arn"]}
+    assert 1 < redrive["maxReceiveCount"] <= 10
+    assert props("PushDeadLetterQueue")["MessageRetentionPeriod"] > queue["MessageRetentionPeriod"]
+    assert all(props(q).get("SqsManagedSseEnabled") for q in ("PushQueue", "PushDeadLetterQueue"))
 
 
 def test_predict_may_start_a_training():

@@ -35,14 +35,5 @@ def client(service: str) -> Any:
     return _build(service, config.load().aws_endpoint_for(service), _RETRIES)
 
 
-@functools.cache
-def websocket_management(endpoint_url: str, pool_size: int = 10) -> Any:
-    """The `@connections` management API of one WebSocket API (its https endpoint on AWS, devstack's
-    locally): one pooled connection per concurrent push, short timeouts (a push is best effort)."""
-    return _build("apigatewaymanagementapi", endpoint_url,
-                  Config(retries={"max_attempts": 2}, connect_timeout=2, read_timeout=5,
-                         max_pool_connections=pool_size))
-
-
 def model_bucket() -> str:
     return config.load().model_bucket

@@ -108,6 +108,12 @@ class Settings:
     ws_management_url: str | None = None
     ws_max_rooms_per_connection: int = 50
     ws_max_messages_per_second: int = 20
+    # Pushes leave the request path: publishers put an event on this SQS queue and the fan-out
+    # function delivers it (None: nothing is pushed). A room larger than ws_push_chunk is split
+    # into chunks the fan-out function's parallel invocations deliver, ws_push_threads at a time.
+    push_queue_url: str | None = None
+    ws_push_chunk: int = 250
+    ws_push_threads: int = 16
 
     # ---- HTTP API: the dashboard's origin, the only one CORS answers for (None: CORS off) -----
     cors_origin: str | None = None
@@ -301,6 +307,9 @@ def from_environ(environ: Mapping[str, str]) -> Settings:
         ws_management_url=r.text("WS_MANAGEMENT_URL"),
         ws_max_rooms_per_connection=r.integer("WS_MAX_ROOMS_PER_CONNECTION", 50, minimum=1),
         ws_max_messages_per_second=r.integer("WS_MAX_MESSAGES_PER_SECOND", 20, minimum=1),
+        push_queue_url=r.text("PUSH_QUEUE_URL"),
+        ws_push_chunk=r.integer("WS_PUSH_CHUNK", 250, minimum=1),
+        ws_push_threads=r.integer("WS_PUSH_THREADS", 16, minimum=1),
         cors_origin=_origin(r.text("CORS_ORIGIN")),
         opensearch_url=(r.text("OPENSEARCH_URL") or "").rstrip("/") or None,
         log_index_prefix=r.text("LOG_INDEX_PREFIX", "stockpred-logs") or "stockpred-logs",

@@ -6,36 +6,68 @@ Rooms are state, so they live on the state Redis (never on the cache ring):
     stockpred:ws:user:<user>       a user's connection ids (trade confirmations)
     stockpred:ws:conn:<conn>       the connection's user
     stockpred:ws:auth:<conn>       what its token's revocation is checked by (jti, tv, exp)
-Messages go out only through boto3's `apigatewaymanagementapi` client (WS_MANAGEMENT_URL locally,
-the API's https endpoint on AWS); a connection the API answers 410 Gone for is removed.
+Pushes never run inside the request that causes them. A publisher (predict, a quote, a trade)
+puts one event on the push queue (SQS, PUSH_QUEUE_URL) and answers; the fan-out function
+(functions/push) takes it from there:
+- a room's event: the room is read and split into chunks of WS_PUSH_CHUNK connections; the
+  first chunk is delivered by this invocation, the others go back on the queue as chunk events,
+  which parallel invocations deliver (API Gateway's guidance for a large broadcast);
+- a user's event (a trade confirmation): only to that user's connections whose token is still
+  valid; a connection opened with a since revoked token is closed instead;
+- a chunk event: those connections.
+Each delivery is one PostToConnection (stockpred.connections_api, WS_PUSH_THREADS at a time);
+410 Gone forgets the connection; a connection that could not be reached (throttled, an error) is
+queued again in a chunk event of its own, delayed 1, 2, 4, 8 s, up to MAX_ATTEMPTS: at least once.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import contextlib
+import functools
 import json
 import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from stockpred import auth, aws, config, redis_stores
-from stockpred.logs import get_logger
+from stockpred import auth, aws, config, faults, redis_stores
+from stockpred.connections_api import ConnectionsApi, PushFailed
+from stockpred.logs import correlation_id, get_logger
 
 log = get_logger("realtime")
 PREFIX = "stockpred:ws"
-FANOUT_THREADS = 16
+MAX_ATTEMPTS = 5
+MAX_EVENT_BYTES = 256 * 1024  # SQS's message size limit
 
 
 def _key(*parts: str) -> str:
     return ":".join((PREFIX, *parts))
 
 
-def management() -> Any:
-    """The management API client (aws.py builds it, pooled for FANOUT_THREADS concurrent pushes)."""
-    url = config.load().ws_management_url
-    if not url:
+def management() -> ConnectionsApi:
+    """The `@connections` client of this stack's WebSocket API, pooled for WS_PUSH_THREADS."""
+    settings = config.load()
+    if not settings.ws_management_url:
         raise RuntimeError("WS_MANAGEMENT_URL is not set: no WebSocket API to push to")
-    return aws.websocket_management(url, FANOUT_THREADS)
+    return _management(settings.ws_management_url, settings.ws_push_threads)
+
+
+@functools.cache
+def _management(url: str, threads: int) -> ConnectionsApi:
+    settings = config.load()
+    credentials = None
+    if settings.local:
+        from botocore.credentials import Credentials
+
+        credentials = Credentials(settings.aws_access_key_id, settings.aws_secret_access_key)
+    return ConnectionsApi(url, settings.aws_region, credentials, pool_size=threads)
+
+
+@functools.cache
+def _delivery_pool(threads: int) -> cf.ThreadPoolExecutor:
+    """Kept for the life of the container: a warm invocation starts no threads."""
+    return cf.ThreadPoolExecutor(threads, thread_name_prefix="push")
 
 
 # ---- connection state --------------------------------------------------------------------------
@@ -119,77 +151,159 @@ def count_message(conn_id: str, limit_per_s: int) -> bool:
     return pipe.execute()[0] <= limit_per_s
 
 
-# ---- pushes ------------------------------------------------------------------------------------
-def send(conn_id: str, message: dict[str, Any]) -> bool:
-    """Sends to one connection; a gone connection is forgotten and False returned."""
-    client = management()
-    try:
-        client.post_to_connection(ConnectionId=conn_id, Data=json.dumps(message).encode())
-        return True
-    except client.exceptions.GoneException:
-        forget(conn_id)
-        return False
-
-
+# ---- closing connections (logout, password change, revoked tokens) ---------------------------
 def disconnect(conn_id: str) -> None:
-    client = management()
-    with contextlib.suppress(client.exceptions.GoneException):
-        client.delete_connection(ConnectionId=conn_id)
+    management().delete(conn_id)
     forget(conn_id)
 
 
 def close_user_connections(user_id: str) -> int:
     """Closes every open connection of the user through the management API's DELETE and forgets
     them (logout, password change); returns how many were open."""
-    members = [c.decode() for c in redis_stores.state().smembers(_key("user", user_id))]
-    if not members:
-        return 0
-    client = management()
     closed = 0
-    for conn_id in members:
+    for conn_id in _members("user", user_id):
         try:
-            client.delete_connection(ConnectionId=conn_id)
-            closed += 1
-        except client.exceptions.GoneException:
-            pass
+            closed += management().delete(conn_id)
         finally:
             forget(conn_id)
     return closed
 
 
-def _fan_out(conn_ids: list[str], message: dict[str, Any]) -> int:
-    if not conn_ids:
-        return 0
-    if len(conn_ids) == 1:
-        return int(send(conn_ids[0], message))
-    with cf.ThreadPoolExecutor(min(FANOUT_THREADS, len(conn_ids))) as pool:
-        return sum(pool.map(lambda c: send(c, message), conn_ids))
-
-
-def broadcast_symbol(symbol: str, message: dict[str, Any]) -> int:
-    """Pushes to everyone in the symbol's room; returns how many received it."""
-    members = [c.decode() for c in redis_stores.state().smembers(_key("room", symbol))]
-    return _fan_out(members, message)
-
-
-def notify_user(user_id: str, message: dict[str, Any]) -> int:
-    """Pushes to the user's own connections only, and only those whose token is still valid: a
-    connection opened with a since revoked token is disconnected instead."""
-    members = [c.decode() for c in redis_stores.state().smembers(_key("user", user_id))]
-    live = []
-    for conn_id in members:
-        if authorised(conn_id):
-            live.append(conn_id)
-        else:
-            disconnect(conn_id)
-    return _fan_out(live, message)
-
-
-def publish(kind: str, fn: Any, *args: Any) -> None:
-    """Best effort from a request path: a push that fails is logged, never fails the request."""
+def close_user_connections_quietly(user_id: str) -> None:
+    """close_user_connections from a request path: a failure is logged, never fails the request."""
     if not config.load().ws_management_url:
         return
     try:
-        fn(*args)
+        close_user_connections(user_id)
     except Exception as exc:
-        log.warning("push failed", extra={"fields": {"kind": kind, "error": str(exc)[:300]}})
+        log.warning("closing connections failed", extra={"fields": {"error": str(exc)[:300]}})
+
+
+def _members(kind: str, name: str) -> list[str]:
+    return [c.decode() for c in redis_stores.state().smembers(_key(kind, name))]
+
+
+# ---- publishing: one event on the push queue, from the request path --------------------------
+def publish_to_room(symbol: str, message: dict[str, Any]) -> None:
+    """Everyone in the symbol's room gets `message`, soon, whoever is in it when it is delivered."""
+    _enqueue({"kind": "room", "symbol": symbol, "message": message})
+
+
+def publish_to_user(user_id: str, message: dict[str, Any]) -> None:
+    """The user's own connections (and no one else's) get `message`."""
+    _enqueue({"kind": "user", "user_id": user_id, "message": message})
+
+
+def _enqueue(event: dict[str, Any], delay_s: int = 0, *, quiet: bool = True) -> None:
+    """Puts an event on the push queue. From a request path (quiet) a failure is logged and the
+    request goes on: the push is lost, never the request's own work."""
+    queue_url = config.load().push_queue_url
+    if not queue_url:
+        return
+    event.setdefault("id", uuid.uuid4().hex)
+    event.setdefault("published_at", time.time())
+    event.setdefault("correlation_id", correlation_id.get())
+    body = json.dumps(event, separators=(",", ":"))
+    try:
+        if len(body.encode()) > MAX_EVENT_BYTES:
+            raise ValueError(f"push event of {len(body.encode())} bytes is over SQS's 256 KiB")
+        aws.client("sqs").send_message(QueueUrl=queue_url, MessageBody=body, DelaySeconds=delay_s)
+    except Exception as exc:
+        if not quiet:
+            raise
+        log.warning("push not queued", extra={"fields": {"kind": event["kind"], "error": str(exc)[:300]}})
+
+
+def _enqueue_chunks(events: list[dict[str, Any]]) -> None:
+    """Chunk events, ten to a SendMessageBatch; raises if any is not queued."""
+    queue_url = config.load().push_queue_url
+    sqs = aws.client("sqs")
+    for start in range(0, len(events), 10):
+        entries = [{"Id": str(i), "MessageBody": json.dumps(e, separators=(",", ":"))}
+                   for i, e in enumerate(events[start:start + 10])]
+        failed = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed") or []
+        if failed:
+            raise RuntimeError(f"{len(failed)} chunk event(s) not queued: {failed[0].get('Message')}")
+
+
+# ---- delivering: the fan-out function's work -------------------------------------------------
+@dataclass
+class Delivery:
+    """What one push event came to: for the fan-out function's log line."""
+
+    kind: str
+    delivered: int = 0
+    gone: int = 0
+    requeued: int = 0
+    dropped: int = 0
+    chunks_queued: int = 0
+
+
+def deliver(event: dict[str, Any]) -> Delivery:
+    """Delivers one push event (see the module's docstring). Raises only when the event cannot
+    be handled or its follow-ups cannot be queued: then the queue delivers it again."""
+    kind, message = event["kind"], event["message"]
+    if kind == "room":
+        members = sorted(_members("room", event["symbol"]))
+        size = config.load().ws_push_chunk
+        chunks = [members[i:i + size] for i in range(0, len(members), size)]
+        base = {"kind": "connections", "message": message, **_trace(event)}
+        _enqueue_chunks([{**base, "connections": chunk} for chunk in chunks[1:]])
+        result = _post_all(chunks[0] if chunks else [], event)
+        result.chunks_queued = max(0, len(chunks) - 1)
+        return result
+    if kind == "user":
+        live = []
+        for conn_id in _members("user", event["user_id"]):
+            if authorised(conn_id):
+                live.append(conn_id)
+            else:
+                disconnect(conn_id)
+        return _post_all(live, event)
+    if kind == "connections":
+        return _post_all(list(event["connections"]), event)
+    raise ValueError(f"unknown push event kind {kind!r}")
+
+
+def _trace(event: dict[str, Any]) -> dict[str, Any]:
+    """What a follow-up event keeps of the one it came from: for the logs and the latency."""
+    return {k: event[k] for k in ("id", "published_at", "correlation_id") if k in event}
+
+
+def _post_one(conn_id: str, data: bytes) -> bool | None:
+    """True sent, False gone (and forgotten), None not reached (to be tried again)."""
+    try:
+        faults.check("push.post")
+        if management().post(conn_id, data):
+            return True
+    except (PushFailed, faults.InjectedFault) as exc:
+        log.info("push not delivered", extra={"fields": {"connection_id": conn_id, "error": str(exc)[:200]}})
+        return None
+    forget(conn_id)
+    return False
+
+
+def _post_all(conn_ids: Iterable[str], event: dict[str, Any]) -> Delivery:
+    conn_ids = list(conn_ids)
+    result = Delivery(event["kind"])
+    if not conn_ids:
+        return result
+    data = json.dumps(event["message"]).encode()
+    if len(conn_ids) == 1:
+        outcomes = [_post_one(conn_ids[0], data)]
+    else:
+        outcomes = list(_delivery_pool(config.load().ws_push_threads).map(
+            lambda c: _post_one(c, data), conn_ids))
+    failed = [c for c, ok in zip(conn_ids, outcomes, strict=True) if ok is None]
+    result.delivered = outcomes.count(True)
+    result.gone = outcomes.count(False)
+    attempt = int(event.get("attempt", 1))
+    if failed and attempt < MAX_ATTEMPTS:
+        _enqueue({"kind": "connections", "connections": failed, "message": event["message"],
+                  **_trace(event), "attempt": attempt + 1}, delay_s=2 ** (attempt - 1), quiet=False)
+        result.requeued = len(failed)
+    elif failed:
+        log.error("push dropped after retries", extra={"fields": {
+            "connections": len(failed), "attempts": attempt, "event_id": event.get("id")}})
+        result.dropped = len(failed)
+    return result

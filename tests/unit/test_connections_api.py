@@ -1,0 +1,101 @@
+"""The @connections client: what it sends (a SigV4-signed call devstack's IAM accepts), and what
+it makes of the API's answers (410 gone, throttles and 5xx retried, anything else refused)."""
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from botocore.credentials import Credentials
+
+from devstack.sigv4 import Guard
+from stockpred import connections_api
+from stockpred.connections_api import ConnectionsApi, PushFailed
+
+KEY, SECRET = "AKIDSTACK", "stack-secret"
+
+
+class Api:
+    """A stand-in @connections endpoint answering a scripted status per call."""
+
+    def __init__(self) -> None:
+        self.statuses: list[int] = []
+        self.calls: list[tuple[str, str, bytes, bool]] = []
+        guard = Guard(KEY, SECRET)
+        api = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                url = f"http://{self.headers['Host']}{self.path}"
+                try:
+                    guard.check(self.command, url, list(self.headers.items()), body)
+                    signed = True
+                except Exception:
+                    signed = False
+                api.calls.append((self.command, self.path, body, signed))
+                status = api.statuses.pop(0) if api.statuses else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_POST = do_DELETE = _answer
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/local"
+
+
+@pytest.fixture
+def api(monkeypatch) -> Iterator[Api]:
+    monkeypatch.setattr(connections_api, "RETRY_BASE_S", 0.001)
+    a = Api()
+    yield a
+    a.server.shutdown()
+
+
+def client(api: Api) -> ConnectionsApi:
+    return ConnectionsApi(api.url, "us-east-1", Credentials(KEY, SECRET))
+
+
+def test_a_post_is_signed_and_carries_the_data(api):
+    assert client(api).post("abc+/=", b'{"type": "quote"}') is True
+    ((method, path, body, signed),) = api.calls
+    assert (method, path, body, signed) == \
+        ("POST", "/local/@connections/abc%2B%2F%3D", b'{"type": "quote"}', True)
+
+
+def test_a_gone_connection_is_false_not_an_error(api):
+    api.statuses = [410, 410]
+    assert client(api).post("c1", b"x") is False
+    assert client(api).delete("c1") is False
+
+
+def test_throttles_and_server_errors_are_retried(api):
+    api.statuses = [429, 503]
+    assert client(api).post("c1", b"x") is True
+    assert len(api.calls) == 3
+
+
+@pytest.mark.parametrize("statuses", [[500, 500, 500], [403], [400]])
+def test_what_still_fails_raises(api, statuses):
+    api.statuses = list(statuses)
+    with pytest.raises(PushFailed) as failed:
+        client(api).post("c1", b"x")
+    assert failed.value.status == statuses[-1]
+
+
+def test_an_unreachable_endpoint_raises_after_retries(monkeypatch):
+    monkeypatch.setattr(connections_api, "RETRY_BASE_S", 0.001)
+    with pytest.raises(PushFailed):
+        ConnectionsApi("http://127.0.0.1:9/local", "us-east-1", Credentials(KEY, SECRET)).post("c1", b"x")
+
+
+def test_wrong_credentials_are_refused_by_devstacks_iam(api):
+    ConnectionsApi(api.url, "us-east-1", Credentials(KEY, "not-the-secret")).post("c1", b"x")
+    assert api.calls[-1][3] is False
