@@ -117,8 +117,9 @@ async def broadcasts(subs: Subscribers, session: aiohttp.ClientSession, size: in
     out = {}
     for way in ("queued", "boto3 inline"):
         latencies, missing, t_start = [], 0, time.perf_counter()
-        for i in range(rounds):
+        for i in range(-1, rounds):  # round -1 warms the fan-out function's instances up
             tag = f"{way}-{i}-{uuid.uuid4().hex[:6]}"
+            subs.arrivals.clear()
             sent = time.time()
             message = {"type": "bench", "tag": tag, "sent": sent}
             if way == "queued":
@@ -126,12 +127,38 @@ async def broadcasts(subs: Subscribers, session: aiohttp.ClientSession, size: in
             else:
                 await loop.run_in_executor(None, _boto3_broadcast, subs.env, conns, message)
             got = await subs.wait_for(size, lambda m, tag=tag: m.get("tag") == tag)
+            if i < 0:
+                t_start = time.perf_counter()
+                continue
             missing += size - len(got)
             latencies += [t - sent for t, _ in got]
         wall = time.perf_counter() - t_start
         out[way] = (rounds, p(latencies, 50), p(latencies, 99), len(latencies) / wall, missing)
     await subs.close()
     return out
+
+
+def _where_the_time_goes(log_path: str, started: float) -> list[tuple[str, float, float]]:
+    """From FanoutFunction's own log lines ("push delivered") since `started`: per invocation kind,
+    p50 and p99 of the wait on the queue (publish -> invocation), the room read and chunk
+    queueing, and the PostToConnection calls."""
+    fields: dict[str, list[float]] = {}
+    with open(log_path, errors="replace") as f:
+        for line in f:
+            if '"push delivered"' not in line:
+                continue
+            try:
+                entry = json.loads(line[line.index("{"):])
+            except ValueError:
+                continue
+            if entry.get("queued_ms") is None or entry["timestamp"] < started or not entry["delivered"]:
+                continue
+            kind = entry["kind"]
+            for name in ("queued_ms", "split_ms", "post_ms"):
+                if name != "split_ms" or kind == "room":
+                    fields.setdefault(f"{kind}: {name.removesuffix('_ms')}", []).append(entry[name] / 1000)
+    return [(name, p(values, 50), p(values, 99))
+            for name, values in sorted(fields.items()) if len(values) > 1]
 
 
 def _predict(api: str) -> tuple[int, float]:
@@ -177,13 +204,15 @@ async def predicts(subs: Subscribers, session: aiohttp.ClientSession, size: int,
     return out
 
 
-async def run(env: dict[str, str], token: str, user: str, sizes: list[int], rounds: int) -> tuple[dict, dict]:
+async def run(env: dict[str, str], token: str, user: str, sizes: list[int],
+              rounds: int) -> tuple[dict, dict, str]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         subs = Subscribers(env, token, user)
         rows = {size: await broadcasts(subs, session, size) for size in sizes}
         await asyncio.get_running_loop().run_in_executor(None, _await_model, env["STOCKPRED_API_URL"])
+        predict_started = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
         predict_rows = await predicts(subs, session, max(sizes), rounds)
-    return rows, predict_rows
+    return rows, predict_rows, predict_started
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -194,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     _raise_fd_limit()
     with ephemeral_stack(prefix="stockpred-bench-", with_gateway=True, extra_env=BENCH_ENV,
-                         log=lambda m: print(m, file=sys.stderr)) as (_, env):
+                         log=lambda m: print(m, file=sys.stderr)) as (stack, env):
         os.environ.update(env)
         api = env["STOCKPRED_API_URL"]
         email = f"fanout-{uuid.uuid4().hex[:8]}@example.com"
@@ -202,7 +231,9 @@ def main(argv: list[str] | None = None) -> None:
                              json={"name": "f", "email": email, "password": PASSWORD}).json()["user_id"]
         token = requests.post(f"{api}/api/users/login", timeout=30,
                               json={"email": email, "password": PASSWORD}).json()["token"]
-        rows, predict_rows = asyncio.run(run(env, token, user, sizes, args.predicts))
+        rows, predict_rows, predict_started = asyncio.run(run(env, token, user, sizes, args.predicts))
+        time.sleep(0.5)  # the last invocations' lines
+        spans = _where_the_time_goes(str(stack.logfile("gateway")), predict_started)
 
     print(f"\nbroadcast to one room through devstack's WebSocket API; {os.cpu_count()} CPUs")
     print(f"{'subscribers':>12} {'way':<14}{'rounds':>7}{'p50 ms':>9}{'p99 ms':>9}{'deliveries/s':>14}"
@@ -216,6 +247,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'room':>6}{'request p50 ms':>16}{'p99 ms':>9}{'delivery p50 ms':>17}{'p99 ms':>9}{'missing':>9}")
     for room, (r50, r99, d50, d99, missing) in predict_rows.items():
         print(f"{room:>6}{r50:>16.1f}{r99:>9.1f}{(d50 or 0):>17.1f}{(d99 or 0):>9.1f}{missing:>9}")
+    if spans:
+        print("\nwhere a predict's pushes spend their time, from FanoutFunction's log lines")
+        print(f"{'invocation: span':<28}{'p50 ms':>9}{'p99 ms':>9}")
+        for name, p50, p99 in spans:
+            print(f"{name:<28}{p50:>9.1f}{p99:>9.1f}")
     ratio = full[0] / empty[0]
     print(f"target: predict p50 with {big} subscribers <= {PREDICT_RATIO_TARGET}x with an empty room "
           f"-> {ratio:.2f}x {_met(ratio <= PREDICT_RATIO_TARGET)}")

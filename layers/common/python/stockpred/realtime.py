@@ -237,6 +237,8 @@ class Delivery:
     requeued: int = 0
     dropped: int = 0
     chunks_queued: int = 0
+    split_ms: float = 0.0  # reading the room and queueing its other chunks
+    post_ms: float = 0.0  # this invocation's PostToConnection calls
 
 
 def deliver(event: dict[str, Any]) -> Delivery:
@@ -244,13 +246,15 @@ def deliver(event: dict[str, Any]) -> Delivery:
     be handled or its follow-ups cannot be queued: then the queue delivers it again."""
     kind, message = event["kind"], event["message"]
     if kind == "room":
+        started = time.perf_counter()
         members = sorted(_members("room", event["symbol"]))
         size = config.load().ws_push_chunk
         chunks = [members[i:i + size] for i in range(0, len(members), size)]
         base = {"kind": "connections", "message": message, **_trace(event)}
         _enqueue_chunks([{**base, "connections": chunk} for chunk in chunks[1:]])
+        split_ms = (time.perf_counter() - started) * 1000
         result = _post_all(chunks[0] if chunks else [], event)
-        result.chunks_queued = max(0, len(chunks) - 1)
+        result.chunks_queued, result.split_ms = max(0, len(chunks) - 1), round(split_ms, 1)
         return result
     if kind == "user":
         live = []
@@ -288,6 +292,7 @@ def _post_all(conn_ids: Iterable[str], event: dict[str, Any]) -> Delivery:
     result = Delivery(event["kind"])
     if not conn_ids:
         return result
+    started = time.perf_counter()
     data = json.dumps(event["message"]).encode()
     if len(conn_ids) == 1:
         outcomes = [_post_one(conn_ids[0], data)]
@@ -295,6 +300,7 @@ def _post_all(conn_ids: Iterable[str], event: dict[str, Any]) -> Delivery:
         outcomes = list(_delivery_pool(config.load().ws_push_threads).map(
             lambda c: _post_one(c, data), conn_ids))
     failed = [c for c, ok in zip(conn_ids, outcomes, strict=True) if ok is None]
+    result.post_ms = round((time.perf_counter() - started) * 1000, 1)
     result.delivered = outcomes.count(True)
     result.gone = outcomes.count(False)
     attempt = int(event.get("attempt", 1))
