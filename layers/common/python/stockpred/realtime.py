@@ -294,12 +294,22 @@ def _post_all(conn_ids: Iterable[str], event: dict[str, Any]) -> Delivery:
         return result
     started = time.perf_counter()
     data = json.dumps(event["message"]).encode()
-    if len(conn_ids) == 1:
-        outcomes = [_post_one(conn_ids[0], data)]
+    threads = min(config.load().ws_push_threads, len(conn_ids))
+    # One task per thread, each posting its share in turn: a future per connection cost more
+    # than the post itself.
+    shares = [conn_ids[i::threads] for i in range(threads)]
+
+    def post_share(share: list[str]) -> list[bool | None]:
+        return [_post_one(c, data) for c in share]
+
+    if threads == 1:
+        done = [post_share(conn_ids)]
     else:
-        outcomes = list(_delivery_pool(config.load().ws_push_threads).map(
-            lambda c: _post_one(c, data), conn_ids))
-    failed = [c for c, ok in zip(conn_ids, outcomes, strict=True) if ok is None]
+        done = list(_delivery_pool(config.load().ws_push_threads).map(post_share, shares))
+    pairs = [(c, ok) for share, oks in zip(shares, done, strict=True)
+             for c, ok in zip(share, oks, strict=True)]
+    outcomes = [ok for _, ok in pairs]
+    failed = [c for c, ok in pairs if ok is None]
     result.post_ms = round((time.perf_counter() - started) * 1000, 1)
     result.delivered = outcomes.count(True)
     result.gone = outcomes.count(False)
