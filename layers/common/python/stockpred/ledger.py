@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg2
@@ -79,9 +81,27 @@ def gid(txid: str) -> str:
 
 
 def _autocommit() -> psycopg2.extensions.connection:
+    """A connection of its own, for a prepared transaction (which ends with the connection)."""
     conn = postgres.connect()
     conn.autocommit = True
     return conn
+
+
+@contextlib.contextmanager
+def _warm_autocommit() -> Iterator[psycopg2.extensions.cursor]:
+    """A cursor on this thread's warm connection with each statement its own transaction (COMMIT
+    PREPARED may not run inside one): no new PostgreSQL session per saga step."""
+    conn = postgres.connection()
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            yield cur
+    except (psycopg2.OperationalError, psycopg2.InterfaceError):
+        conn.close()
+        raise
+    finally:
+        if not conn.closed:
+            conn.autocommit = False
 
 
 def _prepared(cur: psycopg2.extensions.cursor, txid: str) -> bool:
@@ -129,37 +149,29 @@ def prepare(txid: str, user_id: str, symbol: str, side: str, quantity: int, pric
 
 def decide(txid: str, wanted: str, by: str) -> str:
     """Writes `wanted` unless a decision exists; returns the decision that stands."""
-    conn = _autocommit()
-    try:
-        with conn.cursor() as cur:
-            cur.execute("""INSERT INTO trade_decisions (transaction_id, decision, decided_by)
-                           VALUES (%s, %s, %s) ON CONFLICT (transaction_id) DO NOTHING""",
-                        (txid, wanted, by))
-            return decision(cur, txid) or wanted
-    finally:
-        conn.close()
+    with _warm_autocommit() as cur:
+        cur.execute("""INSERT INTO trade_decisions (transaction_id, decision, decided_by)
+                       VALUES (%s, %s, %s) ON CONFLICT (transaction_id) DO NOTHING""",
+                    (txid, wanted, by))
+        return decision(cur, txid) or wanted
 
 
 def finish(txid: str, outcome: str) -> None:
     """COMMIT PREPARED or ROLLBACK PREPARED by the decision `outcome`; nothing if already done."""
-    conn = _autocommit()
-    try:
-        with conn.cursor() as cur:
-            if not _prepared(cur, txid):
-                if outcome == "commit" and not _row_exists(cur, txid):
-                    raise LedgerError(f"trade {txid}: nothing prepared to commit")
-                return
-            verb = "COMMIT PREPARED" if outcome == "commit" else "ROLLBACK PREPARED"
-            try:
-                cur.execute(f"{verb} %s", (gid(txid),))
-            except psycopg2.errors.UndefinedObject:
-                return  # finished by someone else between the check and now
-            if outcome == "commit":
-                # Visible from now on: the warehouse's incremental load goes by recorded_at, so a
-                # trade left in doubt for long is still read after it commits.
-                cur.execute("UPDATE transactions SET recorded_at = now() WHERE id = %s", (txid,))
-    finally:
-        conn.close()
+    with _warm_autocommit() as cur:
+        if not _prepared(cur, txid):
+            if outcome == "commit" and not _row_exists(cur, txid):
+                raise LedgerError(f"trade {txid}: nothing prepared to commit")
+            return
+        verb = "COMMIT PREPARED" if outcome == "commit" else "ROLLBACK PREPARED"
+        try:
+            cur.execute(f"{verb} %s", (gid(txid),))
+        except psycopg2.errors.UndefinedObject:
+            return  # finished by someone else between the check and now
+        if outcome == "commit":
+            # Visible from now on: the warehouse's incremental load goes by recorded_at, so a
+            # trade left in doubt for long is still read after it commits.
+            cur.execute("UPDATE transactions SET recorded_at = now() WHERE id = %s", (txid,))
 
 
 def in_doubt(older_than_s: float) -> list[str]:
