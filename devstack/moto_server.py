@@ -15,7 +15,9 @@ that repeats without need, which this module removes without changing any behavi
 - a new boto3 client (session, endpoint, SSL context) and a new connection for every Lambda task:
   one client per (service, region, endpoint) is kept, with a pool sized for parallel tasks;
 - the definition parsed again (ANTLR, pure Python) for every execution: the parse tree is kept
-  per definition, and each execution still builds its own program from it;
+  per definition, with each node's text (which moto's Preprocessor asks for again and again, and
+  ANTLR rebuilds from the leaves each time), and each execution still builds its own program
+  from it;
 - every JSONPath (`$.trade`, `$.quote`, ...) parsed again, with a new PLY parser, each time a
   state reads or writes one: each parsed path is kept (jsonpath_ng's paths are not changed by
   use);
@@ -88,13 +90,25 @@ def parse_once() -> None:
 
     @functools.lru_cache(maxsize=64)
     def tree_of(definition: str) -> Any:
-        return real_parse(definition)[1]  # raises ASLParserException, which is not cached
+        tree = real_parse(definition)[1]  # raises ASLParserException, which is not cached
+        _keep_text(tree)
+        return tree
 
     def parse(definition: str) -> tuple[Any, Any]:
         tree = tree_of(definition)
         return asl_parser.Preprocessor().visit(tree), tree
 
     parser.parse = staticmethod(parse)
+
+
+def _keep_text(node: Any) -> str:
+    """Computes the text of every rule node of a kept (never changed) tree once, bottom-up."""
+    children = getattr(node, "children", None)
+    if not children or not hasattr(node, "__dict__"):
+        return node.getText()
+    text = "".join(_keep_text(child) for child in children)
+    node.getText = lambda: text
+    return text
 
 
 def main(argv: list[str] | None = None) -> None:

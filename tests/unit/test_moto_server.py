@@ -12,6 +12,8 @@ from moto.stepfunctions.parser.asl.utils import boto_client, json_path
 from devstack import moto_server
 from devstack.services import REPO_ROOT
 
+FRESH_PARSE = asl_parser.AmazonStateLanguageParser.parse
+
 
 @pytest.fixture
 def parse_once(monkeypatch):
@@ -23,6 +25,13 @@ def parse_once(monkeypatch):
     return parser.parse
 
 
+def _texts(node, out):
+    out.append(node.getText())
+    for child in getattr(node, "children", None) or []:
+        _texts(child, out)
+    return out
+
+
 def test_each_execution_gets_its_own_program_from_one_parse(parse_once):
     definition = re.sub(r"\$\{\w+\}", "arn:aws:lambda:us-east-1:123456789012:function:Step:live",
                         (REPO_ROOT / "statemachines" / "trade.asl.json").read_text())
@@ -30,6 +39,8 @@ def test_each_execution_gets_its_own_program_from_one_parse(parse_once):
     second, second_tree = parse_once(definition)
     assert first_tree is second_tree
     assert first is not second and type(first) is type(second)
+    _, fresh_tree = FRESH_PARSE(definition)
+    assert _texts(first_tree, []) == _texts(fresh_tree, [])
 
 
 def test_a_malformed_definition_is_refused_every_time(parse_once):
