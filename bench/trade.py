@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{f'{args.concurrency} threads':<28}{len(conc) / conc_wall:>10.1f}{p(clat, 50):>10.1f}"
           f"{p(clat, 99):>10.1f}")
     speedup = (len(conc) / conc_wall) / (len(seq) / seq_wall)
-    print(f"target: {args.concurrency} threads >= {TARGET_SPEEDUP}x sequential trades/s -> {speedup:.2f}x "
+    print(f"target: {args.concurrency} threads >= {TARGET_SPEEDUP}x sequential trades/s -> {speedup:.3f}x "
           f"{'MET' if speedup >= TARGET_SPEEDUP else 'NOT MET'}")
     print("\nwhere a sequential buy's time goes (share of the request):")
     print(f"  Lambda tasks (quote, prepare x2, decide, commit x2; parallel overlap counted once) "
