@@ -235,6 +235,23 @@ def test_a_crash_at_any_step_ends_everywhere_or_nowhere(gateway, stack, point, t
     assert run_recovery(gateway)["finished"] == {}
 
 
+def test_a_lost_completion_signal_still_answers_the_trade(gateway, stack):
+    # The participants' signal only tells the buy function when to ask Step Functions; without
+    # it the buy still ends with the execution's own outcome (DescribeExecution every 0.5 s).
+    user, h = register(gateway)
+    set_faults(stack, "participants.signal")
+    try:
+        bought = trade(gateway, "buy", user, h, quantity=2)
+        sold = trade(gateway, "sell", user, h, quantity=3)
+    finally:
+        set_faults(stack)
+    assert bought.status_code == 200, bought.text
+    assert bought.json()["price"] == f"{SPX_CENTS / 100:.2f}"
+    assert sold.status_code == 400 and sold.json()["error"].startswith("Insufficient shares"), sold.text
+    state, rows = assert_consistent(stack, user)
+    assert state.holdings["SPX"].shares == 2 and len(rows) == 1
+
+
 STORE = {"user_id": "u-1", "symbol": "SPX", "quantity": 2, "action": "buy", "price": 2506.85,
          # /store accepts only times within the last 24 hours (tests/security/test_ledger_and_saga.py)
          "timestamp": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()}

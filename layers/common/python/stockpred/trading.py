@@ -20,6 +20,7 @@ from typing import Any
 
 import psycopg2
 import pymongo.errors
+import redis
 
 from stockpred import aws, config, faults, ledger, logs, market, postgres, redis_stores, symbols
 from stockpred.accounts import Accounts, Contention
@@ -225,6 +226,8 @@ def account_step(event: Any) -> dict[str, Any]:
             accounts.release(trade["user_id"], txid)
     except (pymongo.errors.ConnectionFailure, Contention) as exc:
         raise TransientError(str(exc)) from exc
+    if step != "prepare":
+        _signal_finished(txid, "account")
     return {"participant": "account", "step": step, "ok": True}
 
 
@@ -243,6 +246,8 @@ def ledger_step(event: Any) -> dict[str, Any]:
             ledger.finish(txid, step)
     except psycopg2.OperationalError as exc:
         raise TransientError(str(exc)) from exc
+    if step != "prepare":
+        _signal_finished(txid, "ledger")
     return {"participant": "ledger", "step": step, "ok": True}
 
 
@@ -330,12 +335,70 @@ def _error_of(output: dict[str, Any]) -> tuple[str | None, str | None]:
     return err.get("Error"), message
 
 
+# The participants tell the waiting buy or sell function that they finished (committed or
+# aborted), through a list in the state Redis, so that it asks Step Functions for the outcome
+# once the execution is about to end instead of polling DescribeExecution all along (Step
+# Functions' synchronous start is for Express workflows only, which have no DescribeExecution,
+# no StopExecution and no exactly-once start by name, all of which recovery and idempotency use).
+# The signal only says when to look: the outcome is always the execution's own, and a lost
+# signal (Redis failing over, a participant that never finishes) costs a poll every
+# SIGNAL_WAIT_S instead.
+PARTICIPANTS = frozenset({"account", "ledger"})
+SIGNAL_POINT = "participants.signal"  # fault point: the signal is lost, the step still succeeds
+SIGNAL_TTL_S = 300
+SIGNAL_WAIT_S = 0.5  # below the state Redis client's 1 s socket timeout
+
+
+def finished_key(txid: str) -> str:
+    return f"stockpred:trade-finished:{txid}"
+
+
+def _signal_finished(txid: str, participant: str) -> None:
+    try:
+        faults.check(SIGNAL_POINT)
+        with redis_stores.state().pipeline(transaction=True) as pipe:
+            pipe.rpush(finished_key(txid), participant).expire(finished_key(txid), SIGNAL_TTL_S)
+            pipe.execute()
+    except (redis.RedisError, faults.InjectedFault) as exc:  # its waiter falls back to polling
+        log.warning("could not signal %s finished: %s", participant, exc,
+                    extra={"fields": {"transaction_id": txid}})
+
+
+def _await_participants(txid: str, finished: set[str], end: float) -> bool:
+    """Adds to `finished` the participants that signal within SIGNAL_WAIT_S (or until `end`);
+    False when the state Redis cannot be read (then the caller polls)."""
+    state = redis_stores.state()
+    until = min(end, time.monotonic() + SIGNAL_WAIT_S)
+    try:
+        while finished < PARTICIPANTS and (left := until - time.monotonic()) > 0:
+            popped = state.blpop([finished_key(txid)], timeout=max(0.01, left))
+            if popped is None:
+                break
+            finished.add(popped[1].decode() if isinstance(popped[1], bytes) else popped[1])
+    except redis.RedisError as exc:
+        log.warning("trade signals unreadable, polling: %s", exc, extra={"fields": {"transaction_id": txid}})
+        return False
+    return True
+
+
 def wait(txid: str, deadline_s: float) -> TradeResult:
-    """Polls DescribeExecution (Step Functions' synchronous start is not emulated) until it ends."""
+    """Waits for the trade's execution to end: asks DescribeExecution once both participants
+    have signalled that they finished (then backing off from 20 ms), or every SIGNAL_WAIT_S
+    without their signals; only polls (backing off from 20 ms) when the signals are unreadable."""
     sfn = aws.client("stepfunctions")
     end = time.monotonic() + deadline_s
+    finished: set[str] = set()
+    signals = True
     delay = 0.02  # a warm trade takes ~0.1-0.2 s: poll finely at first, then back off
     while True:
+        pause = True
+        if signals and finished < PARTICIPANTS:
+            signals = _await_participants(txid, finished, end)
+            # Both finished: the last one's task is returning to the engine just now.
+            pause = not signals or finished >= PARTICIPANTS
+        if pause:
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.25)
         try:
             described = sfn.describe_execution(executionArn=execution_arn(txid))
         except sfn.exceptions.ExecutionDoesNotExist:
@@ -346,8 +409,6 @@ def wait(txid: str, deadline_s: float) -> TradeResult:
             break
         if time.monotonic() > end:
             return TradeResult(txid, "pending", message="the trade is still being processed")
-        time.sleep(delay)
-        delay = min(delay * 1.3, 0.25)
     if status != "SUCCEEDED":
         return TradeResult(txid, "failed", error_type=described.get("error"),
                            message=described.get("cause"))
