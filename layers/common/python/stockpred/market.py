@@ -44,7 +44,7 @@ log = get_logger("market")
 MARKET_TZ = ZoneInfo("America/New_York")
 # How long the last good quote/history stays servable (stale) while the providers are down.
 KEEP_LAST_S = 7 * 86_400
-# Decoded histories a warm process keeps (about 2.5 MB each for twenty years of bars).
+# Decoded histories a warm process keeps (about 2 MB each for twenty years of bars).
 DECODED_HISTORIES_KEPT = 8
 
 
