@@ -29,7 +29,7 @@ def predict(symbol: str) -> Response:
     symbol = symbol_param(symbol)
     hist = _history(symbol)
     try:
-        body, created = signals.predict(symbol, hist.bars, train_on_demand=config.load().train_on_demand)
+        body, created = signals.predict(hist, train_on_demand=config.load().train_on_demand)
     except signals.TrainingStarted as training:
         wait = signals.TRAINING_RETRY_AFTER_S
         return json_response(202, {

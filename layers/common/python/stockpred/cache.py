@@ -46,20 +46,22 @@ class ReadThroughCache:
         self.wait_s = wait_s
 
     def get_or_load(self, cache_key: str, ttl_s: int, load: Callable[[], Any],
-                    missing_ttl_s: int = 60, keep_last_s: int = 0) -> Lookup:
+                    missing_ttl_s: int = 60, keep_last_s: int = 0,
+                    decode: Callable[[bytes], Any] = json.loads) -> Lookup:
         """The cached value or `load()`'s; `None` from load is cached as a miss for missing_ttl_s.
 
         With keep_last_s, every loaded value is also kept that long as the key's last known good
-        copy, served (stale, with its age) when load() raises ProviderUnavailable.
+        copy, served (stale, with its age) when load() raises ProviderUnavailable. `decode` turns
+        the stored JSON bytes of a hit into its value (it must give MISSING for a stored miss).
         """
         client = self.ring.client_for(cache_key)
-        cached = self._read(client, cache_key)
+        cached = self._read(client, cache_key, decode)
         if cached is not None:
             return Lookup(None if cached == MISSING else cached, True)
         lock = f"{cache_key}:lock"
         token = uuid.uuid4().hex
         if not self._try_lock(client, lock, token):
-            waited = self._wait_for(client, cache_key, lock)
+            waited = self._wait_for(client, cache_key, lock, decode)
             if waited is not None:
                 return Lookup(None if waited == MISSING else waited, True)
         last_key = f"{cache_key}:last"
@@ -86,12 +88,13 @@ class ReadThroughCache:
             with contextlib.suppress(redis.RedisError):
                 self.ring.client_for(cache_key).delete(cache_key)
 
-    def _read(self, client: redis.Redis, cache_key: str) -> Any:
+    def _read(self, client: redis.Redis, cache_key: str,
+              decode: Callable[[bytes], Any] = json.loads) -> Any:
         try:
             raw = client.get(cache_key)
         except redis.RedisError:
             raw = self._read_replica(cache_key)
-        return None if raw is None else json.loads(raw)
+        return None if raw is None else decode(raw)
 
     def _read_replica(self, cache_key: str) -> bytes | None:
         """While a shard's master is down or being replaced, its replica may still answer."""
@@ -117,18 +120,19 @@ class ReadThroughCache:
         with contextlib.suppress(redis.RedisError):
             client.eval(_RELEASE, 1, lock, token)
 
-    def _wait_for(self, client: redis.Redis, cache_key: str, lock: str) -> Any:
+    def _wait_for(self, client: redis.Redis, cache_key: str, lock: str,
+                  decode: Callable[[bytes], Any]) -> Any:
         deadline = time.monotonic() + self.wait_s
         delay = 0.01
         while time.monotonic() < deadline:
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
-            value = self._read(client, cache_key)
+            value = self._read(client, cache_key, decode)
             if value is not None:
                 return value
             try:
                 if not client.exists(lock):
-                    return self._read(client, cache_key)
+                    return self._read(client, cache_key, decode)
             except redis.RedisError:
                 return None
         return None

@@ -12,6 +12,10 @@ Every prediction carries its model's out-of-sample record with an `edge` flag: t
 model beat buy-and-hold's after-cost Sharpe on the same out-of-sample days. A prediction is stored
 once per (symbol, as_of, model_version); asking again returns the stored row. Once the next day's
 close is known, the stored row's outcome is filled in.
+
+A warm instance computes a history's features once: `FeatureCache` keeps the last bar's feature
+row per (symbol, history version), the version being the digest of the cached history entry the
+bars came from (stockpred.market), so a new as_of or any corrected bar is a new key.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import threading
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -31,6 +37,7 @@ from stockpred import aws, config, logs, postgres, redis_stores
 from stockpred.logs import get_logger
 
 if TYPE_CHECKING:
+    from stockpred.market import History
     from stockpred.prices import Bar
 
 log = get_logger("signals")
@@ -124,33 +131,94 @@ def current_model(symbol: str, bars: list[Bar], train_on_demand: bool) -> Loaded
     raise TrainingStarted(symbol, request_training(symbol))
 
 
-def predict(symbol: str, bars: list[Bar], train_on_demand: bool = True) -> tuple[dict[str, Any], bool]:
-    """The stored prediction for the last bar with the current model, and whether it is new."""
-    loaded = current_model(symbol, bars, train_on_demand)
+class LatestBar(NamedTuple):
+    """What a prediction needs from a history: its last bar's date and close, and its features."""
+
+    as_of: dt.date
+    last_close: float
+    features: np.ndarray  # one read-only row, columns in FEATURE_NAMES order
+
+
+def latest_bar(bars: list[Bar]) -> LatestBar:
+    """The last bar's features computed on the whole history; NotEnoughHistory if incomplete."""
     frame = frame_from_bars(bars)
     last = build_features(frame)[-1:]
     if len(last) == 0 or np.isnan(last).any():
         raise NotEnoughHistory("not enough history to compute today's features")
-    prob_up, expected = loaded.model.predict(last)
-    prob, exp_ret = float(prob_up[0]), float(expected[0])
-    as_of: dt.date = frame.dates[-1].item()
-    last_close = float(frame.close[-1])
-    record = loaded.metadata["record"]
+    last.setflags(write=False)
+    return LatestBar(frame.dates[-1].item(), float(frame.close[-1]), last)
+
+
+class FeatureCache:
+    """The last bar's features per (symbol, history version), in this instance's memory.
+
+    Features depend on the bars alone (not on the model), and a history version names its bars
+    exactly, so a hit is the very row `latest_bar` would compute. A history without a version
+    (just loaded from a provider, or stale) is computed every time.
+    """
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._rows: OrderedDict[tuple[str, str], LatestBar] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def latest(self, history: History) -> LatestBar:
+        if history.version is None:
+            return latest_bar(history.bars)
+        key = (history.symbol, history.version)
+        with self._lock:
+            found = self._rows.get(key)
+            if found is not None:
+                self._rows.move_to_end(key)
+                return found
+        found = latest_bar(history.bars)
+        with self._lock:
+            self._rows[key] = found
+            while len(self._rows) > self.size:
+                self._rows.popitem(last=False)
+        return found
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rows.clear()
+
+
+features_cache = FeatureCache()
+
+
+def predict(history: History, train_on_demand: bool = True) -> tuple[dict[str, Any], bool]:
+    """The stored prediction for the last bar with the current model, and whether it is new."""
+    symbol = history.symbol
+    loaded = current_model(symbol, history.bars, train_on_demand)
+    latest = features_cache.latest(history)
     record_model(loaded.metadata)
     with postgres.transaction() as cur:
+        row = _stored(cur, symbol, latest.as_of, loaded.version)
+        if row is not None:
+            return _body(row), False
+        prob_up, expected = loaded.model.predict(latest.features)
+        prob, exp_ret = float(prob_up[0]), float(expected[0])
+        record = loaded.metadata["record"]
         cur.execute(
-            """INSERT INTO predictions (id, symbol, as_of, model_version, last_close, predicted_close,
+            f"""INSERT INTO predictions (id, symbol, as_of, model_version, last_close, predicted_close,
                    expected_return, probability_up, action, edge, record)
                VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-               ON CONFLICT (symbol, as_of, model_version) DO NOTHING RETURNING id""",
-            (str(uuid.uuid4()), symbol, as_of, loaded.version, last_close,
-             round(last_close * (1 + exp_ret), 6), exp_ret, prob, action_for(prob),
+               ON CONFLICT (symbol, as_of, model_version) DO NOTHING RETURNING {_COLUMNS}""",
+            (str(uuid.uuid4()), symbol, latest.as_of, loaded.version, latest.last_close,
+             round(latest.last_close * (1 + exp_ret), 6), exp_ret, prob, action_for(prob),
              bool(record["edge"]), json.dumps(record)),
         )
-        created = cur.fetchone() is not None
-        cur.execute(f"SELECT {_COLUMNS} FROM predictions WHERE symbol = %s AND as_of = %s "
-                    "AND model_version = %s", (symbol, as_of, loaded.version))
-        return _body(cur.fetchone()), created
+        row = cur.fetchone()
+        if row is not None:
+            return _body(row), True
+        # A concurrent request stored it after this transaction's first read: read it now.
+        return _body(_stored(cur, symbol, latest.as_of, loaded.version)), False
+
+
+def _stored(cur: Any, symbol: str, as_of: dt.date, version: str) -> tuple | None:
+    cur.execute(f"SELECT {_COLUMNS} FROM predictions WHERE symbol = %s AND as_of = %s "
+                "AND model_version = %s", (symbol, as_of, version))
+    return cur.fetchone()
 
 
 _COLUMNS = ("id, symbol, as_of, model_version, last_close, predicted_close, expected_return, "
