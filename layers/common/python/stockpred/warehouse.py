@@ -60,7 +60,10 @@ DIMS = ("dim_symbol", "dim_user", "dim_date")
 # holds only closed days.
 PARTITION = {"fact_trades": "trade_month", "fact_predictions": "as_of_month", "fact_prices": "year"}
 DAY = {"fact_trades": "trade_date", "fact_predictions": "as_of", "fact_prices": "day"}
-ORDER = {"fact_trades": "traded_at", "fact_predictions": "updated_at", "fact_prices": "day"}
+# Row order within a fact's files; the first key also groups the rows by partition (a trade's
+# month follows from its time, so trades sort on one number).
+ORDER = {"fact_trades": ("traded_at",), "fact_predictions": ("as_of_month", "updated_at"),
+         "fact_prices": ("year", "day")}
 IO_THREADS = 8  # concurrent S3 requests of one run (boto3's pool holds 10 connections)
 
 
@@ -296,15 +299,15 @@ def _plausible(source: pa.Array, traded_us: pa.Array, recorded_us: pa.Array) -> 
     return pc.or_(pc.not_equal(source, "api"), in_window)
 
 
-# What COPY sends for each ledger row (times as integer microseconds since the epoch, exact).
+# What COPY sends for each ledger row (times in UTC, as text Arrow parses).
 _LEDGER_COLUMNS = {
     "trade_id": ("id", pa.string()), "user_id": ("user_id", pa.string()),
     "symbol": ("symbol", pa.string()), "side": ("side", pa.string()),
     "quantity": ("quantity", pa.int64()), "price_cents": ("price_cents", pa.int64()),
     "amount_cents": ("amount_cents", pa.int64()), "fee_cents": ("fee_cents", pa.int64()),
     "realised_pnl_cents": ("realised_pnl_cents", pa.int64()), "source": ("source", pa.string()),
-    "traded_us": ("(extract(epoch FROM traded_at) * 1000000)::bigint", pa.int64()),
-    "recorded_us": ("(extract(epoch FROM recorded_at) * 1000000)::bigint", pa.int64()),
+    "traded_at": ("traded_at", pa.timestamp("us", tz="UTC")),
+    "recorded_at": ("recorded_at", pa.timestamp("us", tz="UTC")),
 }
 
 
@@ -313,6 +316,7 @@ def _copy_ledger(cur: Any, since: dt.datetime) -> pa.Table:
     import pyarrow.csv as pacsv
 
     select = ", ".join(sql for sql, _ in _LEDGER_COLUMNS.values())
+    cur.execute("SET LOCAL TIME ZONE 'UTC'")
     query = cur.mogrify(f"COPY (SELECT {select} FROM transactions WHERE recorded_at > %s) "
                         "TO STDOUT WITH (FORMAT csv)", (since,)).decode()
     buf = io.BytesIO()
@@ -335,30 +339,32 @@ def _extract_trades(cur: Any, batch: Batch, hwm: str, manifest: dict[str, Any]) 
     raw = _copy_ledger(cur, _since(hwm))
     newest = min(dt.datetime.fromisoformat(hwm), dt.datetime.now(dt.UTC))
     if raw.num_rows:
-        newest = max(newest, dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-                     + dt.timedelta(microseconds=pc.max(raw["recorded_us"]).as_py()))
-    traded_at = raw["traded_us"].cast(pa.timestamp("us", tz="UTC"))
+        newest = max(newest, pc.max(raw["recorded_at"]).as_py())
+    traded_at = raw["traded_at"]
     trade_date = pc.cast(pc.cast(traded_at, pa.date32()), pa.string())
     trade_month = pc.utf8_slice_codeunits(trade_date, 0, 7)
     months = sorted(pc.unique(trade_month).to_pylist())
     loaded = table("fact_trades", manifest, ["trade_id"],
                    [k for k in _keys(manifest, "fact_trades") if _partition_of(k) in set(months)])
     new = pc.invert(pc.is_in(raw["trade_id"], value_set=loaded["trade_id"].combine_chunks()))
-    plausible = _plausible(raw["source"], raw["traded_us"], raw["recorded_us"])
+    plausible = _plausible(raw["source"], pc.cast(traded_at, pa.int64()),
+                           pc.cast(raw["recorded_at"], pa.int64()))
     batch.implausible_trades = raw["trade_id"].filter(pc.and_(new, pc.invert(plausible))).to_pylist()
     keep = pc.and_(new, plausible)
-    users = pc.dictionary_encode(raw["user_id"].filter(keep).combine_chunks())
+    if not pc.all(keep).as_py():
+        raw, trade_date, trade_month = (x.filter(keep) for x in (raw, trade_date, trade_month))
+        traded_at = raw["traded_at"]
+    users = pc.dictionary_encode(raw["user_id"].combine_chunks())
     keys = pa.array(_user_keys(users.dictionary.to_pylist()), pa.string())
-    traded_at = traded_at.filter(keep)
     columns = {
-        "trade_id": raw["trade_id"].filter(keep), "user_key": keys.take(users.indices),
-        **{c: raw[c].filter(keep) for c in ("symbol", "side", "quantity", "price_cents", "amount_cents",
-                                            "fee_cents", "realised_pnl_cents", "source")},
+        "trade_id": raw["trade_id"], "user_key": keys.take(users.indices),
+        **{c: raw[c] for c in ("symbol", "side", "quantity", "price_cents", "amount_cents",
+                               "fee_cents", "realised_pnl_cents", "source")},
         "traded_at": traded_at,
         "date_key": pc.add(pc.add(pc.multiply(pc.year(traded_at), 10000),
                                   pc.multiply(pc.month(traded_at), 100)),
                            pc.day(traded_at)).cast(pa.int32()),
-        "trade_date": trade_date.filter(keep), "trade_month": trade_month.filter(keep),
+        "trade_date": trade_date, "trade_month": trade_month,
     }
     batch.trades = pa.table(columns, schema=SCHEMAS["fact_trades"])
     batch.hwm["trades"] = newest.isoformat()
@@ -478,7 +484,7 @@ def _write(name: str, data: list[dict[str, Any]] | pa.Table, run_id: str,
         key = f"{PREFIX}/{name}/{stem}-{run_id}.parquet"
         _put(key, tbl)
         return {key: {"rows": tbl.num_rows}}
-    tbl = tbl.sort_by([(part, "ascending"), (ORDER[name], "ascending")])
+    tbl = tbl.sort_by([(column, "ascending") for column in ORDER[name]])
     jobs, written = [], {}
     offset = 0
     for counted in pc.value_counts(tbl[part]).to_pylist():
