@@ -257,6 +257,9 @@ def cmd_etl_run(args: argparse.Namespace) -> int:
     print(f"run {result['run_id']} committed{' (rebuilt from the sources)' if result['rebuilt'] else ''}: "
           f"loaded {loaded}; warehouse holds {result['totals']['trades']} trades, "
           f"{result['totals']['predictions']} predictions")
+    if result.get("compacted"):
+        merged = ", ".join(f"{table} {n} fewer files" for table, n in result["compacted"].items())
+        print(f"closed days compacted into monthly files: {merged}")
     return 0
 
 
