@@ -24,7 +24,6 @@ import os
 import re
 import uuid
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from aiohttp import web
@@ -48,7 +47,6 @@ POOL = web.AppKey("pool", WorkerPool)
 INVOKE_POOL = web.AppKey("invoke_pool", WorkerPool)
 LOG_FEED = web.AppKey("log_feed", object)
 TEMPLATE = web.AppKey("template", Template)
-EXECUTORS = web.AppKey("executors", dict)
 
 
 def _json(status: int, body: object, headers: dict[str, str] | None = None) -> web.Response:
@@ -64,8 +62,7 @@ def aiohttp_path(sam_path: str) -> str:
 
 async def _invoke(app: web.Application, fn: Function, event: object, request_id: str,
                   pool: web.AppKey[WorkerPool] = POOL) -> Invocation:
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(app[EXECUTORS][pool], app[pool].invoke, fn, event, request_id)
+    return await app[pool].ainvoke(fn, event, request_id)
 
 
 def _route_handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -226,10 +223,6 @@ def build_app(template: Template, pool: WorkerPool, invoke_pool: WorkerPool, *,
     app[POOL] = pool
     app[INVOKE_POOL] = invoke_pool
     app[LOG_FEED] = log_feed
-    # Threads only wait here (for a free worker, then for its answer); each pool has its own, so
-    # requests queued for one pool can never take the threads the other pool's callers need.
-    app[EXECUTORS] = {POOL: ThreadPoolExecutor(max_workers=256, thread_name_prefix="api"),
-                      INVOKE_POOL: ThreadPoolExecutor(max_workers=256, thread_name_prefix="invoke")}
     for route in template.routes:
         app.router.add_route(route.method, aiohttp_path(route.path), _route_handler(route))
     cors = ((template.raw.get("Globals") or {}).get("Api") or {}).get("Cors")
@@ -254,8 +247,6 @@ def build_app(template: Template, pool: WorkerPool, invoke_pool: WorkerPool, *,
         app.cleanup_ctx.append(_run_schedules)
 
     async def shutdown(app: web.Application) -> None:
-        for executor in app[EXECUTORS].values():
-            executor.shutdown(wait=False, cancel_futures=True)
         pool.close()
         invoke_pool.close()
         if log_feed is not None:
