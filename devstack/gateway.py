@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import uvloop
 from aiohttp import web
 
 from devstack import dashboard, logfeed
@@ -274,6 +275,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-schedules", action="store_true",
                         default=os.environ.get("DEVSTACK_SCHEDULES", "on") == "off",
                         help="do not fire Schedule events")
+    parser.add_argument("--no-log-shipping", action="store_true",
+                        default=os.environ.get("DEVSTACK_LOG_SHIPPING", "on") == "off",
+                        help="only echo the functions' lines, do not ship them to OPENSEARCH_URL")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     template = Template.load(args.template)
@@ -282,15 +286,21 @@ def main(argv: list[str] | None = None) -> None:
     env = dict(os.environ)
     # The functions' lines go to the log shipper as CloudWatch Logs would send them, when there
     # is a log store to ship to; its own small pool, so shipping never holds an API worker.
-    shipper = template.functions.get(logfeed.SHIPPER) if env.get("OPENSEARCH_URL") else None
+    shipping = env.get("OPENSEARCH_URL") and not args.no_log_shipping
+    shipper = template.functions.get(logfeed.SHIPPER) if shipping else None
     ship_pool = WorkerPool(1, base_env=env, runtime=runtime, max_total=1) if shipper else None
     feed = LogFeed(shipper, ship_pool)
-    pool = WorkerPool(args.workers, base_env=env, runtime=runtime, log_sink=feed.line)
-    invoke_pool = WorkerPool(args.invoke_workers, base_env=env, runtime=runtime, log_sink=feed.line)
+    # Without shipping, the workers write straight to devstack's own stderr: no thread here
+    # reads, echoes and batches every line.
+    sink = feed.lines if shipper else None
+    pool = WorkerPool(args.workers, base_env=env, runtime=runtime, log_sink=sink)
+    invoke_pool = WorkerPool(args.invoke_workers, base_env=env, runtime=runtime, log_sink=sink)
     if ship_pool is not None:
-        ship_pool.log_sink = feed.line
+        ship_pool.log_sink = sink
+    # uvloop: the loop's socket and timer work in C, which the REST path's hops are made of.
     web.run_app(build_app(template, pool, invoke_pool, schedules=not args.no_schedules, log_feed=feed),
-                host=args.host, port=args.port, print=None, access_log=None)
+                host=args.host, port=args.port, print=None, access_log=None,
+                loop=uvloop.new_event_loop())
 
 
 if __name__ == "__main__":

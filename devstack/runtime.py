@@ -137,9 +137,10 @@ def import_handler(fn: Function) -> Any:
     return getattr(module, attr)
 
 
-# Where a worker's output lines go: (function, log stream, line), as Lambda sends them to the
-# function's CloudWatch log group (devstack.logfeed ships them on). None: devstack's own stderr.
-LogSink = Callable[[str, str, str], None]
+# Where a worker's output lines go: (function, log stream, lines), as Lambda sends them to the
+# function's CloudWatch log group (devstack.logfeed ships them on); the lines that arrived
+# together come in one call. None: devstack's own stderr.
+LogSink = Callable[[str, str, list[str]], None]
 
 
 class _Worker:
@@ -171,12 +172,12 @@ class _Worker:
         assert self.process.stdout is not None
         fd = self.process.stdout.fileno()
         rest = b""
-        while chunk := os.read(fd, 1 << 16):
+        while chunk := os.read(fd, READ_SIZE):
             *lines, rest = (rest + chunk).split(b"\n")
-            for raw in lines:
-                sink(self.fn.logical_id, stream, raw.decode("utf-8", errors="replace"))
+            if lines:
+                sink(self.fn.logical_id, stream, [raw.decode("utf-8", errors="replace") for raw in lines])
         if rest:
-            sink(self.fn.logical_id, stream, rest.decode("utf-8", errors="replace"))
+            sink(self.fn.logical_id, stream, [rest.decode("utf-8", errors="replace")])
 
     def request(self, event: Any, request_id: str) -> bytes:
         """One invocation as a message in multiprocessing.connection's framing (lambda_worker's):
