@@ -328,10 +328,10 @@ class WorkerPool:
                         await waiter
                     except BaseException:
                         with self._cond:
-                            if (loop, waiter) in self._waiters:
+                            try:
                                 self._waiters.remove((loop, waiter))
-                            elif waiter.done() and not waiter.cancelled():
-                                self._wake()  # pass on the wake-up this caller no longer needs
+                            except ValueError:  # woken for a slot it will not take: pass it on
+                                self._wake()
                         raise
         except TimeoutError:
             raise Throttled(f"{fn.logical_id}: all workers busy for {self.acquire_timeout_s}s") from None
