@@ -26,6 +26,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.sent_at = 0.0
         self.matched = expect is None
+        self.seen = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -33,6 +34,7 @@ class _Connection(asyncio.Protocol):
 
     def _send(self) -> None:
         self.matched = self.expect is None
+        self.seen = b""
         self.sent_at = time.perf_counter()
         self.transport.write(self.request)  # type: ignore[union-attr]
 
@@ -43,14 +45,15 @@ class _Connection(asyncio.Protocol):
             self._fail(RuntimeError(f"bad HTTP answer: {exc}"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.expect and name.lower() == self.expect[0] and value == self.expect[1]:
-            self.matched = True
+        if self.expect and name.lower() == self.expect[0]:
+            self.seen = value
+            self.matched = value == self.expect[1]
 
     def on_message_complete(self) -> None:
         self.latencies.append(time.perf_counter() - self.sent_at)
         if self.parser.get_status_code() != 200 or not self.matched:
-            self._fail(RuntimeError(f"HTTP {self.parser.get_status_code()}, expected 200 with "
-                                    f"{self.expect}"))
+            self._fail(RuntimeError(f"HTTP {self.parser.get_status_code()} with {self.seen!r}, "
+                                    f"expected 200 with {self.expect}"))
             return
         self.left -= 1
         if self.left > 0:

@@ -135,7 +135,7 @@ def quiet_gateway() -> AbstractContextManager[str]:
     port = free_port()
     argv = [sys.executable, "-m", "devstack.gateway", "--host", "127.0.0.1", "--port", str(port),
             "--template", str(served_template()), "--no-schedules", "--no-log-shipping"]
-    return server(argv, f"http://127.0.0.1:{port}{PATH}")
+    return server(argv, f"http://127.0.0.1:{port}{PATH}", {**os.environ, **BENCH_ENV})
 
 
 @contextmanager
