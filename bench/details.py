@@ -1,47 +1,55 @@
 """Benchmark: what a cached `GET /api/stocks/SPX/details` costs, against its floors, in one run.
 
-Three ways to the same cached quote, measured side by side in one process so that a noisy
-machine moves them all alike (the ratios are the result, not the absolute numbers):
+The ways to the same cached quote, measured side by side in one process so that a noisy machine
+moves them all alike (the ratios are the result, not the absolute numbers):
 
 1. HTTP through devstack (aiohttp -> proxy event -> warm worker process -> Chalice -> Redis),
-   sequentially on one keep-alive connection, and once more from N client threads for req/s;
+   sequentially on one keep-alive connection;
 2. the same Chalice handler called in this process with an API Gateway proxy event (no HTTP, no
    worker pool), pointed at the same cache Redis;
-3. a raw Redis GET of the cached quote key on that cache shard.
+3. a raw Redis GET of the cached quote key on that cache shard;
+4. req/s over N concurrent connections (16 by default) from one load client (bench._load), in
+   alternating rounds: devstack, and a bare uvicorn endpoint (bench._bare) answering the same
+   body and headers, the floor of any Python HTTP path. Target: devstack >= 0.4x bare uvicorn.
 
 The sequential rows run interleaved in rounds after a warm-up. The stack is started on free
 ports in a temporary folder and stopped at the end; the local `make run` stack is not touched.
 
-Run: .venv/bin/python -m bench.details [--requests 2000] [--concurrency 8]
+Run: .venv/bin/python -m bench.details [--requests 2000] [--concurrency 16]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import redis
 import requests
 
+from bench._load import load
 from bench._timing import Call, interleaved, p, timed
 from devstack.events import rest_proxy_event
 from devstack.lambda_worker import LambdaContext
 from devstack.runtime import import_handler
-from devstack.services import REPO_ROOT, ephemeral_stack
+from devstack.services import REPO_ROOT, ephemeral_stack, free_port, served_template
 from devstack.template import Template
 
 SYMBOL = "SPX"
 HTTP, INPROC, REDIS = "HTTP devstack (1 conn)", "in-process handler", "raw Redis GET"
+DEVSTACK_LOADED, QUIET_LOADED = "HTTP devstack ({n} conns)", "  without log shipping"
+BARE_LOADED = "bare uvicorn ({n} conns)"
 PATH = f"/api/stocks/{SYMBOL}/details"
 # The long TTL keeps the quote cached for the whole run: every measured request must be a hit.
 BENCH_ENV = {"DEVSTACK_SCHEDULES": "off", "QUOTE_TTL_SECONDS": "3600"}
-
-
+Row = tuple[list[float], float]  # latencies (s), wall time (s)
+LOAD_FACTOR = 6  # requests per loaded row, per sequential row's
+TARGET_RATIO = 0.4  # devstack's req/s over a bare uvicorn endpoint's, same client and connections
 
 @contextmanager
 def bench_stack() -> Iterator[dict[str, str]]:
@@ -101,36 +109,58 @@ def pool_stats(env: dict[str, str]) -> dict[str, int]:
     return requests.get(env["STOCKPRED_API_URL"] + "/_devstack/health", timeout=10).json()
 
 
-def concurrent_http(url: str, n: int, threads: int) -> tuple[list[float], float]:
-    """n requests from `threads` threads, one keep-alive session each; latencies and wall time."""
-    calls = [http_call(requests.Session(), url) for _ in range(threads)]
-    for c in calls:
-        c()
-    results: list[list[float]] = [[] for _ in range(threads)]
-    errors: list[BaseException] = []
-    start = threading.Barrier(threads + 1)
-
-    def run(i: int) -> None:
-        start.wait()
-        try:
-            results[i] = timed(calls[i], n // threads + (i < n % threads))
-        except BaseException as exc:
-            errors.append(exc)
-
-    workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
-    for w in workers:
-        w.start()
-    start.wait()
-    t0 = time.perf_counter()
-    for w in workers:
-        w.join()
-    wall = time.perf_counter() - t0
-    if errors:
-        raise errors[0]
-    return [x for r in results for x in r], wall
+@contextmanager
+def server(argv: list[str], url: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """A server process of this bench, until it answers url; stopped at the end."""
+    proc = subprocess.Popen(argv, cwd=REPO_ROOT, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                requests.get(url, timeout=10).raise_for_status()
+                break
+            except requests.ConnectionError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{argv} did not start") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
-def report(rows: dict[str, tuple[list[float], float]]) -> None:
+def quiet_gateway() -> AbstractContextManager[str]:
+    """A second devstack gateway on the same stack that does not ship its functions' lines to
+    OpenSearch (DEVSTACK_LOG_SHIPPING=off): the REST path without CloudWatch Logs' part."""
+    port = free_port()
+    argv = [sys.executable, "-m", "devstack.gateway", "--host", "127.0.0.1", "--port", str(port),
+            "--template", str(served_template()), "--no-schedules", "--no-log-shipping"]
+    return server(argv, f"http://127.0.0.1:{port}{PATH}", {**os.environ, **BENCH_ENV})
+
+
+@contextmanager
+def bare_uvicorn(body: bytes, headers: dict[str, str]) -> Iterator[str]:
+    """bench._bare under uvicorn (one process, its default loop and parser) on a free port."""
+    port = free_port()
+    env = {**os.environ, "BENCH_BARE_BODY": body.decode(), "BENCH_BARE_HEADERS": json.dumps(headers)}
+    argv = [sys.executable, "-m", "uvicorn", "bench._bare:app", "--host", "127.0.0.1",
+            "--port", str(port), "--no-access-log", "--log-level", "warning", "--lifespan", "off"]
+    with server(argv, f"http://127.0.0.1:{port}{PATH}", env) as url:
+        yield url
+
+
+def loaded(urls: dict[str, str], n: int, connections: int, rounds: int) -> dict[str, Row]:
+    """n requests per url from one client over `connections` connections, in alternating rounds."""
+    rows: dict[str, Row] = {name: ([], 0.0) for name in urls}
+    per_round = max(connections, n // rounds)
+    for _ in range(rounds):
+        for name, url in urls.items():
+            lat, wall = load(url, per_round, connections, ("X-Cache", "HIT"))
+            rows[name] = (rows[name][0] + lat, rows[name][1] + wall)
+    return rows
+
+
+def report(rows: dict[str, Row]) -> None:
     redis_p50, inproc_p50 = p(rows[REDIS][0], 50), p(rows[INPROC][0], 50)
     print(f"{'':<28}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'p50/Redis':>11}{'p50/in-proc':>13}")
     for name, (lat, wall) in rows.items():
@@ -143,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     for flag, default, what in (("--requests", 2000, "measured requests per row"),
-                                ("--concurrency", 8, "client threads for the req/s row"),
+                                ("--concurrency", 16, "connections of the req/s rows"),
                                 ("--warmup", 100, "unmeasured calls per row first"),
                                 ("--rounds", 10, "interleaved rounds of the sequential rows")):
         parser.add_argument(flag, type=int, default=default, metavar="N", help=f"{what} ({default})")
@@ -162,22 +192,38 @@ def main(argv: list[str] | None = None) -> None:
         }
         for call in calls.values():
             timed(call, args.warmup)
-        # Workers start lazily, one per concurrent invocation: let all of them start here.
-        concurrent_http(url, max(args.warmup, 10 * args.concurrency), args.concurrency)
-        cold_before = pool_stats(env)["cold_starts"]
-        measured = interleaved(calls, args.requests, args.rounds)
-        conc_lat, conc_wall = concurrent_http(url, args.requests, args.concurrency)
+        answer = requests.get(url, timeout=10)
+        with bare_uvicorn(answer.content, dict(answer.headers)) as bare_url, \
+                quiet_gateway() as quiet_url:
+            load_rows = {DEVSTACK_LOADED.format(n=args.concurrency): url,
+                         QUIET_LOADED.format(n=args.concurrency): quiet_url,
+                         BARE_LOADED.format(n=args.concurrency): bare_url}
+            # Workers start lazily, one per concurrent invocation: let all of them start here,
+            # a few at a time (many cold starts at once on a small machine overrun the timeout).
+            for connections in sorted({min(2 ** i, args.concurrency) for i in range(9)}):
+                loaded(load_rows, max(args.warmup, 10 * connections), connections, 1)
+            cold_before = pool_stats(env)["cold_starts"]
+            measured = interleaved(calls, args.requests, args.rounds)
+            under_load = loaded(load_rows, args.requests * LOAD_FACTOR, args.concurrency,
+                                args.rounds)
         pool = pool_stats(env)
         if pool["cold_starts"] != cold_before:
             print(f"warning: {pool['cold_starts'] - cold_before} cold starts while measuring",
                   file=sys.stderr)
 
-    rows = {HTTP: measured[HTTP], f"HTTP devstack ({args.concurrency} threads)": (conc_lat, conc_wall),
-            INPROC: measured[INPROC], REDIS: measured[REDIS]}
+    rows = {HTTP: measured[HTTP], **under_load, INPROC: measured[INPROC], REDIS: measured[REDIS]}
     print(f"\nGET {PATH}, cached; {len(measured[HTTP][0])} sequential calls per row in "
-          f"{args.rounds} interleaved rounds, {args.requests} concurrent HTTP; "
+          f"{args.rounds} interleaved rounds; {len(next(iter(under_load.values()))[0])} requests "
+          f"per loaded row in {args.rounds} alternating rounds from one client; "
           f"{pool['workers']} devstack workers, {os.cpu_count()} CPUs")
     report(rows)
+    rps = {name: len(lat) / wall for name, (lat, wall) in under_load.items()}
+    bare = rps[BARE_LOADED.format(n=args.concurrency)]
+    ratio = rps[DEVSTACK_LOADED.format(n=args.concurrency)] / bare
+    quiet = rps[QUIET_LOADED.format(n=args.concurrency)] / bare
+    print(f"target: devstack >= {TARGET_RATIO}x bare uvicorn req/s ({args.concurrency} connections)"
+          f" -> {ratio:.2f}x {'MET' if ratio >= TARGET_RATIO else 'NOT MET'}"
+          f" (without log shipping: {quiet:.2f}x)")
 
 
 if __name__ == "__main__":

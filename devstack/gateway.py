@@ -24,9 +24,9 @@ import os
 import re
 import uuid
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import uvloop
 from aiohttp import web
 
 from devstack import dashboard, logfeed
@@ -49,7 +49,6 @@ POOL = web.AppKey("pool", WorkerPool)
 INVOKE_POOL = web.AppKey("invoke_pool", WorkerPool)
 LOG_FEED = web.AppKey("log_feed", object)
 TEMPLATE = web.AppKey("template", Template)
-EXECUTORS = web.AppKey("executors", dict)
 
 
 def _json(status: int, body: object, headers: dict[str, str] | None = None) -> web.Response:
@@ -65,8 +64,7 @@ def aiohttp_path(sam_path: str) -> str:
 
 async def _invoke(app: web.Application, fn: Function, event: object, request_id: str,
                   pool: web.AppKey[WorkerPool] = POOL) -> Invocation:
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(app[EXECUTORS][pool], app[pool].invoke, fn, event, request_id)
+    return await app[pool].ainvoke(fn, event, request_id)
 
 
 def _route_handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -239,10 +237,6 @@ def build_app(template: Template, pool: WorkerPool, invoke_pool: WorkerPool, *,
     app[POOL] = pool
     app[INVOKE_POOL] = invoke_pool
     app[LOG_FEED] = log_feed
-    # Threads only wait here (for a free worker, then for its answer); each pool has its own, so
-    # requests queued for one pool can never take the threads the other pool's callers need.
-    app[EXECUTORS] = {POOL: ThreadPoolExecutor(max_workers=256, thread_name_prefix="api"),
-                      INVOKE_POOL: ThreadPoolExecutor(max_workers=256, thread_name_prefix="invoke")}
     for route in template.routes:
         app.router.add_route(route.method, aiohttp_path(route.path), _route_handler(route))
     cors = ((template.raw.get("Globals") or {}).get("Api") or {}).get("Cors")
@@ -269,8 +263,6 @@ def build_app(template: Template, pool: WorkerPool, invoke_pool: WorkerPool, *,
         app.cleanup_ctx.append(_poll_queues)
 
     async def shutdown(app: web.Application) -> None:
-        for executor in app[EXECUTORS].values():
-            executor.shutdown(wait=False, cancel_futures=True)
         pool.close()
         invoke_pool.close()
         if log_feed is not None:
@@ -298,6 +290,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-schedules", action="store_true",
                         default=os.environ.get("DEVSTACK_SCHEDULES", "on") == "off",
                         help="do not fire Schedule events")
+    parser.add_argument("--no-log-shipping", action="store_true",
+                        default=os.environ.get("DEVSTACK_LOG_SHIPPING", "on") == "off",
+                        help="only echo the functions' lines, do not ship them to OPENSEARCH_URL")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     template = Template.load(args.template)
@@ -306,15 +301,21 @@ def main(argv: list[str] | None = None) -> None:
     env = dict(os.environ)
     # The functions' lines go to the log shipper as CloudWatch Logs would send them, when there
     # is a log store to ship to; its own small pool, so shipping never holds an API worker.
-    shipper = template.functions.get(logfeed.SHIPPER) if env.get("OPENSEARCH_URL") else None
+    shipping = env.get("OPENSEARCH_URL") and not args.no_log_shipping
+    shipper = template.functions.get(logfeed.SHIPPER) if shipping else None
     ship_pool = WorkerPool(1, base_env=env, runtime=runtime, max_total=1) if shipper else None
     feed = LogFeed(shipper, ship_pool)
-    pool = WorkerPool(args.workers, base_env=env, runtime=runtime, log_sink=feed.line)
-    invoke_pool = WorkerPool(args.invoke_workers, base_env=env, runtime=runtime, log_sink=feed.line)
+    # Without shipping, the workers write straight to devstack's own stderr: no thread here
+    # reads, echoes and batches every line.
+    sink = feed.lines if shipper else None
+    pool = WorkerPool(args.workers, base_env=env, runtime=runtime, log_sink=sink)
+    invoke_pool = WorkerPool(args.invoke_workers, base_env=env, runtime=runtime, log_sink=sink)
     if ship_pool is not None:
-        ship_pool.log_sink = feed.line
+        ship_pool.log_sink = sink
+    # uvloop: the loop's socket and timer work in C, which the REST path's hops are made of.
     web.run_app(build_app(template, pool, invoke_pool, schedules=not args.no_schedules, log_feed=feed),
-                host=args.host, port=args.port, print=None, access_log=None)
+                host=args.host, port=args.port, print=None, access_log=None,
+                loop=uvloop.new_event_loop())
 
 
 if __name__ == "__main__":

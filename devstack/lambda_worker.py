@@ -72,7 +72,6 @@ def main() -> None:
             try:
                 result = handler(request["event"], LambdaContext(config, request["request_id"]))
                 reply = {"status": "ok", "payload": result}
-                json.dumps(result)
             except Exception as exc:
                 traceback.print_exc()
                 reply = {"status": "error", "payload": _error(exc)}

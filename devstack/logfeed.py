@@ -44,7 +44,7 @@ def payload(log_group: str, log_stream: str, events: list[dict[str, Any]],
 
 
 class LogFeed:
-    """Collects worker output (its `line` is the pools' LogSink) and ships it in batches."""
+    """Collects worker output (its `lines` is the pools' LogSink) and ships it in batches."""
 
     def __init__(self, shipper: Function | None, pool: WorkerPool | None, echo: TextIO = sys.stderr,
                  flush_every_s: float = FLUSH_EVERY_S) -> None:
@@ -65,18 +65,22 @@ class LogFeed:
         if shipper is not None and pool is not None:
             self._thread.start()
 
-    def line(self, function: str, stream: str, text: str) -> None:
-        self.echo.write(text + "\n")
+    def lines(self, function: str, stream: str, texts: list[str]) -> None:
+        """Lines of one log stream that arrived together: echoed in one write, queued in one go."""
+        self.echo.write("".join(text + "\n" for text in texts))
         self.echo.flush()
-        if self.shipper is None or function == self.shipper.logical_id or not text.strip():
+        if self.shipper is None or function == self.shipper.logical_id:
             return
+        now_ms = int(time.time() * 1000)
         with self._lock:
-            self._seq += 1
-            # Unique, increasing ids, as CloudWatch's event ids are: the shipper indexes by them.
-            self._pending[(function, stream)].append(
-                {"id": f"{self._prefix}{self._seq:012d}", "timestamp": int(time.time() * 1000),
-                 "message": text})
-            self._count += 1
+            pending = self._pending[(function, stream)]
+            for text in texts:
+                if text.strip():
+                    self._seq += 1
+                    # Unique, increasing ids, as CloudWatch's event ids are: the shipper indexes by them.
+                    pending.append({"id": f"{self._prefix}{self._seq:012d}", "timestamp": now_ms,
+                                    "message": text})
+                    self._count += 1
             if self._count >= MAX_EVENTS:
                 self._wake.set()
 

@@ -16,21 +16,23 @@ Two ways to load a function (`LambdaPython`):
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import importlib.util
 import json
 import os
+import select
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,8 @@ from devstack.template import Function
 WORKER_SCRIPT = Path(__file__).with_name("lambda_worker.py")
 LAMBDA_PYTHON_VERSION = "3.13"
 BOTO3_VERSION = "1.44.5"
+READ_SIZE = 1 << 16
+_LENGTH = struct.Struct("!i")
 # Variables of devstack's own process that must not leak into a Lambda-like worker.
 HOST_ONLY_VARS = ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE")
 
@@ -133,9 +137,10 @@ def import_handler(fn: Function) -> Any:
     return getattr(module, attr)
 
 
-# Where a worker's output lines go: (function, log stream, line), as Lambda sends them to the
-# function's CloudWatch log group (devstack.logfeed ships them on). None: devstack's own stderr.
-LogSink = Callable[[str, str, str], None]
+# Where a worker's output lines go: (function, log stream, lines), as Lambda sends them to the
+# function's CloudWatch log group (devstack.logfeed ships them on); the lines that arrived
+# together come in one call. None: devstack's own stderr.
+LogSink = Callable[[str, str, list[str]], None]
 
 
 class _Worker:
@@ -155,28 +160,70 @@ class _Worker:
                 stdout=output, stderr=subprocess.STDOUT if log_sink else None)
         finally:
             child.close()
-        self.conn = Connection(parent.detach())
+        self.sock = parent
         if log_sink:
             threading.Thread(target=self._read_output, args=(log_sink,), daemon=True,
                              name=f"log-{fn.logical_id}-{self.process.pid}").start()
 
     def _read_output(self, sink: LogSink) -> None:
+        """Whatever the worker wrote since the last read, at once (many lines under load), so the
+        gateway's threads wake once per burst rather than once per line."""
         stream = f"devstack/{self.process.pid}"
         assert self.process.stdout is not None
-        for raw in self.process.stdout:
-            sink(self.fn.logical_id, stream, raw.decode("utf-8", errors="replace").rstrip("\n"))
+        fd = self.process.stdout.fileno()
+        rest = b""
+        while chunk := os.read(fd, READ_SIZE):
+            *lines, rest = (rest + chunk).split(b"\n")
+            if lines:
+                sink(self.fn.logical_id, stream, [raw.decode("utf-8", errors="replace") for raw in lines])
+        if rest:
+            sink(self.fn.logical_id, stream, [rest.decode("utf-8", errors="replace")])
+
+    def request(self, event: Any, request_id: str) -> bytes:
+        """One invocation as a message in multiprocessing.connection's framing (lambda_worker's):
+        a 4-byte big-endian length, then the JSON. Payloads stay far below its 2 GiB bound."""
+        data = json.dumps({"event": event, "request_id": request_id}).encode()
+        return _LENGTH.pack(len(data)) + data
+
+    def call(self, message: bytes, timeout_s: float) -> bytes | None:
+        """Sends message and waits for the reply (None: none within timeout_s); blocking."""
+        self.sock.settimeout(None)
+        self.sock.sendall(message)
+        if not select.select([self.sock], [], [], timeout_s)[0]:
+            return None
+        buf = self.sock.recv(READ_SIZE)
+        while (need := _missing(buf)) > 0:
+            chunk = self.sock.recv(max(need, READ_SIZE))
+            if not chunk:
+                raise EOFError("worker closed its connection")
+            buf += chunk
+        return buf[_LENGTH.size:]
+
+    async def acall(self, message: bytes) -> bytes:
+        """Sends message and waits for the reply on the running event loop."""
+        loop = asyncio.get_running_loop()
+        self.sock.setblocking(False)
+        await loop.sock_sendall(self.sock, message)
+        buf = await loop.sock_recv(self.sock, READ_SIZE)
+        while (need := _missing(buf)) > 0:
+            chunk = await loop.sock_recv(self.sock, max(need, READ_SIZE))
+            if not chunk:
+                raise EOFError("worker closed its connection")
+            buf += chunk
+        return buf[_LENGTH.size:]
 
     def kill(self) -> None:
         self.process.kill()
         self.process.wait(5)
-        self.conn.close()
+        self.sock.close()
 
 
 class WorkerPool:
     """Warm instances per function: at most `size` of one function at once, `max_total` in all.
 
     When every slot is taken, an idle instance of another function (the least recently used) is
-    shut down to make room, as Lambda reclaims idle environments.
+    shut down to make room, as Lambda reclaims idle environments. `invoke` blocks (call it from a
+    thread); `ainvoke` waits on the running event loop without taking a thread.
     """
 
     def __init__(self, size: int, base_env: dict[str, str], runtime: LambdaPython | None = None,
@@ -192,6 +239,8 @@ class WorkerPool:
         self._busy: dict[str, int] = defaultdict(int)
         self._total = 0
         self._cond = threading.Condition()
+        # Event-loop callers waiting for a slot, woken one at a time as slots free up.
+        self._waiters: deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = deque()
         self.invocations = 0
         self.cold_starts = 0
 
@@ -216,29 +265,25 @@ class WorkerPool:
         idle = [w for workers in self._idle.values() for w in workers]
         return min(idle, key=lambda w: w.last_used) if idle else None
 
-    def _acquire(self, fn: Function) -> _Worker:
-        deadline = time.monotonic() + self.acquire_timeout_s
-        victim = None
-        with self._cond:
-            while True:
-                mine = self._idle[fn.logical_id]
-                if mine:
-                    worker = mine.pop()
-                    self._busy[fn.logical_id] += 1
-                    return worker
-                if self._busy[fn.logical_id] < self.size:
-                    if self._total < self.max_total:
-                        self._total += 1
-                        break
-                    victim = self._lru_idle()
-                    if victim is not None:
-                        self._idle[victim.fn.logical_id].remove(victim)
-                        break
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise Throttled(f"{fn.logical_id}: all workers busy for {self.acquire_timeout_s}s")
-                self._cond.wait(remaining)
+    def _try_acquire(self, fn: Function) -> tuple[_Worker | None, bool, _Worker | None]:
+        """Under self._cond: (an idle worker, whether a new one may start, a victim to kill)."""
+        mine = self._idle[fn.logical_id]
+        if mine:
             self._busy[fn.logical_id] += 1
+            return mine.pop(), False, None
+        if self._busy[fn.logical_id] < self.size:
+            if self._total < self.max_total:
+                self._total += 1
+                self._busy[fn.logical_id] += 1
+                return None, True, None
+            victim = self._lru_idle()
+            if victim is not None:
+                self._idle[victim.fn.logical_id].remove(victim)
+                self._busy[fn.logical_id] += 1
+                return None, True, victim
+        return None, False, None
+
+    def _start(self, fn: Function, victim: _Worker | None) -> _Worker:
         if victim is not None:
             victim.kill()
         try:
@@ -247,8 +292,59 @@ class WorkerPool:
             with self._cond:
                 self._total -= 1
                 self._busy[fn.logical_id] -= 1
-                self._cond.notify_all()
+                self._wake()
             raise
+
+    def _acquire(self, fn: Function) -> _Worker:
+        deadline = time.monotonic() + self.acquire_timeout_s
+        with self._cond:
+            while True:
+                worker, start, victim = self._try_acquire(fn)
+                if worker is not None:
+                    return worker
+                if start:
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise Throttled(f"{fn.logical_id}: all workers busy for {self.acquire_timeout_s}s")
+                self._cond.wait(remaining)
+        return self._start(fn, victim)
+
+    async def _aacquire(self, fn: Function) -> _Worker:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.acquire_timeout_s):
+                while True:
+                    with self._cond:
+                        worker, start, victim = self._try_acquire(fn)
+                        if worker is not None:
+                            return worker
+                        if not start:
+                            waiter = loop.create_future()
+                            self._waiters.append((loop, waiter))
+                    if start:
+                        break
+                    try:
+                        await waiter
+                    except BaseException:
+                        with self._cond:
+                            try:
+                                self._waiters.remove((loop, waiter))
+                            except ValueError:  # woken for a slot it will not take: pass it on
+                                self._wake()
+                        raise
+        except TimeoutError:
+            raise Throttled(f"{fn.logical_id}: all workers busy for {self.acquire_timeout_s}s") from None
+        return await loop.run_in_executor(None, self._start, fn, victim)
+
+    def _wake(self) -> None:
+        """Under self._cond: a slot may be free; wake the thread callers and one loop caller."""
+        self._cond.notify_all()
+        while self._waiters:
+            loop, waiter = self._waiters.popleft()
+            if not waiter.done():
+                loop.call_soon_threadsafe(_resolve, waiter)
+                return
 
     def _release(self, worker: _Worker, keep: bool) -> None:
         if not keep:
@@ -260,23 +356,10 @@ class WorkerPool:
                 self._idle[worker.fn.logical_id].append(worker)
             else:
                 self._total -= 1
-            self._cond.notify_all()
+            self._wake()
 
-    def invoke(self, fn: Function, event: Any, request_id: str | None = None) -> Invocation:
-        """Runs one invocation on a warm (or new) instance of fn; blocks, so call it from a thread."""
-        worker = self._acquire(fn)
-        try:
-            worker.conn.send_bytes(json.dumps({"event": event,
-                                               "request_id": request_id or str(uuid.uuid4())}).encode())
-            if not worker.conn.poll(fn.timeout_s):
-                self._release(worker, keep=False)
-                raise FunctionTimeout(f"{fn.logical_id} timed out after {fn.timeout_s}s")
-            reply = json.loads(worker.conn.recv_bytes())
-        except (EOFError, OSError) as exc:
-            self._release(worker, keep=False)
-            return Invocation(None, {"errorMessage": f"worker exited: {exc}",
-                                     "errorType": "Runtime.ExitError"}, 0.0, True)
-        self._release(worker, keep=True)
+    def _result(self, raw: bytes) -> Invocation:
+        reply = json.loads(raw)
         with self._cond:
             self.invocations += 1
             self.cold_starts += int(reply["cold"])
@@ -285,9 +368,64 @@ class WorkerPool:
         return Invocation(payload if ok else None, None if ok else payload, reply["duration_ms"],
                           reply["cold"], reply.get("init_ms", 0.0))
 
+    def invoke(self, fn: Function, event: Any, request_id: str | None = None) -> Invocation:
+        """Runs one invocation on a warm (or new) instance of fn; blocks, so call it from a thread."""
+        worker = self._acquire(fn)
+        try:
+            raw = worker.call(worker.request(event, request_id or str(uuid.uuid4())), fn.timeout_s)
+        except (EOFError, OSError) as exc:
+            self._release(worker, keep=False)
+            return _exited(exc)
+        except BaseException:
+            self._release(worker, keep=False)
+            raise
+        if raw is None:
+            self._release(worker, keep=False)
+            raise FunctionTimeout(f"{fn.logical_id} timed out after {fn.timeout_s}s")
+        self._release(worker, keep=True)
+        return self._result(raw)
+
+    async def ainvoke(self, fn: Function, event: Any, request_id: str | None = None) -> Invocation:
+        """`invoke` on the running event loop: no thread waits, for a worker or for its answer."""
+        worker = await self._aacquire(fn)
+        try:
+            message = worker.request(event, request_id or str(uuid.uuid4()))
+            async with asyncio.timeout(fn.timeout_s):
+                raw = await worker.acall(message)
+        except TimeoutError:
+            self._release(worker, keep=False)
+            raise FunctionTimeout(f"{fn.logical_id} timed out after {fn.timeout_s}s") from None
+        except (EOFError, OSError) as exc:
+            self._release(worker, keep=False)
+            return _exited(exc)
+        except BaseException:  # cancelled mid-invocation: the worker's state is unknown
+            self._release(worker, keep=False)
+            raise
+        self._release(worker, keep=True)
+        return self._result(raw)
+
     def close(self) -> None:
         with self._cond:
             workers = [w for ws in self._idle.values() for w in ws]
             self._idle.clear()
         for w in workers:
             w.kill()
+
+
+def _missing(buf: bytes) -> int:
+    """Bytes still to read for the whole message that starts buf."""
+    if not buf:
+        raise EOFError("worker closed its connection")
+    if len(buf) < _LENGTH.size:
+        return _LENGTH.size - len(buf)
+    return _LENGTH.size + _LENGTH.unpack_from(buf)[0] - len(buf)
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _exited(exc: BaseException) -> Invocation:
+    return Invocation(None, {"errorMessage": f"worker exited: {exc}", "errorType": "Runtime.ExitError"},
+                      0.0, True)
