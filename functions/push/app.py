@@ -8,11 +8,10 @@ queue. A record that is not a push event is logged and dropped: trying it again 
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
-from stockpred import logs, realtime
+from stockpred import logs, realtime, safejson
 
 log = logs.get_logger("push")
 
@@ -22,7 +21,7 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     failures = []
     for record in (event or {}).get("Records") or []:
         try:
-            push = json.loads(record["body"])
+            push = safejson.loads(record["body"])
             if not isinstance(push, dict):
                 raise TypeError("a push event is a JSON object")
             request_id = getattr(context, "aws_request_id", None) or "-"

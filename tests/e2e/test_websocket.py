@@ -274,7 +274,8 @@ def test_a_push_that_cannot_be_delivered_is_tried_again_until_it_is(gateway, sta
 
 
 @pytest.mark.parametrize("body", ["not json", "[1, 2]", '{"kind": "room"}', '{"kind": "nope", "message": {}}',
-                                  '{"kind": "connections", "connections": 7, "message": {}}'])
+                                  '{"kind": "connections", "connections": 7, "message": {}}',
+                                  "[" * 5000 + "]" * 5000])
 def test_a_malformed_push_event_is_dropped_and_pushes_go_on(gateway, stack, body):
     _, token = signup(gateway)
     sqs = boto3.client("sqs", endpoint_url=stack["AWS_ENDPOINT_URL"], region_name=stack["AWS_DEFAULT_REGION"],
