@@ -20,6 +20,7 @@ log = logs.get_logger("push")
 def handler(event: Any, context: Any) -> dict[str, Any]:
     failures = []
     for record in (event or {}).get("Records") or []:
+        taken = time.time()
         try:
             push = safejson.loads(record["body"])
             if not isinstance(push, dict):
@@ -37,6 +38,6 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
         published = push.get("published_at")
         log.info("push delivered", extra={"fields": {
             **vars(result), "event_id": push.get("id"), "attempt": push.get("attempt", 1),
-            "queued_ms": round((time.time() - published) * 1000, 1)
+            "queued_ms": round((taken - published) * 1000, 1)
             if isinstance(published, int | float) else None}})
     return {"batchItemFailures": failures}
