@@ -21,6 +21,7 @@ import datetime as dt
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from devstack.services import ServiceError, Stack, default_root, redacted
@@ -194,17 +195,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return 2
     frame = frame_from_bars(hist.bars)
     kinds = tuple(args.kind) if args.kind else MODEL_KINDS
-    report, frames = evaluate_with_frames(
+    started = time.perf_counter()
+    report, series = evaluate_with_frames(
         frame, symbol=symbol, kinds=kinds, first_test_date=args.first_test_date,
-        refit_every=args.refit_every, cost_bps=args.cost_bps,
-        progress=_progress(f"{symbol} walk-forward"))
+        refit_every=args.refit_every, cost_bps=args.cost_bps, max_exposure=args.max_exposure,
+        progress=_progress(f"{symbol} walk-forward (direction and volatility models)"))
     print(format_table(report))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / f"evaluate-{symbol}.json"
     json_path.write_text(json.dumps(report, indent=2))
-    png_path = plot_report(report, frames, out / f"evaluate-{symbol}.png")
-    print(f"\nreport: {json_path}\nchart:  {png_path}")
+    png_path = plot_report(report, series, out / f"evaluate-{symbol}.png")
+    print(f"\nreport: {json_path}\nchart:  {png_path}\n({time.perf_counter() - started:.1f} s)")
     return 0
 
 
@@ -432,15 +434,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="walk-forward report of the models beside four baselines",
                        description="Prints the metrics table (models and buy-and-hold, always-up, "
-                       "yesterday's direction, SMA 20/50 on the same out-of-sample days) and writes "
-                       "a JSON report and a PNG of equity curves and rolling accuracy.")
+                       "yesterday's direction, SMA 20/50 on the same out-of-sample days), the "
+                       "volatility models' QLIKE/MSE with Diebold-Mariano p-values against the naive "
+                       "forecast, and the sized strategies (volatility targeting, with and without the "
+                       "model's conviction) with their Sharpe difference to buy and hold, its 90%% "
+                       "interval and bootstrap p-value; writes a JSON report and a PNG of equity "
+                       "curves, exposures and volatility.")
     p.add_argument("symbol")
     p.add_argument("--kind", action="append", choices=["logreg", "hgb"],
                    help="model kind (repeatable; default both)")
     p.add_argument("--first-test-date", default="2009-02-09",
                    help="first out-of-sample day (default 2009-02-09)")
     p.add_argument("--refit-every", type=int, default=21, help="trading days between refits")
-    p.add_argument("--cost-bps", type=float, default=10.0, help="cost per side, basis points")
+    p.add_argument("--cost-bps", type=float, default=10.0,
+                   help="cost per unit of turnover (per side), basis points")
+    p.add_argument("--max-exposure", type=float, default=1.0,
+                   help="largest recommended exposure (default 1.0: no leverage)")
     p.add_argument("--out", default="reports", help="folder for the JSON and PNG (default reports/)")
     p.set_defaults(func=cmd_evaluate)
 
