@@ -149,13 +149,17 @@ def walk_forward(frame: Frame, kind: str, *, first_test_date: Any, refit_every: 
                  params: dict[str, Any] | None = None, progress: Progress | None = None) -> OutOfSample:
     """Out-of-sample predictions for every usable day from first_test_date on.
 
-    `leak_shift=k` deliberately builds each row's features from bars k days in the future; it
-    exists only to prove the evaluation catches look-ahead and must stay 0 for real use.
+    `leak_shift=k` deliberately builds each row's features from bars k days in the future (k > 0:
+    look-ahead, which the evaluation must catch) or -k days in the past (k < 0: a placebo whose
+    label lies beyond what the features can know); it must stay 0 for real use.
     """
     features = build_features(frame)
     if leak_shift:
         shifted = np.full_like(features, np.nan)
-        shifted[:-leak_shift] = features[leak_shift:]
+        if leak_shift > 0:
+            shifted[:-leak_shift] = features[leak_shift:]
+        else:
+            shifted[-leak_shift:] = features[:leak_shift]
         features = shifted
     targets = build_targets(frame)
     ok = usable_rows(features, targets)
