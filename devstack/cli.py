@@ -179,6 +179,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from threadpoolctl import threadpool_limits
+
     from stockml.evaluation import evaluate_with_frames, format_table, plot_report
     from stockml.features import frame_from_bars
     from stockml.models import MODEL_KINDS
@@ -196,10 +198,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     frame = frame_from_bars(hist.bars)
     kinds = tuple(args.kind) if args.kind else MODEL_KINDS
     started = time.perf_counter()
-    report, series = evaluate_with_frames(
-        frame, symbol=symbol, kinds=kinds, first_test_date=args.first_test_date,
-        refit_every=args.refit_every, cost_bps=args.cost_bps, max_exposure=args.max_exposure,
-        progress=_progress(f"{symbol} walk-forward (direction and volatility models)"))
+    # One OpenMP thread per tree fit: hundreds of small fits gain nothing from threads, and on a
+    # shared machine oversubscribed threads made the run several times slower.
+    with threadpool_limits(limits=1, user_api="openmp"):
+        report, series = evaluate_with_frames(
+            frame, symbol=symbol, kinds=kinds, first_test_date=args.first_test_date,
+            refit_every=args.refit_every, cost_bps=args.cost_bps, max_exposure=args.max_exposure,
+            progress=_progress(f"{symbol} walk-forward (direction and volatility models)"))
     print(format_table(report))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
