@@ -734,7 +734,7 @@ def plot_report(report: dict[str, Any], series: Evaluation, path: str | Path) ->
     fig = Figure(figsize=(11, 10), layout="constrained")
     equity_ax, exposure_ax, vol_ax = fig.subplots(3, 1, sharex=True, height_ratios=[2.2, 1, 1])
     dates = series.dates
-    styles = {"buy_and_hold": {"color": "black", "lw": 1.4}, "vol_target": {"color": "tab:blue", "lw": 1.2}}
+    styles = {"buy_and_hold": {"color": "black", "lw": 1.4}, "vol_target": {"lw": 1.4}}
     for name, pos in series.positions.items():
         curve = (1 + strategy_returns(pos, series.realised, cost)).cumprod()
         m = report["sizing"][name]
