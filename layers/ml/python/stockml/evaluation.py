@@ -4,6 +4,13 @@ Protocol: the model is refitted every `refit_every` trading days on bars that en
 days before the fold it predicts, then predicts each day of that fold. Every number reported here
 comes from those out-of-sample predictions and is compared with simple baselines on the same days.
 The strategy is "long on buy, flat on sell", paying `cost_bps` per side on every position change.
+Beside it: volatility forecasts (stockml.volatility) scored with QLIKE and MSE against the next 1,
+5 and 21 days' squared returns, with Diebold-Mariano tests against the naive forecast; and sized
+strategies (stockml.sizing): plain volatility targeting and, per model, volatility targeting
+scaled by its conviction, paying `cost_bps` per unit of turnover. Every choice behind them (the
+volatility model, the target, the horizon, the conviction strength) is made at each refit from
+days before it only. Each is tested against buy and hold with a stationary block bootstrap
+(stockml.edge); `edge` is true only when p < 0.05.
 Training-side tooling: numpy and scikit-learn's metrics, no pandas; `plot_report` imports
 matplotlib only when called.
 """
