@@ -4,7 +4,7 @@
     stockpred services up|down|status    the data services alone
     stockpred import-csv DIR             load a folder of daily OHLCV CSV files
     stockpred train SYMBOL... | --all    train, evaluate and publish models
-    stockpred evaluate SYMBOL            walk-forward report: model beside four baselines
+    stockpred evaluate SYMBOL            walk-forward report: models, baselines, volatility, sizing
     stockpred cache status               the cache ring, each shard's master and replica, breakers
     stockpred etl run                    one incremental warehouse load (all or nothing)
     stockpred report                     the analytics as a PNG chart and CSV files
