@@ -55,13 +55,13 @@ def fit_garch(returns: np.ndarray, asymmetric: bool = False) -> VolatilityModel:
     persistence_left = {"type": "ineq",
                         "fun": lambda t: 1 - 1e-6 - t[1] - (t[2] / 2 if asymmetric else 0) - t[-1]}
     positive_down = {"type": "ineq", "fun": lambda t: t[1] + t[2]} if asymmetric else None
-    best = minimize(_garch_nll, theta0, args=(r2, down, start, asymmetric), method="SLSQP", bounds=bounds,
+    result = minimize(_garch_nll, theta0, args=(r2, down, start, asymmetric), method="SLSQP", bounds=bounds,
                     constraints=[c for c in (persistence_left, positive_down) if c],
                     options={"ftol": 1e-9, "maxiter": 500})
-    theta = best.x
+    theta = result.x
     params = {"omega": float(theta[0]), "alpha": float(theta[1]),
               "gamma": float(theta[2]) if asymmetric else 0.0, "beta": float(theta[-1]),
-              "loglik": float(-best.fun - 0.5 * len(r) * math.log(2 * math.pi))}
+              "loglik": float(-result.fun - 0.5 * len(r) * math.log(2 * math.pi))}
     return VolatilityModel("gjr" if asymmetric else "garch", params)
 
 
