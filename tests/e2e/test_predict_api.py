@@ -62,7 +62,9 @@ def test_predict_answers_the_spec_shape_and_stores_one_row(gateway, stack):
                                                rel=1e-4)
     record = body["record"]
     assert isinstance(body["edge"], bool) and body["edge"] == record["edge"]
-    assert body["edge"] == (record["sharpe"] > record["buy_and_hold_sharpe"])
+    assert body["edge"] == (record["p_value"] < 0.05)
+    low, high = record["sharpe_difference_interval_90"]
+    assert low <= record["sharpe_difference"] <= high
     assert 0.4 < record["accuracy"] < 0.65, "an out-of-sample accuracy far from 50% means a leak"
 
     again = gateway.get("/api/predict/spx").json()

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import boto3
+import numpy as np
 import psycopg2
 
 from devstack.services import REPO_ROOT
@@ -23,10 +24,35 @@ def test_evaluate_prints_model_beside_the_four_baselines_and_writes_files(stack,
     assert out.returncode == 0, out.stderr
     for row in ("logreg", "buy_and_hold", "always_up", "yesterday", "sma_20_50"):
         assert f"\n{row} " in out.stdout
+    for section in ("volatility forecasts", "QLIKE 1d", "sized strategies", "vol_target", "sized_logreg",
+                    "90% interval"):
+        assert section in out.stdout, section
     report = json.loads((tmp_path / "evaluate-IXIC.json").read_text())
     assert report["out_of_sample"]["start"] >= "2016-01-04"
+    test = report["sizing"]["sized_logreg"]["vs_buy_and_hold"]
+    assert report["edge"]["logreg"] is (test["p_value"] < 0.05)
     assert set(report["baselines"]) == {"buy_and_hold", "always_up", "yesterday", "sma_20_50"}
     assert (tmp_path / "evaluate-IXIC.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_works_on_a_csv_the_user_brings(stack, tmp_path):
+    # Six years of a close-only series (no range, no volume), as many downloaded index files are.
+    rng = np.random.default_rng(11)
+    days = np.busday_offset("2015-01-01", np.arange(1500), roll="forward")
+    close = 100 * np.exp(np.cumsum(rng.normal(0.0003, 0.011, len(days))))
+    lines = ["Date,Open,High,Low,Close,Volume"]
+    lines += [f"{d},{c:.4f},{c:.4f},{c:.4f},{c:.4f},0" for d, c in zip(days, close, strict=True)]
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    (folder / "MYIDX.csv").write_text("\n".join(lines) + "\n")
+    assert cli(stack, "import-csv", str(folder)).returncode == 0
+    out = cli(stack, "evaluate", "MYIDX", "--kind", "logreg", "--first-test-date", "2018-01-02",
+              "--refit-every", "63", "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    report = json.loads((tmp_path / "evaluate-MYIDX.json").read_text())
+    assert report["sizing"]["vol_target"]["sharpe"] is not None
+    assert 0.5 < report["sizing"]["vol_target"]["exposure"] <= 1.0
+    assert "beats holding the index" in out.stdout
 
 
 def test_train_publishes_a_model_with_its_record(stack):
@@ -40,8 +66,12 @@ def test_train_publishes_a_model_with_its_record(stack):
         meta = cur.fetchone()[0]
     conn.close()
     for field in ("symbol", "version", "trained_at", "training_window", "features", "params",
-                  "metrics", "sklearn_version", "format_version", "sha256"):
+                  "metrics", "sklearn_version", "format_version", "sha256", "volatility", "sizing"):
         assert field in meta, field
+    record = meta["record"]
+    low, high = record["sharpe_difference_interval_90"]
+    assert low <= record["sharpe_difference"] <= high
+    assert record["edge"] is (record["p_value"] < 0.05)
     assert cli(stack, "train", "--help").returncode == 0
     bad = cli(stack, "train", "NOPE$")
     assert bad.returncode == 2 and "error" in bad.stderr

@@ -211,18 +211,65 @@ def test_costs_take_about_two_costs_per_round_trip():
 
 # --- report -------------------------------------------------------------------------------------
 
+@functools.cache
+def small_report() -> tuple:
+    return evaluate_with_frames(spx(), symbol="SPX", kinds=("logreg",), first_test_date=FIRST_TEST,
+                                refit_every=63, resamples=300)
+
+
 @needs_sample
 def test_evaluate_report_is_json_and_renders(tmp_path):
-    report, frames = evaluate_with_frames(spx(), symbol="SPX", kinds=("logreg",), first_test_date=FIRST_TEST,
-                                          refit_every=63)
+    report, series = small_report()
     json.dumps(report, allow_nan=False)
     assert report["out_of_sample"]["start"] >= FIRST_TEST
-    assert report["out_of_sample"]["days"] == len(frames["logreg"])
+    assert report["out_of_sample"]["days"] == len(series.models["logreg"])
     assert set(report["baselines"]) == set(BASELINES)
-    assert report["edge"]["logreg"] is (report["models"]["logreg"]["sharpe"]
-                                        > report["baselines"]["buy_and_hold"]["sharpe"])
+    assert set(report["sizing"]) == {"buy_and_hold", "vol_target", "sized_logreg"}
+    assert set(report["volatility"]) == {"naive", "garch", "gjr", "har", "selected"}
     table = format_table(report)
-    for name in ("logreg", *BASELINES):
+    for name in ("logreg", *BASELINES, "vol_target", "sized_logreg", "gjr", "QLIKE 1d", "90% interval"):
         assert name in table
-    png = plot_report(report, frames, tmp_path / "report.png")
+    png = plot_report(report, series, tmp_path / "report.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@needs_sample
+def test_edge_is_claimed_only_with_a_bootstrap_p_below_five_percent():
+    report, _ = small_report()
+    sized = report["sizing"]["sized_logreg"]["vs_buy_and_hold"]
+    assert report["edge"]["logreg"] is (sized["p_value"] < 0.05)
+    low, high = sized["interval_90"]
+    assert low <= sized["difference"] <= high
+    assert report["edge"]["logreg"] is (low > 0)
+    assert "beats holding the index" in sized["words"] or "not enough data" in sized["words"]
+
+
+@needs_sample
+def test_sized_exposures_stay_within_limits_and_follow_volatility():
+    _, series = small_report()
+    for name, pos in series.positions.items():
+        assert pos.min() >= 0 and pos.max() <= 1.0, name
+    exposure = series.positions["vol_target"]
+    forecast = series.volatility[21]
+    calm, stormy = forecast < np.quantile(forecast, 0.2), forecast > np.quantile(forecast, 0.8)
+    assert exposure[calm].mean() > exposure[stormy].mean() + 0.1
+
+
+@needs_sample
+def test_sized_exposure_at_t_ignores_every_later_bar():
+    t = "2015-09-15"
+    kw = {"kinds": ("logreg",), "first_test_date": FIRST_TEST, "refit_every": 63, "resamples": 50}
+    _, original = evaluate_with_frames(spx(), symbol="SPX", **kw)
+    _, cut = evaluate_with_frames(spx().between(last=t), symbol="SPX", **kw)
+    n = int(np.searchsorted(original.dates, as_day(t), side="right"))
+    assert n > 100
+    for name, pos in cut.positions.items():
+        np.testing.assert_allclose(pos[:n - 1], original.positions[name][:n - 1], rtol=1e-12, err_msg=name)
+    np.testing.assert_allclose(cut.volatility[1][:n - 1], original.volatility[1][:n - 1], rtol=1e-12)
+
+
+@needs_sample
+def test_a_target_shifted_one_day_further_than_the_features_reach_gives_chance_level_skill():
+    # Placebo: features lagged one day (the label is then two days after the data) carry nothing.
+    placebo = walk_forward(spx(), "logreg", first_test_date=FIRST_TEST, refit_every=63, leak_shift=-1)
+    assert abs(metrics(placebo)["balanced_accuracy"] - 0.5) < 0.04

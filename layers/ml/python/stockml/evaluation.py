@@ -4,6 +4,13 @@ Protocol: the model is refitted every `refit_every` trading days on bars that en
 days before the fold it predicts, then predicts each day of that fold. Every number reported here
 comes from those out-of-sample predictions and is compared with simple baselines on the same days.
 The strategy is "long on buy, flat on sell", paying `cost_bps` per side on every position change.
+Beside it: volatility forecasts (stockml.volatility) scored with QLIKE and MSE against the next 1,
+5 and 21 days' squared returns, with Diebold-Mariano tests against the naive forecast; and sized
+strategies (stockml.sizing): plain volatility targeting and, per model, volatility targeting
+scaled by its conviction, paying `cost_bps` per unit of turnover. Every choice behind them (the
+volatility model, the target, the horizon, the conviction strength) is made at each refit from
+days before it only. Each is tested against buy and hold with a stationary block bootstrap
+(stockml.edge); `edge` is true only when p < 0.05.
 Training-side tooling: numpy and scikit-learn's metrics, no pandas; `plot_report` imports
 matplotlib only when called.
 """
@@ -20,6 +27,7 @@ import numpy as np
 from sklearn.metrics import log_loss
 
 from stockml.artifact import action_for
+from stockml.edge import DEFAULT_RESAMPLES, plain_words, sharpe_difference_test
 from stockml.features import (
     FEATURE_NAMES,
     DatedRows,
@@ -31,6 +39,24 @@ from stockml.features import (
     usable_rows,
 )
 from stockml.models import MODEL_KINDS, make_model
+from stockml.sizing import (
+    CONVICTION_STRENGTHS,
+    DEFAULT_MAX_EXPOSURE,
+    SIZING_HORIZONS,
+    TARGET_MULTIPLES,
+    SizingRule,
+    exposure,
+    realised_volatility_so_far,
+)
+from stockml.volatility import (
+    HORIZONS,
+    VOLATILITY_KINDS,
+    future_mean_square,
+    percent_returns,
+    qlike,
+    squared_error,
+)
+from stockml.volatility_fit import diebold_mariano, walk_forward_volatility
 
 TRADING_DAYS = 252
 DEFAULT_ROLLING_DAYS = 5 * TRADING_DAYS
@@ -38,6 +64,12 @@ MIN_IC_DAYS = 10
 BASELINES = ("buy_and_hold", "always_up", "yesterday", "sma_20_50")
 METRIC_KEYS = ("accuracy", "balanced_accuracy", "brier", "log_loss", "ic_mean", "ic_ir", "ic_months",
                "annual_return", "total_return", "sharpe", "max_drawdown", "turnover", "exposure", "days")
+
+VOL_REFIT_EVERY = 63
+VOL_MIN_TRAIN = 252
+MIN_SELECTION_DAYS = 126
+DEFAULT_VOL_KIND = "garch"
+DEFAULT_RULE = SizingRule()
 
 Progress = Callable[[int, int], None]
 Window = Literal["expanding", "rolling"]
@@ -124,13 +156,17 @@ def walk_forward(frame: Frame, kind: str, *, first_test_date: Any, refit_every: 
                  params: dict[str, Any] | None = None, progress: Progress | None = None) -> OutOfSample:
     """Out-of-sample predictions for every usable day from first_test_date on.
 
-    `leak_shift=k` deliberately builds each row's features from bars k days in the future; it
-    exists only to prove the evaluation catches look-ahead and must stay 0 for real use.
+    `leak_shift=k` deliberately builds each row's features from bars k days in the future (k > 0:
+    look-ahead, which the evaluation must catch) or -k days in the past (k < 0: a placebo whose
+    label lies beyond what the features can know); it must stay 0 for real use.
     """
     features = build_features(frame)
     if leak_shift:
         shifted = np.full_like(features, np.nan)
-        shifted[:-leak_shift] = features[leak_shift:]
+        if leak_shift > 0:
+            shifted[:-leak_shift] = features[leak_shift:]
+        else:
+            shifted[-leak_shift:] = features[:leak_shift]
         features = shifted
     targets = build_targets(frame)
     ok = usable_rows(features, targets)
@@ -303,29 +339,239 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _mean_sharpe(net: np.ndarray) -> float:
+    if len(net) < 2:
+        return math.nan
+    std = net.std(ddof=1)
+    return float(net.mean() / std) if std > 0 else math.nan
+
+
+def volatility_scores(forecasts: dict[str, dict[int, np.ndarray]], returns: np.ndarray,
+                      rows: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Per kind and horizon on `rows`: mean QLIKE and MSE against the realised mean squared return
+    of the next h days, and one-sided Diebold-Mariano p-values of beating the naive forecast."""
+    out: dict[str, dict[str, Any]] = {}
+    for kind, by_h in forecasts.items():
+        out[kind] = {}
+        for h, forecast in by_h.items():
+            realised = future_mean_square(returns, h)[rows]
+            f = forecast[rows]
+            ok = np.isfinite(realised) & np.isfinite(f) & (f > 0)
+            if "naive" in forecasts:
+                naive = forecasts["naive"][h][rows]
+                ok &= np.isfinite(naive) & (naive > 0)
+            score: dict[str, Any] = {
+                "qlike": float(qlike(f[ok], realised[ok]).mean()),
+                "mse": float(squared_error(f[ok], realised[ok]).mean()),
+                "days": int(ok.sum()),
+            }
+            if kind != "naive" and "naive" in forecasts:
+                naive = forecasts["naive"][h][rows][ok]
+                score["dm_qlike_p"] = diebold_mariano(qlike(naive, realised[ok]), qlike(f[ok], realised[ok]),
+                                                      horizon=h)["p_value"]
+                score["dm_mse_p"] = diebold_mariano(squared_error(naive, realised[ok]),
+                                                    squared_error(f[ok], realised[ok]), horizon=h)["p_value"]
+            out[kind][str(h)] = score
+    return out
+
+
+def _decision_rows(first_judged: int, start: int, end: int, every: int) -> list[int]:
+    """Rows where choices are made: every `every` rows, aligned on the first judged day."""
+    before = list(range(first_judged - every, start, -every))[::-1]
+    return [start, *before, *range(first_judged, end, every)] if start < first_judged else [
+        *range(first_judged, end, every)]
+
+
+def select_volatility_kind(forecasts: dict[str, dict[int, np.ndarray]], returns: np.ndarray, start: int,
+                           decide_at: int) -> str:
+    """The kind whose one-day forecasts made on rows [start, decide_at - 1] had the lowest mean
+    QLIKE: every such forecast's target is known by decide_at's close."""
+    realised = future_mean_square(returns, 1)
+    best, best_loss = None, math.inf
+    for kind, by_h in forecasts.items():
+        f, y = by_h[1][start:decide_at], realised[start:decide_at]
+        ok = np.isfinite(f) & np.isfinite(y) & (f > 0)
+        if ok.sum() == 0:
+            continue
+        loss = float(qlike(f[ok], y[ok]).mean())
+        if loss < best_loss:
+            best, best_loss = kind, loss
+    if best is None:
+        return DEFAULT_VOL_KIND if DEFAULT_VOL_KIND in forecasts else next(iter(forecasts))
+    return best
+
+
+@dataclass
+class SizedStrategies:
+    """Positions of the sized strategies on every frame row (0 before the first decision), the
+    choices made at each decision row, and the next-day simple return of every row."""
+
+    positions: dict[str, np.ndarray]
+    choices: dict[str, list[dict[str, Any]]]
+    next_return: np.ndarray
+
+
+def size_strategies(frame: Frame, forecasts: dict[str, dict[int, np.ndarray]], returns: np.ndarray,
+                    prob_up: dict[str, np.ndarray], *, start: int, first_judged: int, refit_every: int,
+                    cost_bps: float, max_exposure: float = DEFAULT_MAX_EXPOSURE) -> SizedStrategies:
+    """Plain volatility targeting ("vol_target") and, per direction model, volatility targeting
+    scaled by its conviction ("sized_<kind>"), every choice made on past days only (nested).
+
+    At each decision row d: the volatility kind with the lowest past QLIKE; then the rule
+    (target multiple x horizon, and for a model the conviction strength) whose after-cost Sharpe
+    over rows before d was highest, among candidates with at least MIN_SELECTION_DAYS past days
+    (else the default rule). `prob_up[kind]` is NaN where the model made no out-of-sample call.
+    """
+    n = len(frame)
+    next_return = build_targets(frame).next_return
+    target_vol = realised_volatility_so_far(returns)
+    decisions = _decision_rows(first_judged, start, n, refit_every)
+    vol_choice = {d: select_volatility_kind(forecasts, returns, start, d) for d in decisions}
+
+    def candidate_positions(kind_prob: np.ndarray | None,
+                            strengths: Sequence[float]) -> dict[SizingRule, np.ndarray]:
+        out = {}
+        for m in TARGET_MULTIPLES:
+            for h in SIZING_HORIZONS:
+                for s in strengths:
+                    rule = SizingRule(m, h, s, max_exposure)
+                    pos = np.zeros(n)
+                    for d, end in zip(decisions, [*decisions[1:], n], strict=True):
+                        f = forecasts[vol_choice[d]][h][d:end]
+                        pos[d:end] = exposure(f, m * target_vol[d:end], rule,
+                                              None if kind_prob is None else kind_prob[d:end])
+                    out[rule] = pos
+        return out
+
+    def best_rule(nets: dict[SizingRule, np.ndarray], past: slice) -> SizingRule | None:
+        scores = {rule: _mean_sharpe(net[past]) for rule, net in nets.items()}
+        finite = {rule: v for rule, v in scores.items() if math.isfinite(v)}
+        return max(finite, key=finite.__getitem__) if finite else None
+
+    def compose(name: str, cands: dict[SizingRule, np.ndarray], first: int,
+                default: Callable[[int], SizingRule]) -> np.ndarray:
+        known = np.nan_to_num(next_return)
+        nets = {rule: strategy_returns(pos, known, cost_bps) for rule, pos in cands.items()}
+        final = np.zeros(n)
+        choices[name] = []
+        for d, end in zip(decisions, [*decisions[1:], n], strict=True):
+            if d < first:
+                continue
+            rule = best_rule(nets, slice(first, d)) if d - first >= MIN_SELECTION_DAYS else None
+            rule = rule or default(d)
+            final[d:end] = cands[rule][d:end]
+            choices[name].append({"row": d, "volatility": vol_choice[d], **rule.to_dict()})
+        return final
+
+    choices: dict[str, list[dict[str, Any]]] = {}
+    plain_default = SizingRule(DEFAULT_RULE.target_multiple, DEFAULT_RULE.horizon, 0.0, max_exposure)
+    positions = {"vol_target": compose("vol_target", candidate_positions(None, (0.0,)), start,
+                                       lambda d: plain_default)}
+    plain_rule = {c["row"]: SizingRule(c["target_multiple"], c["horizon"], 0.0, max_exposure)
+                  for c in choices["vol_target"]}
+    for kind, prob in prob_up.items():
+        positions[f"sized_{kind}"] = compose(f"sized_{kind}", candidate_positions(prob, CONVICTION_STRENGTHS),
+                                             first_judged, plain_rule.__getitem__)
+    return SizedStrategies(positions, choices, next_return)
+
+
+def _choice_summary(choices: list[dict[str, Any]], dates: np.ndarray, first_judged: int) -> dict[str, Any]:
+    judged = [c for c in choices if c["row"] >= first_judged]
+    count: dict[str, dict[str, int]] = {}
+    for key in ("volatility", "target_multiple", "horizon", "conviction_strength"):
+        values = [str(c[key]) for c in judged]
+        count[key] = {v: values.count(v) for v in sorted(set(values))}
+    last = {k: v for k, v in judged[-1].items() if k != "row"} if judged else None
+    return {"decisions": len(judged), "counts": count, "last": last,
+            "last_date": str(dates[judged[-1]["row"]]) if judged else None}
+
+
+@dataclass
+class Evaluation:
+    """Series behind a report, for `plot_report`: each model's out-of-sample rows, and the sized
+    strategies' positions and next-day returns on the same days."""
+
+    models: dict[str, OutOfSample]
+    dates: np.ndarray
+    realised: np.ndarray
+    positions: dict[str, np.ndarray]
+    volatility: dict[int, np.ndarray]
+
+
 def evaluate_with_frames(frame: Frame, *, symbol: str, kinds: Sequence[str] = MODEL_KINDS,
                          first_test_date: Any = "2009-02-09", refit_every: int = 21, gap: int = 1,
                          window: Window = "expanding", cost_bps: float = 10,
-                         progress: Progress | None = None) -> tuple[dict[str, Any], dict[str, OutOfSample]]:
-    """Like `evaluate`, also returning each model's out-of-sample rows (for `plot_report`)."""
+                         vol_kinds: Sequence[str] = VOLATILITY_KINDS, vol_refit_every: int = VOL_REFIT_EVERY,
+                         max_exposure: float = DEFAULT_MAX_EXPOSURE, resamples: int = DEFAULT_RESAMPLES,
+                         progress: Progress | None = None) -> tuple[dict[str, Any], Evaluation]:
+    """Like `evaluate`, also returning the series behind it (for `plot_report`)."""
+    usable = frame.dates[usable_rows(build_features(frame), build_targets(frame))]
+    n_folds = len(walk_forward_splits(usable, first_test_date=first_test_date, refit_every=refit_every,
+                                      gap=gap, window=window))
+    first_row = int(np.searchsorted(frame.dates, usable[np.searchsorted(usable, as_day(first_test_date))]))
+    vol_start = max(min(VOL_MIN_TRAIN, first_row), 2)
+    vol_folds = list(range(vol_start, len(frame), vol_refit_every))
+    total = n_folds * len(kinds) + len(vol_folds) * len(vol_kinds)
+
     frames: dict[str, OutOfSample] = {}
     for i, kind in enumerate(kinds):
         step = None
         if progress:
-            def step(done: int, total: int, i: int = i) -> None:
-                progress(i * total + done, len(kinds) * total)
+            def step(done: int, _total: int, i: int = i) -> None:
+                progress(i * n_folds + done, total)
         frames[kind] = walk_forward(frame, kind, first_test_date=first_test_date, refit_every=refit_every,
                                     gap=gap, window=window, progress=step)
     oos_dates = next(iter(frames.values())).dates
     if any(not np.array_equal(f.dates, oos_dates) for f in frames.values()):
         raise RuntimeError("models were evaluated on different days")
 
+    returns = percent_returns(frame.close)
+    vol_step = (lambda done, _t: progress(n_folds * len(kinds) + done, total)) if progress else None
+    forecasts = walk_forward_volatility(returns, vol_folds, kinds=vol_kinds, horizons=HORIZONS,
+                                        progress=vol_step)
+    rows = np.searchsorted(frame.dates, oos_dates)
+    first_judged = int(rows[0])
+    selected = {h: np.full(len(frame), np.nan) for h in HORIZONS}
+    decisions = _decision_rows(first_judged, vol_start, len(frame), refit_every)
+    for d, end in zip(decisions, [*decisions[1:], len(frame)], strict=True):
+        kind = select_volatility_kind(forecasts, returns, vol_start, d)
+        for h in HORIZONS:
+            selected[h][d:end] = forecasts[kind][h][d:end]
+    vol_scores = volatility_scores({**forecasts, "selected": selected}, returns, rows)
+
+    prob_up = {}
+    for kind, oos in frames.items():
+        p = np.full(len(frame), np.nan)
+        p[rows] = oos.prob_up
+        prob_up[kind] = p
+    sized = size_strategies(frame, forecasts, returns, prob_up, start=vol_start, first_judged=first_judged,
+                            refit_every=refit_every, cost_bps=cost_bps, max_exposure=max_exposure)
+    realised = sized.next_return[rows]
+    judged_positions = {name: pos[rows] for name, pos in sized.positions.items()}
+    judged_positions = {"buy_and_hold": np.ones(len(rows)), **judged_positions}
+
     models = {kind: metrics(oos, cost_bps=cost_bps) for kind, oos in frames.items()}
     base = baselines(frame, oos_dates, cost_bps=cost_bps)
-    bh_sharpe = base["buy_and_hold"]["sharpe"]
-    edge = {kind: bool(np.isfinite(m["sharpe"]) and np.isfinite(bh_sharpe) and m["sharpe"] > bh_sharpe)
-            for kind, m in models.items()}
-    usable = frame.dates[usable_rows(build_features(frame), build_targets(frame))]
+    net = {name: strategy_returns(pos, realised, cost_bps) for name, pos in judged_positions.items()}
+    sizing = {}
+    for name, pos in judged_positions.items():
+        row: dict[str, Any] = strategy_metrics(pos, realised, cost_bps)
+        if name != "buy_and_hold":
+            row["vs_buy_and_hold"] = sharpe_difference_test(net[name], net["buy_and_hold"],
+                                                            resamples=resamples)
+            row["vs_buy_and_hold"]["words"] = plain_words(row["vs_buy_and_hold"])
+        if name.startswith("sized_"):
+            row["vs_vol_target"] = sharpe_difference_test(net[name], net["vol_target"], resamples=resamples)
+            row["vs_vol_target"]["words"] = plain_words(row["vs_vol_target"], "plain volatility targeting")
+        if name in sized.choices:
+            row["choices"] = _choice_summary(sized.choices[name], frame.dates, first_judged)
+        sizing[name] = row
+    long_flat = {kind: sharpe_difference_test(strategy_returns(oos.buy.astype(float), realised, cost_bps),
+                                              net["buy_and_hold"], resamples=resamples)
+                 for kind, oos in frames.items()}
+    for kind, test in long_flat.items():
+        models[kind]["vs_buy_and_hold"] = test
+    edge = {kind: bool(sizing[f"sized_{kind}"]["vs_buy_and_hold"]["edge"]) for kind in frames}
     report = {
         "symbol": symbol,
         "out_of_sample": {"start": str(oos_dates[0]), "end": str(oos_dates[-1]), "days": len(oos_dates)},
@@ -338,27 +584,44 @@ def evaluate_with_frames(frame: Frame, *, symbol: str, kinds: Sequence[str] = MO
             "window": window, "refit_every": refit_every, "gap": gap,
             "folds": math.ceil(len(oos_dates) / refit_every),
             "strategy": "long on buy, flat on sell",
+            "sized_strategy": "exposure = target volatility / forecast volatility, in [0, max exposure], "
+                              "optionally scaled by the direction model's conviction; volatility model, "
+                              "target, horizon and conviction chosen every refit on past days only",
+            "max_exposure": max_exposure,
             "cost_bps": cost_bps,
+            "cost": "cost_bps per unit of turnover (|change of exposure|)",
+            "volatility": f"{', '.join(vol_kinds)} refitted every {vol_refit_every} trading days on the "
+                          f"returns before each fold (the first from {frame.dates[vol_start]}), "
+                          "forecasts updated daily",
+            "edge_test": "stationary block bootstrap of paired daily returns, one-sided p of "
+                         "'Sharpe not above buy and hold', 90% basic interval; edge = p < 0.05",
+            "resamples": resamples,
             "features": list(FEATURE_NAMES),
         },
         "params": {kind: make_model(kind).params for kind in kinds},
         "models": models,
         "baselines": base,
+        "volatility": vol_scores,
+        "sizing": sizing,
         "edge": edge,
     }
-    return _clean(report), frames
+    series = Evaluation(frames, oos_dates, realised, judged_positions,
+                        {h: selected[h][rows] for h in HORIZONS})
+    return _clean(report), series
 
 
 def evaluate(frame: Frame, *, symbol: str, kinds: Sequence[str] = MODEL_KINDS,
              first_test_date: Any = "2009-02-09", refit_every: int = 21, cost_bps: float = 10,
-             progress: Progress | None = None) -> dict[str, Any]:
-    """JSON-serialisable report: out-of-sample period, protocol, per-model metrics, baselines, edge.
+             max_exposure: float = DEFAULT_MAX_EXPOSURE, progress: Progress | None = None) -> dict[str, Any]:
+    """JSON-serialisable report: out-of-sample period, protocol, per-model metrics, baselines,
+    volatility forecasts' scores, sized strategies with their bootstrap tests, and edge.
 
-    `report["edge"][kind]` is True only when the model's after-cost Sharpe beats buy and hold's on
-    the same out-of-sample days.
+    `report["edge"][kind]` is True only when the model's sized strategy beat buy and hold's
+    after-cost Sharpe on the same out-of-sample days with a bootstrap p-value below 0.05.
     """
     report, _ = evaluate_with_frames(frame, symbol=symbol, kinds=kinds, first_test_date=first_test_date,
-                                     refit_every=refit_every, cost_bps=cost_bps, progress=progress)
+                                     refit_every=refit_every, cost_bps=cost_bps, max_exposure=max_exposure,
+                                     progress=progress)
     return report
 
 
@@ -406,44 +669,108 @@ def format_table(report: dict[str, Any]) -> str:
         *(line(r) for r in body[len(report["models"]):]),
         rule,
     ]
-    bh_sharpe = _fmt(report["baselines"]["buy_and_hold"]["sharpe"], ".2f")
-    for kind, has_edge in report["edge"].items():
-        sharpe = _fmt(report["models"][kind]["sharpe"], ".2f")
-        out.append(f"{kind}: {'EDGE' if has_edge else 'no edge'} "
-                   f"(Sharpe {sharpe} vs buy and hold {bh_sharpe}, after costs)")
+    out += ["", *volatility_table(report), "", *sizing_table(report)]
     return "\n".join(out)
 
 
-def plot_report(report: dict[str, Any], oos_frames: dict[str, OutOfSample], path: str | Path) -> Path:
-    """PNG with after-cost equity curves (models vs buy and hold) and rolling 63-day accuracy."""
+def _aligned(header: list[str], body: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths,
+                                                                                            strict=True)))
+    rule = "-" * len(line(header))
+    return [rule, line(header), rule, *(line(r) for r in body), rule]
+
+
+def volatility_table(report: dict[str, Any]) -> list[str]:
+    """Lines: each volatility model's QLIKE and MSE per horizon, with Diebold-Mariano p-values of
+    beating the naive 21-day forecast (one-sided; small means better than naive)."""
+    scores = report["volatility"]
+    horizons = list(next(iter(scores.values())))
+    header = [""]
+    for h in horizons:
+        header += [f"QLIKE {h}d", "p", f"MSE {h}d", "p"]
+    body = []
+    for kind, by_h in scores.items():
+        row = [kind]
+        for h in horizons:
+            s = by_h[h]
+            row += [_fmt(s["qlike"], ".4f"), _fmt(s.get("dm_qlike_p"), ".3f"), _fmt(s["mse"], ".3f"),
+                    _fmt(s.get("dm_mse_p"), ".3f")]
+        body.append(row)
+    return [f"volatility forecasts (variance of percent returns; target: mean squared return of the next "
+            f"h days; p: Diebold-Mariano, beats naive), {report['protocol']['volatility']}",
+            *_aligned(header, body)]
+
+
+def sizing_table(report: dict[str, Any]) -> list[str]:
+    """Lines: the sized strategies beside buy and hold, the Sharpe difference with its 90% interval
+    and bootstrap p-value, and a verdict in plain words."""
+    header = ["", "ann. return", "Sharpe", "max DD", "exposure", "turnover", "dSharpe vs hold",
+              "90% interval", "p", "vs vol target p"]
+    body = []
+    words = []
+    for name, m in report["sizing"].items():
+        test, vt = m.get("vs_buy_and_hold") or {}, m.get("vs_vol_target") or {}
+        interval = test.get("interval_90")
+        body.append([name, _fmt(m["annual_return"], "pct"), _fmt(m["sharpe"], ".2f"),
+                     _fmt(m["max_drawdown"], "pct"), _fmt(m["exposure"], ".2f"), _fmt(m["turnover"], ".1f"),
+                     _fmt(test.get("difference"), "+.3f"),
+                     f"[{_fmt(interval[0], '+.3f')}, {_fmt(interval[1], '+.3f')}]" if interval else "",
+                     _fmt(test.get("p_value"), ".3f"), _fmt(vt.get("p_value"), ".3f")])
+        if test:
+            words.append(f"{name}: {'EDGE' if test['edge'] else 'no edge'}, {test['words']}")
+    for kind, m in report["models"].items():
+        test = m.get("vs_buy_and_hold") or {}
+        if test:
+            words.append(f"{kind} long/flat: Sharpe {_fmt(m['sharpe'], '.2f')}, difference "
+                         f"{_fmt(test['difference'], '+.3f')}, p = {_fmt(test['p_value'], '.3f')}")
+    p = report["protocol"]
+    return [f"sized strategies: exposure in [0, {p['max_exposure']:g}], {p['cost_bps']:g} bps per unit of "
+            f"turnover; edge = bootstrap p < 0.05", *_aligned(header, body), *words]
+
+
+def plot_report(report: dict[str, Any], series: Evaluation, path: str | Path) -> Path:
+    """PNG: after-cost equity curves (buy and hold, volatility-targeted, each model sized and
+    long/flat), the exposures, and the forecast against the realised 21-day volatility."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter
 
     cost = report["protocol"]["cost_bps"]
-    fig = Figure(figsize=(11, 8), layout="constrained")
-    equity_ax, acc_ax = fig.subplots(2, 1, sharex=True, height_ratios=[2, 1])
-    first = next(iter(oos_frames.values()))
-    hold = (1 + strategy_returns(np.ones(len(first)), first.realised_return, cost)).cumprod()
-    equity_ax.plot(first.dates, hold, color="black", lw=1.2, label="buy and hold")
-    up_rate = rolling_mean((first.direction == 1).astype(float), 63)
-    acc_ax.plot(first.dates, up_rate, color="black", lw=1, label="always up")
-    for kind, oos in oos_frames.items():
+    fig = Figure(figsize=(11, 10), layout="constrained")
+    equity_ax, exposure_ax, vol_ax = fig.subplots(3, 1, sharex=True, height_ratios=[2.2, 1, 1])
+    dates = series.dates
+    styles = {"buy_and_hold": {"color": "black", "lw": 1.4}, "vol_target": {"lw": 1.4}}
+    for name, pos in series.positions.items():
+        curve = (1 + strategy_returns(pos, series.realised, cost)).cumprod()
+        m = report["sizing"][name]
+        p_value = (m.get("vs_buy_and_hold") or {}).get("p_value")
+        label = f"{name} (Sharpe {_fmt(m['sharpe'], '.2f')}" + (f", p = {p_value:.2f})" if p_value is not None
+                                                                 else ")")
+        equity_ax.plot(dates, curve, label=label, **styles.get(name, {"lw": 1}))
+        if name != "buy_and_hold":
+            exposure_ax.plot(dates, pos, label=name, **styles.get(name, {"lw": 0.8}))
+    for kind, oos in series.models.items():
         curve = (1 + strategy_returns(oos.buy.astype(float), oos.realised_return, cost)).cumprod()
-        sharpe = report["models"][kind]["sharpe"]
-        equity_ax.plot(oos.dates, curve, lw=1, label=f"{kind} (Sharpe {_fmt(sharpe, '.2f')})")
-        hits = rolling_mean((oos.buy == (oos.direction == 1)).astype(float), 63)
-        acc_ax.plot(oos.dates, hits, lw=1, label=kind)
+        equity_ax.plot(oos.dates, curve, lw=0.8, ls="--",
+                       label=f"{kind} long/flat (Sharpe {_fmt(report['models'][kind]['sharpe'], '.2f')})")
     equity_ax.set_yscale("log")
     plain = FuncFormatter(lambda y, _: f"{y:g}")
     equity_ax.yaxis.set_major_formatter(plain)
     equity_ax.yaxis.set_minor_formatter(plain)
-    equity_ax.set_ylabel(f"growth of 1 (after {cost:g} bps/side)")
-    equity_ax.set_title(f"{report['symbol']}: out-of-sample walk-forward, long on buy / flat on sell")
-    equity_ax.legend(loc="upper left")
-    acc_ax.axhline(0.5, color="grey", lw=0.8, ls="--")
-    acc_ax.set_ylabel("rolling 63-day accuracy")
-    acc_ax.legend(loc="lower left", ncol=len(oos_frames) + 1)
-    for ax in (equity_ax, acc_ax):
+    equity_ax.set_ylabel(f"growth of 1 (after {cost:g} bps per unit traded)")
+    equity_ax.set_title(f"{report['symbol']}: out-of-sample walk-forward")
+    equity_ax.legend(loc="upper left", fontsize=8)
+    exposure_ax.set_ylabel("exposure")
+    exposure_ax.legend(loc="lower left", fontsize=8)
+    realised = np.sqrt(rolling_mean(series.realised ** 2, 21) * 252)
+    vol_ax.plot(dates, np.sqrt(series.volatility[21] * 252) / 100, lw=1,
+                label="forecast, next 21 days (selected model)")
+    vol_ax.plot(dates, realised, lw=0.8, color="grey", label="realised, last 21 days")
+    vol_ax.set_ylabel("annualised volatility")
+    vol_ax.legend(loc="upper right", fontsize=8)
+    for ax in (equity_ax, exposure_ax, vol_ax):
         ax.grid(alpha=0.3)
     path = Path(path)
     fig.savefig(path, dpi=110)
