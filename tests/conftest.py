@@ -7,6 +7,7 @@ and stops them by PID at the end. Unit tests use none of it and start nothing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -210,3 +211,23 @@ def flush_cache(stack: dict[str, str]) -> None:
 
     for shard in redis_stores.cache_ring().shards.values():
         shard.master.flushdb()
+
+
+@contextlib.contextmanager
+def fault_in_this_process(stack: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+                          point: str) -> Iterator[None]:
+    """`point` fails (stockpred.faults) for code run in the test's own process, then no more."""
+    import redis
+
+    from stockpred import config, faults
+
+    state = redis.Redis.from_url(stack["REDIS_URL"])
+    monkeypatch.setenv("FAULT_INJECTION", "on")
+    config.load.cache_clear()
+    state.sadd(faults.KEY, point)
+    try:
+        yield
+    finally:
+        state.delete(faults.KEY)
+        monkeypatch.delenv("FAULT_INJECTION")
+        config.load.cache_clear()

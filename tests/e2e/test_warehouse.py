@@ -15,9 +15,9 @@ import pandas as pd
 import psycopg2
 import pymongo
 import pytest
-import redis
 
-from stockpred import config, faults, warehouse
+from stockpred import faults, warehouse
+from tests.conftest import fault_in_this_process
 from tests.e2e.test_predict_api import import_csv, write_synth
 
 
@@ -116,17 +116,8 @@ def test_a_run_killed_half_way_leaves_the_warehouse_as_it_was(gateway, stack, mo
     analytics_before = gateway.get("/api/analytics/trading").json()
     user, headers, _ = trader(gateway)
     trade(gateway, "buy", user, headers, 5)
-    state = redis.Redis.from_url(stack["REDIS_URL"])
-    monkeypatch.setenv("FAULT_INJECTION", "on")
-    config.load.cache_clear()
-    state.sadd(faults.KEY, "etl.before_commit")
-    try:
-        with pytest.raises(faults.InjectedFault):
-            warehouse.run()
-    finally:
-        state.delete(faults.KEY)
-        monkeypatch.delenv("FAULT_INJECTION")
-        config.load.cache_clear()
+    with fault_in_this_process(stack, monkeypatch, "etl.before_commit"), pytest.raises(faults.InjectedFault):
+        warehouse.run()
     assert warehouse.read_manifest() == before
     assert gateway.get("/api/analytics/trading").json() == analytics_before
     assert warehouse.run()["loaded"]["fact_trades"] == 1

@@ -9,9 +9,9 @@ import uuid
 import pandas as pd
 import psycopg2
 import pytest
-import redis
 
-from stockpred import config, faults, warehouse
+from stockpred import faults, warehouse
+from tests.conftest import fault_in_this_process
 
 
 def insert_trades(stack, days, per_day=2):
@@ -135,17 +135,9 @@ def test_a_compaction_killed_before_its_commit_changes_nothing(stack, monkeypatc
     insert_trades(stack, [closed_days(3, 8)])
     warehouse.run(compact_after=False)
     before, manifest = contents(), warehouse.read_manifest()
-    state = redis.Redis.from_url(stack["REDIS_URL"])
-    monkeypatch.setenv("FAULT_INJECTION", "on")
-    config.load.cache_clear()
-    state.sadd(faults.KEY, "etl.before_compaction_commit")
-    try:
-        with pytest.raises(faults.InjectedFault):
-            warehouse.compact()
-    finally:
-        state.delete(faults.KEY)
-        monkeypatch.delenv("FAULT_INJECTION")
-        config.load.cache_clear()
+    with fault_in_this_process(stack, monkeypatch, "etl.before_compaction_commit"), \
+            pytest.raises(faults.InjectedFault):
+        warehouse.compact()
     assert warehouse.read_manifest() == manifest
     assert_same(before, contents())
     assert warehouse.compact()["fact_trades"] >= 1
