@@ -34,13 +34,13 @@ import redis
 import requests
 from botocore.config import Config
 
+from bench._accounts import sign_up
 from bench._timing import p
 from devstack.services import ephemeral_stack
 
 ROOM = "FANOUT"
 PREDICT_SYMBOL = "SPX"
 BENCH_ENV = {"DEVSTACK_SCHEDULES": "off"}
-PASSWORD = "quiet harbour lantern 42"  # passes the sign-in rules (12+ characters, not common)
 P99_TARGET_MS = 200.0
 PREDICT_RATIO_TARGET = 1.5
 
@@ -226,11 +226,7 @@ def main(argv: list[str] | None = None) -> None:
                          log=lambda m: print(m, file=sys.stderr)) as (stack, env):
         os.environ.update(env)
         api = env["STOCKPRED_API_URL"]
-        email = f"fanout-{uuid.uuid4().hex[:8]}@example.com"
-        user = requests.post(f"{api}/api/users/register", timeout=30,
-                             json={"name": "f", "email": email, "password": PASSWORD}).json()["user_id"]
-        token = requests.post(f"{api}/api/users/login", timeout=30,
-                              json={"email": email, "password": PASSWORD}).json()["token"]
+        user, token = sign_up(api)
         rows, predict_rows, predict_started = asyncio.run(run(env, token, user, sizes, args.predicts))
         time.sleep(0.5)  # the last invocations' lines
         spans = _where_the_time_goes(str(stack.logfile("gateway")), predict_started)

@@ -18,11 +18,11 @@ import concurrent.futures as cf
 import os
 import sys
 import time
-import uuid
 
 import boto3
 import requests
 
+from bench._accounts import sign_up
 from bench._timing import p
 from devstack.services import ephemeral_stack
 
@@ -34,14 +34,8 @@ BENCH_ENV = {"DEVSTACK_SCHEDULES": "off", "QUOTE_TTL_SECONDS": "3600",
              "STARTING_CASH_CENTS": str(10**13)}
 
 
-PASSWORD = "quiet harbour lantern 42"  # passes the sign-in rules (12+ characters, not common)
-
 def new_trader(api: str) -> tuple[str, dict[str, str]]:
-    email = f"bench-{uuid.uuid4().hex[:8]}@example.com"
-    user = requests.post(f"{api}/api/users/register", timeout=30,
-                         json={"name": "b", "email": email, "password": PASSWORD}).json()["user_id"]
-    token = requests.post(f"{api}/api/users/login", timeout=30,
-                          json={"email": email, "password": PASSWORD}).json()["token"]
+    user, token = sign_up(api)
     return user, {"Authorization": f"Bearer {token}"}
 
 

@@ -26,6 +26,7 @@ from botocore.config import Config
 
 from devstack.runtime import FunctionTimeout, Invocation, Throttled
 from devstack.template import LOCAL_ACCOUNT, LOCAL_REGION, Function, QueueSource, Template
+from localstack.provision import queue_url
 
 log = logging.getLogger("devstack.queues")
 WAIT_S = 2  # long-poll slices: short enough that a stopping gateway is not held up
@@ -37,14 +38,14 @@ def sqs_event(messages: list[dict[str, Any]], queue: str) -> dict[str, Any]:
     arn = f"arn:aws:sqs:{LOCAL_REGION}:{LOCAL_ACCOUNT}:{queue}"
     records = []
     for m in messages:
-        attributes = {(k[0].lower() + k[1:]): v for k, v in (m.get("MessageAttributes") or {}).items()}
         records.append({
             "messageId": m["MessageId"],
             "receiptHandle": m["ReceiptHandle"],
             "body": m["Body"],
             "attributes": m.get("Attributes") or {},
+            # Lambda keeps each attribute's name and camel-cases its fields (StringValue -> stringValue).
             "messageAttributes": {name: {(k[0].lower() + k[1:]): v for k, v in value.items()}
-                                  for name, value in attributes.items()},
+                                  for name, value in (m.get("MessageAttributes") or {}).items()},
             "md5OfBody": m.get("MD5OfBody") or hashlib.md5(m["Body"].encode()).hexdigest(),
             "eventSource": "aws:sqs",
             "eventSourceARN": arn,
@@ -86,13 +87,10 @@ class QueuePollers:
                                 config=Config(max_pool_connections=2 * max(1, total),
                                               read_timeout=WAIT_S + 10, retries={"max_attempts": 2}))
 
-    def queue_url(self, queue: str) -> str:
-        return f"{self.endpoint_url.rstrip('/')}/{LOCAL_ACCOUNT}/{queue}"
-
     async def poll_forever(self, source: QueueSource) -> None:
         loop = asyncio.get_running_loop()
         fn = self.template.functions[source.function]
-        url = self.queue_url(source.queue)
+        url = queue_url(self.endpoint_url, source.queue)
         while True:
             try:
                 received = await loop.run_in_executor(self.executor, lambda: self.sqs.receive_message(

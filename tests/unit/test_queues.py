@@ -15,7 +15,7 @@ def message(n: int) -> dict:
     return {"MessageId": f"m{n}", "ReceiptHandle": f"r{n}", "Body": body,
             "MD5OfBody": hashlib.md5(body.encode()).hexdigest(),
             "Attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1700000000000"},
-            "MessageAttributes": {"kind": {"StringValue": "room", "DataType": "String"}}}
+            "MessageAttributes": {"Kind": {"StringValue": "room", "DataType": "String"}}}
 
 
 def finished(payload=None, error=None) -> Invocation:
@@ -27,7 +27,7 @@ def test_the_event_is_lambdas_sqs_event():
     assert record == {
         "messageId": "m1", "receiptHandle": "r1", "body": '{"n": 1}',
         "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "1700000000000"},
-        "messageAttributes": {"kind": {"stringValue": "room", "dataType": "String"}},
+        "messageAttributes": {"Kind": {"stringValue": "room", "dataType": "String"}},
         "md5OfBody": hashlib.md5(b'{"n": 1}').hexdigest(),
         "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:PushQueue",
         "awsRegion": "us-east-1"}

@@ -205,8 +205,8 @@ def _enqueue(event: dict[str, Any], delay_s: int = 0, *, quiet: bool = True) -> 
     event.setdefault("correlation_id", correlation_id.get())
     body = json.dumps(event, separators=(",", ":"))
     try:
-        if len(body.encode()) > MAX_EVENT_BYTES:
-            raise ValueError(f"push event of {len(body.encode())} bytes is over SQS's 256 KiB")
+        if (size := len(body.encode())) > MAX_EVENT_BYTES:
+            raise ValueError(f"push event of {size} bytes is over SQS's 256 KiB")
         aws.client("sqs").send_message(QueueUrl=queue_url, MessageBody=body, DelaySeconds=delay_s)
     except Exception as exc:
         if not quiet:
