@@ -80,6 +80,13 @@ def request_training(symbol: str) -> bool:
     if not state.set(_training_lock(symbol), str(uuid.uuid4()), nx=True, ex=TRAIN_LOCK_S):
         return False
     try:
+        registry().latest(symbol)
+    except (ModelNotFound, OutdatedArtifact):
+        pass
+    else:  # published (and its lock freed) between the caller's look and this lock
+        state.delete(_training_lock(symbol))
+        return False
+    try:
         aws.client("lambda").invoke(
             FunctionName=config.load().train_function_name, InvocationType="Event",
             Payload=json.dumps({"symbols": [symbol], "on_demand": True,
