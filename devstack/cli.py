@@ -166,15 +166,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         try:
             hist, _ = market.default().history(symbol)
             meta = training.train(symbol, hist.bars, kind=args.kind, source=hist.source,
-                                 progress=_progress(f"{symbol} walk-forward"))
+                                  progress=_progress(f"{symbol} walk-forward"),
+                                  max_exposure=args.max_exposure)
         except (UnknownSymbol, ProviderUnavailable, training.NotEnoughHistory) as exc:
             print(f"{symbol}: not trained ({type(exc).__name__}: {exc or 'no data'})", file=sys.stderr)
             failed += 1
             continue
         rec = meta["record"]
+        low, high = rec["sharpe_difference_interval_90"]
+        p_value = "n/a" if rec["p_value"] is None else f"{rec['p_value']:.3f}"
+        interval = "n/a" if low is None else f"[{low:+.2f}, {high:+.2f}]"
         print(f"{symbol}: model {meta['version']} ({meta['kind']}, {meta['train_seconds']}s) "
-              f"out-of-sample accuracy {rec['accuracy']:.1%}, Sharpe {rec['sharpe']:.2f} vs "
-              f"buy-and-hold {rec['buy_and_hold_sharpe']:.2f}: edge={rec['edge']}")
+              f"out-of-sample accuracy {rec['accuracy']:.1%}, sized Sharpe {rec['sharpe']:.2f} vs "
+              f"buy-and-hold {rec['buy_and_hold_sharpe']:.2f} (difference 90% interval {interval}, "
+              f"p = {p_value}): edge={rec['edge']}; mean exposure {rec['mean_exposure']:.2f} "
+              f"(at most {meta['sizing']['max_exposure']:g})\n  {rec['verdict']}")
     return 1 if failed else 0
 
 
@@ -406,6 +412,18 @@ def cmd_dashboard_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _exposure_cap(text: str) -> float:
+    from stockpred.config import MAX_LEVERAGE
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.01 <= value <= MAX_LEVERAGE:
+        raise argparse.ArgumentTypeError(f"must be between 0.01 and {MAX_LEVERAGE:g}, not {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stockpred", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -438,6 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("symbols", nargs="*", help="symbols to train")
     p.add_argument("--all", action="store_true", help="every symbol the market data knows")
     p.add_argument("--kind", default="logreg", choices=["logreg", "hgb"])
+    p.add_argument("--max-exposure", type=_exposure_cap, default=None,
+                   help="largest exposure the model's sizing may recommend (default: the "
+                        "MAX_EXPOSURE setting, 1.0: no leverage; at most 4)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="walk-forward report of the models beside four baselines",
@@ -456,8 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refit-every", type=int, default=21, help="trading days between refits")
     p.add_argument("--cost-bps", type=float, default=10.0,
                    help="cost per unit of turnover (per side), basis points")
-    p.add_argument("--max-exposure", type=float, default=1.0,
-                   help="largest recommended exposure (default 1.0: no leverage)")
+    p.add_argument("--max-exposure", type=_exposure_cap, default=1.0,
+                   help="largest recommended exposure (default 1.0: no leverage; at most 4)")
     p.add_argument("--out", default="reports", help="folder for the JSON and PNG (default reports/)")
     p.set_defaults(func=cmd_evaluate)
 

@@ -23,7 +23,9 @@ SUMMARY = re.compile(r"(\d+) daily candles from (\d{4}-\d\d-\d\d) to (\d{4}-\d\d
 
 def test_a_new_user_registers_signs_in_and_sees_spx_with_candles_and_signal_markers(
         page: Any, console: Any, dashboard: str, gateway: Any) -> None:
-    assert gateway.predict("SPX").status_code == 200  # a stored prediction: a marker on its day
+    predicted = gateway.predict("SPX")  # a stored prediction: a marker on its day
+    assert predicted.status_code == 200
+    prediction = predicted.json()
     email = f"browser-{time.time_ns()}@example.com"
     page.goto(dashboard + "#/register")
     page.fill("#name", "Browser User")
@@ -44,7 +46,17 @@ def test_a_new_user_registers_signs_in_and_sees_spx_with_candles_and_signal_mark
     candles, _, last, markers = SUMMARY.search(summary.inner_text()).groups()
     assert int(candles) > 200 and last == "2018-12-31" and int(markers) >= 1
     expect(page.locator("[data-testid=signal]")).to_contain_text(re.compile(r"\b(buy|sell)\b", re.I))
-    expect(page.locator("[data-testid=edge]")).not_to_be_empty()
+    # How much to hold and why, and the edge's evidence, in words.
+    risk = page.locator("[data-testid=risk]")
+    expect(risk).to_contain_text(re.compile(r"Recommended exposure: \d+% of your capital"))
+    shown = int(re.search(r"exposure: (\d+)%", risk.inner_text()).group(1))
+    assert abs(shown - prediction["exposure"] * 100) <= 0.5 + 1e-9
+    expect(risk).to_contain_text(prediction["sizing"]["reason"])
+    expect(risk).to_contain_text("Forecast volatility, a year")
+    edge_words = "beat holding the index after costs" if prediction["edge"] else "No evidence this beats"
+    expect(page.locator("[data-testid=edge]")).to_contain_text(edge_words)
+    expect(page.locator("[data-testid=edge]")).to_contain_text(
+        f"p = {prediction['record']['p_value']:.2f}: a strategy with no edge would do at least this well")
     expect(page.locator("[data-testid=record]")).to_contain_text(re.compile("hold", re.I))
     expect(page.locator("[data-testid=connection]")).to_have_text(re.compile("live", re.I), timeout=15_000)
     expect(page.locator("[data-testid=symbol-list]")).to_contain_text("SPX")

@@ -67,11 +67,22 @@ def test_predict_answers_the_spec_shape_and_stores_one_row(gateway, stack):
     assert low <= record["sharpe_difference"] <= high
     assert 0.4 < record["accuracy"] < 0.65, "an out-of-sample accuracy far from 50% means a leak"
 
+    # How much risk to take, and why: SPX's realised volatility late in 2018 was about 20-30% a
+    # year, and an exposure never leaves [0, the model's cap].
+    vol = body["volatility"]
+    assert vol["model"] in ("naive", "garch", "gjr", "har")
+    assert 0.08 < vol["next_day"] < 0.8 and 0.08 < vol["next_21_days"] < 0.8
+    sizing = body["sizing"]
+    assert 0 <= body["exposure"] <= sizing["max_exposure"] <= 4
+    assert sizing["reason"].startswith(f"Hold {body['exposure']:.0%} of your capital")
+    assert sizing["horizon_days"] in (1, 21) and 0.05 < sizing["target_volatility"] < 0.5
+
     again = gateway.get("/api/predict/spx").json()
     assert again["_id"] == body["_id"] and again["timestamp"] == body["timestamp"]
-    rows = db_rows(stack, "SELECT id::text, action, model_version FROM predictions "
-                          "WHERE symbol = 'SPX' AND as_of = '2018-12-31'")
-    assert rows == [(body["_id"], body["action"], body["model_version"])]
+    assert (again["exposure"], again["volatility"]) == (body["exposure"], body["volatility"])
+    rows = db_rows(stack, "SELECT id::text, action, model_version, (risk->>'exposure')::float "
+                          "FROM predictions WHERE symbol = 'SPX' AND as_of = '2018-12-31'")
+    assert rows == [(body["_id"], body["action"], body["model_version"], body["exposure"])]
     models = db_rows(stack, "SELECT sha256, metadata->>'format_version', metadata->>'sklearn_version' "
                             "FROM models WHERE version = %s", body["model_version"])
     assert len(models) == 1 and len(models[0][0]) == 64

@@ -56,7 +56,7 @@ def test_evaluate_works_on_a_csv_the_user_brings(stack, tmp_path):
 
 
 def test_train_publishes_a_model_with_its_record(stack):
-    out = cli(stack, "train", "SPX")
+    out = cli(stack, "train", "SPX", "--max-exposure", "1.5")
     assert out.returncode == 0, out.stderr
     assert "SPX: model " in out.stdout and "edge=" in out.stdout
     version = out.stdout.split("model ")[1].split()[0]
@@ -72,7 +72,13 @@ def test_train_publishes_a_model_with_its_record(stack):
     low, high = record["sharpe_difference_interval_90"]
     assert low <= record["sharpe_difference"] <= high
     assert record["edge"] is (record["p_value"] < 0.05)
+    assert f"p = {record['p_value']:.3f}): edge={record['edge']}" in out.stdout
+    assert record["verdict"] in out.stdout and "(at most 1.5)" in out.stdout
+    assert meta["sizing"]["max_exposure"] == 1.5
     assert cli(stack, "train", "--help").returncode == 0
+    for cap in ("9", "0", "lots"):
+        refused = cli(stack, "train", "SPX", "--max-exposure", cap)
+        assert refused.returncode == 2 and "--max-exposure" in refused.stderr, cap
     bad = cli(stack, "train", "NOPE$")
     assert bad.returncode == 2 and "error" in bad.stderr
 

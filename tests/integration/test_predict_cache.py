@@ -12,6 +12,7 @@ from stockml import artifact, signals
 from stockml.features import frame_from_bars
 from stockml.models import make_model, training_rows
 from stockml.registry import ModelRegistry
+from stockml.sizing import SizingRule
 from stockpred import cache, redis_stores
 from stockpred.cache import ReadThroughCache
 from stockpred.market import MarketData
@@ -67,7 +68,8 @@ def model(stack, symbol, monkeypatch, provider):
     fitted = make_model("logreg").fit(rows.X, rows.direction, rows.next_return)
     meta = registry.publish(artifact.export(fitted), {
         "symbol": symbol, "kind": "logreg", "trained_at": "2026-11-24T09:00:00Z",
-        "record": {"edge": False, "sharpe": 0.1, "buy_and_hold_sharpe": 0.2}})
+        "record": {"edge": False, "sharpe": 0.1, "buy_and_hold_sharpe": 0.2},
+        "volatility": {"kind": "naive", "params": {}}, "sizing": SizingRule().to_dict()})
     monkeypatch.setattr(signals, "registry", lambda: registry)
     return meta
 

@@ -11,6 +11,7 @@ from stockml import artifact
 from stockml.features import frame_from_bars
 from stockml.models import make_model, training_rows
 from stockml.registry import ArtifactRejected, ModelNotFound, ModelRegistry, OutdatedArtifact
+from stockml.sizing import SizingRule
 from stockpred.sample_data import load_series
 
 
@@ -32,7 +33,8 @@ def fitted():
 def metadata(symbol="SPX"):
     return {"symbol": symbol, "kind": "logreg", "trained_at": "2026-11-24T09:00:00Z",
             "training_window": {"from": "2015-06-01", "to": "2018-12-28"}, "features": [],
-            "params": {}, "metrics": {}}
+            "params": {}, "metrics": {}, "volatility": {"kind": "naive", "params": {}},
+            "sizing": SizingRule().to_dict()}
 
 
 def test_round_trip_predicts_identically_and_keeps_metadata(registry, fitted):
@@ -66,6 +68,15 @@ def test_another_artifact_format_is_refused(registry, fitted):
     registry.s3.put_object(Bucket=registry.bucket, Key=key,
                            Body=json.dumps({**meta, "format_version": 0}).encode())
     with pytest.raises(OutdatedArtifact, match="format 0"):
+        ModelRegistry(registry.s3, registry.bucket).latest("SPX")
+
+
+def test_a_model_trained_before_sizing_is_outdated_so_it_is_retrained(registry, fitted):
+    """Every prediction must say how much risk to take: a model without a volatility model and a
+    sizing rule in its metadata is refused as outdated, which the predict path retrains."""
+    old = {k: v for k, v in metadata().items() if k not in ("volatility", "sizing")}
+    registry.publish(fitted[0], old)
+    with pytest.raises(OutdatedArtifact, match="before volatility forecasts"):
         ModelRegistry(registry.s3, registry.bucket).latest("SPX")
 
 

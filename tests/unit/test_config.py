@@ -121,3 +121,17 @@ def test_a_secret_missing_fields_is_a_config_error_without_its_values():
     with pytest.raises(ConfigError, match="host") as err:
         secrets.database_url_from({"username": "app", "password": "hunter2-secret"}, "stockpred/database")
     assert "hunter2" not in str(err.value)
+
+
+@pytest.mark.parametrize("raw, expected", [(None, 1.0), ("0.5", 0.5), ("2", 2.0), ("4", 4.0)])
+def test_max_exposure_defaults_to_no_leverage_and_allows_up_to_4x(raw, expected):
+    assert from_environ({} if raw is None else {"MAX_EXPOSURE": raw}).max_exposure == expected
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "4.5", "1e9", "inf", "nan", "one", ""])
+def test_a_bad_max_exposure_is_named(raw):
+    if raw == "":
+        assert from_environ({"MAX_EXPOSURE": raw}).max_exposure == 1.0  # unset, as everywhere
+        return
+    with pytest.raises(ConfigError, match="MAX_EXPOSURE"):
+        from_environ({"MAX_EXPOSURE": raw})

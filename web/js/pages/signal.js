@@ -1,27 +1,30 @@
-// The signal panel of a symbol: today's action and confidence, the `edge` flag in words, and
-// the out-of-sample record beside buy-and-hold. Pure rendering: market.js feeds it.
+// The signal panel of a symbol: today's action and confidence, how much of one's capital to hold
+// and why (exposure, volatility forecasts), the evidence for an edge in words (its p-value and
+// interval), and the out-of-sample record beside buy-and-hold. Pure rendering: market.js feeds it.
 
 import { h, replace } from '../dom.js';
 import { money, percent, timestamp } from '../format.js';
 
-const EDGE_TRUE = "On this symbol's past, following the signal beat holding the index after costs — a thin margin, not a promise.";
+const EDGE_TRUE = "On this symbol's past, following the sized signal beat holding the index after costs, by more than luck would explain — past, not a promise.";
 const EDGE_FALSE = 'No evidence this beats holding the index: read the signal as a coin flip with a slight lean.';
 
 /** The panel's fixed parts; fill them with show()/training()/failed(). */
 export function signalPanel() {
   const body = h('div', { class: 'signal-body', 'aria-live': 'polite' }, h('p', { class: 'status' }, 'Loading the signal…'));
+  const risk = h('div', { class: 'risk', dataset: { testid: 'risk' } });
   const edge = h('p', { class: 'edge', dataset: { testid: 'edge' } });
   const record = h('div', { class: 'record' });
   const liveLine = h('p', { class: 'signal-live', 'aria-live': 'polite', dataset: { testid: 'signal-live' } });
   const el = h('section', { class: 'card signal', 'aria-labelledby': 'signal-title' },
     h('h2', { id: 'signal-title' }, "Today's signal"),
     h('div', { dataset: { testid: 'signal' } }, body),
-    edge, record, liveLine);
+    risk, edge, record, liveLine);
   return {
     el,
     show(p) {
       replace(body, actionLine(p), details(p));
-      edge.textContent = p.edge === true ? EDGE_TRUE : p.edge === false ? EDGE_FALSE : '';
+      replace(risk, ...riskLines(p));
+      edge.textContent = edgeWords(p);
       replace(record, p.record ? recordTable(p.record) : h('p', {}, 'No out-of-sample record for this model.'));
     },
     training(seconds) {
@@ -56,6 +59,38 @@ function details(p) {
     .map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]));
 }
 
+/** How much to hold and why; nothing for a prediction stored before sizing existed. */
+function riskLines(p) {
+  if (p.exposure === null || p.exposure === undefined) return [];
+  const vol = p.volatility || {};
+  const sizing = p.sizing || {};
+  return [
+    h('p', { class: 'exposure' }, 'Recommended exposure: ', h('strong', {}, percent(p.exposure, 0)),
+      ' of your capital', sizing.max_exposure > 1 ? ` (at most ${percent(sizing.max_exposure, 0)})` : ''),
+    h('p', { class: 'reason' }, sizing.reason || ''),
+    h('p', { class: 'volatility' },
+      `Forecast volatility, a year: ${percent(vol.next_day, 0)} for the next day, `
+      + `${percent(vol.next_21_days, 0)} over the next 21 days (${volatilityModel(vol.model)}).`),
+  ];
+}
+
+function volatilityModel(kind) {
+  return { garch: 'GARCH(1,1)', gjr: 'GJR-GARCH', har: 'HAR of realised variance', naive: '21-day average' }[kind] || kind || 'model not recorded';
+}
+
+/** The edge in words, with the evidence: p-value and the Sharpe difference's 90% interval. */
+function edgeWords(p) {
+  const base = p.edge === true ? EDGE_TRUE : p.edge === false ? EDGE_FALSE : '';
+  const r = p.record || {};
+  if (r.p_value === null || r.p_value === undefined) return base;
+  const [low, high] = r.sharpe_difference_interval_90 || [];
+  const chance = Math.max(1, Math.round(r.p_value * 100));
+  const luck = `a strategy with no edge would do at least this well about ${chance} times in 100`;
+  const interval = low === null || low === undefined ? ''
+    : ` The Sharpe ratio's difference to holding the index is likely between ${fixed(low)} and ${fixed(high)}.`;
+  return `${base} (p = ${fixed(r.p_value, 2)}: ${luck}.)${interval}`;
+}
+
 function fixed(value, digits = 2) {
   return value === null || value === undefined ? '—' : Number(value).toFixed(digits);
 }
@@ -72,6 +107,8 @@ function recordTable(r) {
     h('tbody', {},
       h('tr', {}, h('th', { scope: 'row' }, 'Sharpe ratio after costs'),
         h('td', { class: 'num' }, fixed(r.sharpe)), h('td', { class: 'num' }, fixed(r.buy_and_hold_sharpe))),
+      h('tr', {}, h('th', { scope: 'row' }, 'Average exposure'),
+        h('td', { class: 'num' }, percent(r.mean_exposure, 0)), h('td', { class: 'num' }, '100%')),
       h('tr', {}, h('th', { scope: 'row' }, 'Direction accuracy'),
         h('td', { class: 'num' }, percent(r.accuracy)), h('td', { class: 'num' }, percent(r.always_up_accuracy)))));
 }

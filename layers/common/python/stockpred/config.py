@@ -101,6 +101,9 @@ class Settings:
     min_train_days: int = 504
     record_refit_every: int = 21
     train_on_demand: bool = True
+    # Largest exposure a model's sizing may recommend: 1.0 holds at most all of one's capital;
+    # above 1 is leverage, up to MAX_LEVERAGE.
+    max_exposure: float = 1.0
     train_function_name: str = "RetrainFunction"
     retrain_symbols: tuple[str, ...] = ()
 
@@ -241,6 +244,15 @@ def _origin(value: str | None) -> str | None:
     return value
 
 
+MAX_LEVERAGE = 4.0
+
+
+def _max_exposure(value: float) -> float:
+    if not value <= MAX_LEVERAGE:  # NaN too
+        raise ConfigError(f"MAX_EXPOSURE must be at most {MAX_LEVERAGE} (4x leverage), not {value}")
+    return value
+
+
 def log_level(environ: Mapping[str, str] | None = None) -> str:
     """LOG_LEVEL alone: loggers are made at import time, before the rest may be read."""
     return _Reader(os.environ if environ is None else environ).choice(
@@ -302,6 +314,7 @@ def from_environ(environ: Mapping[str, str]) -> Settings:
         min_train_days=r.integer("MIN_TRAIN_DAYS", 504, minimum=50),
         record_refit_every=r.integer("RECORD_REFIT_EVERY", 21, minimum=1),
         train_on_demand=r.choice("TRAIN_ON_DEMAND", "on", ("on", "off")) == "on",
+        max_exposure=_max_exposure(r.number("MAX_EXPOSURE", 1.0, minimum=0.01)),
         train_function_name=r.text("TRAIN_FUNCTION_NAME", "RetrainFunction") or "RetrainFunction",
         retrain_symbols=tuple(s.upper() for s in r.items("RETRAIN_SYMBOLS")),
         ws_management_url=r.text("WS_MANAGEMENT_URL"),

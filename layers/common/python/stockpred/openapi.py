@@ -44,6 +44,7 @@ STRING = {"type": "string"}
 NULLABLE_STRING = {"type": ["string", "null"]}
 INTEGER = {"type": "integer"}
 NUMBER = {"type": "number"}
+NULLABLE_NUMBER = {"type": ["number", "null"]}
 BOOLEAN = {"type": "boolean"}
 MONEY = {"type": "string", "pattern": "^-?[0-9]+\\.[0-9]{2}$", "description": "an amount, e.g. 123.45"}
 DATE = {"type": "string", "format": "date"}
@@ -71,6 +72,15 @@ SCHEMAS: dict[str, Any] = {
         {"probability": NUMBER, "confidence": NUMBER, "expected_return": NUMBER,
          "last_close": NUMBER, "model_version": STRING, "as_of": STRING, "edge": BOOLEAN,
          "record": {"type": ["object", "null"]},
+         "volatility": {"type": ["object", "null"], "description": "annualised forecasts",
+                        "properties": {"next_day": NULLABLE_NUMBER, "next_21_days": NULLABLE_NUMBER,
+                                       "model": STRING}},
+         "exposure": {"type": ["number", "null"], "minimum": 0,
+                      "description": "recommended fraction of capital, 0 to sizing.max_exposure"},
+         "sizing": {"type": ["object", "null"],
+                    "properties": {"target_volatility": NULLABLE_NUMBER, "max_exposure": NUMBER,
+                                   "horizon_days": INTEGER, "conviction_strength": NUMBER,
+                                   "reason": STRING}},
          "outcome": {"type": ["object", "null"]}}),
     "Training": _obj({"symbol": STRING, "status": {"const": "training"}, "message": STRING,
                       "retry_after": INTEGER, "started_by_this_request": BOOLEAN}),

@@ -108,6 +108,9 @@ class ModelRegistry:
         if meta.get("format_version") != artifact.FORMAT_VERSION:
             raise OutdatedArtifact(f"{name} is in artifact format {meta.get('format_version')}, "
                                    f"this runtime reads format {artifact.FORMAT_VERSION}: retrain it")
+        if "volatility" not in meta or "sizing" not in meta:
+            raise OutdatedArtifact(f"{name} was trained before volatility forecasts and sizing: "
+                                   "retrain it")
         blob = self._get(f"{base}/{ARTIFACT_NAME}")
         digest = hashlib.sha256(blob).hexdigest()
         if digest != meta.get("sha256"):

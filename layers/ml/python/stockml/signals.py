@@ -8,10 +8,13 @@ function (an asynchronous Lambda invoke) and the caller answers 202. A lock on t
 makes that single-flight across concurrent requests and warm instances: ten first requests for a
 symbol start one training.
 
-Every prediction carries its model's out-of-sample record with an `edge` flag: true only when the
-model beat buy-and-hold's after-cost Sharpe on the same out-of-sample days. A prediction is stored
-once per (symbol, as_of, model_version); asking again returns the stored row. Once the next day's
-close is known, the stored row's outcome is filled in.
+Every prediction carries its model's out-of-sample record with an `edge` flag: true only when
+its sized strategy beat buy-and-hold's after-cost Sharpe with a one-sided bootstrap p below 0.05
+(stockml.edge). It also says how much risk to take: annualised volatility forecasts for the next
+day and the next 21 days and a recommended exposure (fraction of capital, stockml.sizing), sized
+by the model's own volatility model and sizing rule when the prediction is made. A prediction is
+stored once per (symbol, as_of, model_version); asking again returns the stored row. Once the next
+day's close is known, the stored row's outcome is filled in.
 
 A warm instance computes a history's features once: `FeatureCache` keeps the last bar's feature
 row per (symbol, history version), the version being the digest of the cached history entry the
@@ -33,6 +36,7 @@ import numpy as np
 from stockml.artifact import action_for
 from stockml.features import build_features, frame_from_bars
 from stockml.registry import LoadedModel, ModelNotFound, ModelRegistry, OutdatedArtifact
+from stockml.sizing import recommend
 from stockpred import aws, config, logs, postgres, redis_stores
 from stockpred.logs import get_logger
 
@@ -139,11 +143,13 @@ def current_model(symbol: str, bars: list[Bar], train_on_demand: bool) -> Loaded
 
 
 class LatestBar(NamedTuple):
-    """What a prediction needs from a history: its last bar's date and close, and its features."""
+    """What a prediction needs from a history: its last bar's date and close, its features, and
+    every close (for the volatility forecasts)."""
 
     as_of: dt.date
     last_close: float
     features: np.ndarray  # one read-only row, columns in FEATURE_NAMES order
+    close: np.ndarray  # read-only, oldest first
 
 
 def latest_bar(bars: list[Bar]) -> LatestBar:
@@ -153,7 +159,9 @@ def latest_bar(bars: list[Bar]) -> LatestBar:
     if len(last) == 0 or np.isnan(last).any():
         raise NotEnoughHistory("not enough history to compute today's features")
     last.setflags(write=False)
-    return LatestBar(frame.dates[-1].item(), float(frame.close[-1]), last)
+    close = np.array(frame.close, dtype=float)
+    close.setflags(write=False)
+    return LatestBar(frame.dates[-1].item(), float(close[-1]), last, close)
 
 
 class FeatureCache:
@@ -206,20 +214,49 @@ def predict(history: History, train_on_demand: bool = True) -> tuple[dict[str, A
         prob_up, expected = loaded.model.predict(latest.features)
         prob, exp_ret = float(prob_up[0]), float(expected[0])
         record = loaded.metadata["record"]
+        risk = risk_for(loaded.metadata, latest.close, prob)
         cur.execute(
             f"""INSERT INTO predictions (id, symbol, as_of, model_version, last_close, predicted_close,
-                   expected_return, probability_up, action, edge, record)
-               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                   expected_return, probability_up, action, edge, record, risk)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                ON CONFLICT (symbol, as_of, model_version) DO NOTHING RETURNING {_COLUMNS}""",
             (str(uuid.uuid4()), symbol, latest.as_of, loaded.version, latest.last_close,
              round(latest.last_close * (1 + exp_ret), 6), exp_ret, prob, action_for(prob),
-             bool(record["edge"]), json.dumps(record)),
+             bool(record["edge"]), json.dumps(record), json.dumps(risk)),
         )
         row = cur.fetchone()
         if row is not None:
             return _body(row), True
         # A concurrent request stored it after this transaction's first read: read it now.
         return _body(_stored(cur, symbol, latest.as_of, loaded.version)), False
+
+
+def risk_for(metadata: dict[str, Any], close: np.ndarray, prob_up: float) -> dict[str, Any]:
+    """The risk a prediction recommends after the last close, with the reason in words: the
+    model's volatility forecasts, and its sizing rule's exposure given the direction model's
+    probability of an up day."""
+    sized = recommend(close, metadata["volatility"], metadata["sizing"], prob_up=prob_up)
+    sizing = metadata["sizing"]
+    return {**sized, "horizon_days": sizing["horizon"],
+            "conviction_strength": sizing["conviction_strength"],
+            "reason": exposure_reason(sized, sizing, prob_up)}
+
+
+def exposure_reason(sized: dict[str, Any], sizing: dict[str, Any], prob_up: float) -> str:
+    """Why this exposure, for a reader who is not a statistician."""
+    forecast = sized["volatility"]["next_21_days" if sizing["horizon"] > 1 else "next_day"]
+    horizon = "the next 21 days" if sizing["horizon"] > 1 else "the next day"
+    target, cap = sized["target_volatility"], sized["max_exposure"]
+    if forecast is None:
+        return "No volatility forecast could be made, so hold nothing."
+    words = (f"Hold {sized['exposure']:.0%} of your capital: prices are forecast to swing "
+             f"{forecast:.0%} a year over {horizon}, against a target of {target:.0%}")
+    if sizing["conviction_strength"]:
+        lean = "up" if prob_up > 0.5 else "down" if prob_up < 0.5 else "neither way"
+        words += f", scaled by the model's lean ({lean}, {prob_up:.1%} chance of an up day)"
+    if sized["exposure"] >= cap:
+        words += f", capped at {cap:.0%}"
+    return words + "."
 
 
 def _stored(cur: Any, symbol: str, as_of: dt.date, version: str) -> tuple | None:
@@ -230,12 +267,12 @@ def _stored(cur: Any, symbol: str, as_of: dt.date, version: str) -> tuple | None
 
 _COLUMNS = ("id, symbol, as_of, model_version, last_close, predicted_close, expected_return, "
             "probability_up, action, edge, record, created_at, outcome_date, realised_close, "
-            "realised_return, correct")
+            "realised_return, correct, risk")
 
 
 def _body(row: tuple) -> dict[str, Any]:
     (pid, symbol, as_of, version, last_close, predicted, exp_ret, prob, action, edge, record,
-     created, outcome_date, realised_close, realised_return, correct) = row
+     created, outcome_date, realised_close, realised_return, correct, risk) = row
     return {
         "symbol": symbol,
         "prediction": round(float(predicted), 4),
@@ -250,6 +287,9 @@ def _body(row: tuple) -> dict[str, Any]:
         "as_of": as_of.isoformat(),
         "edge": edge,
         "record": record,
+        "volatility": risk and risk["volatility"],
+        "exposure": risk and risk["exposure"],
+        "sizing": risk and {k: v for k, v in risk.items() if k not in ("volatility", "exposure")},
         "outcome": None if correct is None else {
             "date": outcome_date.isoformat(),
             "close": round(float(realised_close), 4),

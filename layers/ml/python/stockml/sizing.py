@@ -76,9 +76,12 @@ def recommend(close: np.ndarray, volatility: dict[str, Any], sizing: dict[str, A
     size = float(exposure(forecast, target, rule, prob_up)[0])
     vols = model.forecast_next(close)
     return {
-        "volatility": {**{k: (round(v, 4) if math.isfinite(v) else None) for k, v in vols.items()},
-                       "model": model.kind},
+        "volatility": {**{k: _finite(v) for k, v in vols.items()}, "model": model.kind},
         "exposure": round(size, 4),
-        "target_volatility": round(float(target[0]), 4),
+        "target_volatility": _finite(float(target[0])),
         "max_exposure": rule.max_exposure,
     }
+
+
+def _finite(value: float) -> float | None:
+    return round(value, 4) if math.isfinite(value) else None

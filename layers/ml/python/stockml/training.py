@@ -25,7 +25,6 @@ from stockml.evaluation import evaluate_with_frames
 from stockml.features import FEATURE_NAMES, frame_from_bars
 from stockml.models import make_model, training_rows
 from stockml.signals import NotEnoughHistory, check_history, record_model, registry
-from stockml.sizing import DEFAULT_MAX_EXPOSURE
 from stockml.volatility import percent_returns
 from stockml.volatility_fit import fit_volatility
 from stockpred import config
@@ -88,9 +87,11 @@ def serving_choices(report: dict[str, Any], kind: str, returns: Any,
 
 def train(symbol: str, bars: list[Bar], kind: str | None = None, source: str = "",
           progress: Callable[[int, int], None] | None = None,
-          max_exposure: float = DEFAULT_MAX_EXPOSURE) -> dict[str, Any]:
-    """Evaluates walk-forward for the record, fits on all history, publishes; returns metadata."""
+          max_exposure: float | None = None) -> dict[str, Any]:
+    """Evaluates walk-forward for the record, fits on all history, publishes; returns metadata.
+    `max_exposure` caps the sizing's recommendation (default: the MAX_EXPOSURE setting)."""
     kind = kind or config.load().model_kind
+    max_exposure = config.load().max_exposure if max_exposure is None else max_exposure
     started = time.perf_counter()
     first_test = _first_test_date(bars)
     frame = frame_from_bars(bars)
