@@ -35,6 +35,7 @@ import requests
 from botocore.config import Config
 
 from bench._accounts import sign_up
+from bench._cpu import StackCpu, delta
 from bench._timing import p
 from devstack.services import ephemeral_stack
 
@@ -107,7 +108,10 @@ def _boto3_broadcast(env: dict[str, str], conns: list[str], message: dict) -> No
         list(pool.map(lambda c: client.post_to_connection(ConnectionId=c, Data=data), conns))
 
 
-async def broadcasts(subs: Subscribers, session: aiohttp.ClientSession, size: int) -> dict:
+async def broadcasts(subs: Subscribers, session: aiohttp.ClientSession, size: int,
+                     cpu: StackCpu, spent: dict) -> dict:
+    """Per way: rounds, p50, p99, deliveries/s, missing; `spent[(size, way)]` the CPU seconds per
+    process label over the timed rounds, and the deliveries they made."""
     from stockpred import realtime
 
     conns = await subs.open(session, size)
@@ -129,10 +133,12 @@ async def broadcasts(subs: Subscribers, session: aiohttp.ClientSession, size: in
             got = await subs.wait_for(size, lambda m, tag=tag: m.get("tag") == tag)
             if i < 0:
                 t_start = time.perf_counter()
+                cpu_before = cpu.snapshot()
                 continue
             missing += size - len(got)
             latencies += [t - sent for t, _ in got]
         wall = time.perf_counter() - t_start
+        spent[(size, way)] = (delta(cpu_before, cpu.snapshot()), len(latencies))
         out[way] = (rounds, p(latencies, 50), p(latencies, 99), len(latencies) / wall, missing)
     await subs.close()
     return out
@@ -176,7 +182,8 @@ def _await_model(api: str) -> None:
     raise SystemExit(f"no model for {PREDICT_SYMBOL} after 180 s")
 
 
-async def predicts(subs: Subscribers, session: aiohttp.ClientSession, size: int, rounds: int) -> dict:
+async def predicts(subs: Subscribers, session: aiohttp.ClientSession, size: int, rounds: int,
+                   cpu: StackCpu, spent: dict) -> dict:
     api = subs.env["STOCKPRED_API_URL"]
     conns = await subs.open(session, size)
     loop = asyncio.get_running_loop()
@@ -184,6 +191,7 @@ async def predicts(subs: Subscribers, session: aiohttp.ClientSession, size: int,
     for room_size in (0, size):
         subs.join(PREDICT_SYMBOL, conns[:room_size])
         request_ms, deliveries, missing = [], [], 0
+        cpu_before = cpu.snapshot()
         for _ in range(rounds):
             subs.arrivals.clear()
             started = time.time()
@@ -196,6 +204,7 @@ async def predicts(subs: Subscribers, session: aiohttp.ClientSession, size: int,
                 deliveries += [t - started for t, _ in got]
             else:
                 await asyncio.sleep(0.05)
+        spent[(room_size, "predict")] = (delta(cpu_before, cpu.snapshot()), len(deliveries) or rounds)
         out[room_size] = (p(request_ms, 50), p(request_ms, 99),
                           p(deliveries, 50) if deliveries else None,
                           p(deliveries, 99) if deliveries else None, missing)
@@ -205,14 +214,28 @@ async def predicts(subs: Subscribers, session: aiohttp.ClientSession, size: int,
 
 
 async def run(env: dict[str, str], token: str, user: str, sizes: list[int],
-              rounds: int) -> tuple[dict, dict, str]:
+              rounds: int, cpu: StackCpu, spent: dict) -> tuple[dict, dict, str]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         subs = Subscribers(env, token, user)
-        rows = {size: await broadcasts(subs, session, size) for size in sizes}
+        rows = {size: await broadcasts(subs, session, size, cpu, spent) for size in sizes}
         await asyncio.get_running_loop().run_in_executor(None, _await_model, env["STOCKPRED_API_URL"])
         predict_started = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-        predict_rows = await predicts(subs, session, max(sizes), rounds)
+        predict_rows = await predicts(subs, session, max(sizes), rounds, cpu, spent)
     return rows, predict_rows, predict_started
+
+
+def _print_cpu(spent: dict, keys: list[tuple[int, str]]) -> None:
+    """CPU ms per delivery (per request for an empty room's predicts), per process label."""
+    labels = sorted({label for key in keys for label in spent[key][0]},
+                    key=lambda label: -max(spent[k][0].get(label, 0) / spent[k][1] for k in keys))
+    heads = [f"{size} {way}" for size, way in keys]
+    print(f"{'process':<36}" + "".join(f"{h:>18}" for h in heads))
+    for label in labels:
+        cells = [spent[k][0].get(label, 0.0) * 1000 / spent[k][1] for k in keys]
+        if max(cells) >= 0.005:
+            print(f"{label:<36}" + "".join(f"{c:>18.3f}" for c in cells))
+    totals = [sum(spent[k][0].values()) * 1000 / spent[k][1] for k in keys]
+    print(f"{'total':<36}" + "".join(f"{t:>18.3f}" for t in totals))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -227,7 +250,9 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.update(env)
         api = env["STOCKPRED_API_URL"]
         user, token = sign_up(api)
-        rows, predict_rows, predict_started = asyncio.run(run(env, token, user, sizes, args.predicts))
+        spent: dict = {}
+        rows, predict_rows, predict_started = asyncio.run(
+            run(env, token, user, sizes, args.predicts, StackCpu(stack), spent))
         time.sleep(0.5)  # the last invocations' lines
         spans = _where_the_time_goes(str(stack.logfile("gateway")), predict_started)
 
@@ -248,6 +273,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{'invocation: span':<28}{'p50 ms':>9}{'p99 ms':>9}")
         for name, p50, p99 in spans:
             print(f"{name:<28}{p50:>9.1f}{p99:>9.1f}")
+    print("\nCPU ms per delivery by process (/proc/<pid>/stat; for the empty room, per request)")
+    _print_cpu(spent, [(big, "queued"), (big, "boto3 inline"), (0, "predict"), (big, "predict")])
     ratio = full[0] / empty[0]
     print(f"target: predict p50 with {big} subscribers <= {PREDICT_RATIO_TARGET}x with an empty room "
           f"-> {ratio:.2f}x {_met(ratio <= PREDICT_RATIO_TARGET)}")
