@@ -5,6 +5,8 @@
    WS_PUSH_CHUNK per invocation, parallel invocations for the rest). Latency from publishing to
    receipt by each client, p50 and p99, deliveries/s; beside the old way, one boto3
    PostToConnection per subscriber from 16 threads in the publishing process.
+   With the most subscribers, a REST call (cached details) in a loop during more broadcasts,
+   against the same calls with nothing running: what a fan-out costs the REST API.
 2. GET /api/predict/SPX with SPX's room empty, then with 1000 subscribers in it: the request's
    own latency (the target: within 1.5x), and from the request's start to each subscriber's
    receipt of the prediction (the target: p99 within 200 ms), none missing.
@@ -25,6 +27,7 @@ import json
 import os
 import resource
 import sys
+import threading
 import time
 import uuid
 
@@ -35,6 +38,7 @@ import requests
 from botocore.config import Config
 
 from bench._accounts import sign_up
+from bench._cpu import StackCpu, delta
 from bench._timing import p
 from devstack.services import ephemeral_stack
 
@@ -107,7 +111,46 @@ def _boto3_broadcast(env: dict[str, str], conns: list[str], message: dict) -> No
         list(pool.map(lambda c: client.post_to_connection(ConnectionId=c, Data=data), conns))
 
 
-async def broadcasts(subs: Subscribers, session: aiohttp.ClientSession, size: int) -> dict:
+class RestProbe:
+    """GET /api/stocks/<symbol>/details in a loop on a thread, one at a time, while switched on:
+    the REST API's latency while a fan-out runs, against the same calls while nothing does."""
+
+    def __init__(self, api: str) -> None:
+        self.url = f"{api}/api/stocks/{PREDICT_SYMBOL}/details"
+        self.session = requests.Session()
+        self.latencies: dict[str, list[float]] = {"idle": [], "during fan-out": []}
+        self.label: str | None = None
+        self.stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop:
+            label = self.label
+            if label is None:
+                time.sleep(0.005)
+                continue
+            t0 = time.perf_counter()
+            self.session.get(self.url, timeout=30).raise_for_status()
+            took = time.perf_counter() - t0
+            if self.label == label:
+                self.latencies[label].append(took)
+            time.sleep(0.005)
+
+    async def idle(self, seconds: float) -> None:
+        self.label = "idle"
+        await asyncio.sleep(seconds)
+        self.label = None
+
+    def close(self) -> None:
+        self.stop = True
+        self.thread.join(30)
+
+
+async def broadcasts(subs: Subscribers, session: aiohttp.ClientSession, size: int,
+                     cpu: StackCpu, spent: dict, probe: RestProbe | None = None) -> dict:
+    """Per way: rounds, p50, p99, deliveries/s, missing; `spent[(size, way)]` the CPU seconds per
+    process label over the timed rounds, and the deliveries they made."""
     from stockpred import realtime
 
     conns = await subs.open(session, size)
@@ -129,13 +172,34 @@ async def broadcasts(subs: Subscribers, session: aiohttp.ClientSession, size: in
             got = await subs.wait_for(size, lambda m, tag=tag: m.get("tag") == tag)
             if i < 0:
                 t_start = time.perf_counter()
+                cpu_before = cpu.snapshot()
                 continue
             missing += size - len(got)
             latencies += [t - sent for t, _ in got]
         wall = time.perf_counter() - t_start
+        spent[(size, way)] = (delta(cpu_before, cpu.snapshot()), len(latencies))
         out[way] = (rounds, p(latencies, 50), p(latencies, 99), len(latencies) / wall, missing)
+        if probe is not None and way == "queued":
+            await _probe_rest(subs, probe, size)
     await subs.close()
     return out
+
+
+async def _probe_rest(subs: Subscribers, probe: RestProbe, size: int, rounds: int = 5) -> None:
+    """REST calls during `rounds` more queued broadcasts (outside the timed ones), and as long
+    again after each with nothing running."""
+    from stockpred import realtime
+
+    loop = asyncio.get_running_loop()
+    for i in range(rounds):
+        tag = f"probe-{i}-{uuid.uuid4().hex[:6]}"
+        started = time.time()
+        probe.label = "during fan-out"
+        await loop.run_in_executor(None, realtime.publish_to_room, ROOM, {"type": "bench", "tag": tag})
+        await subs.wait_for(size, lambda m, tag=tag: m.get("tag") == tag)
+        probe.label = None
+        await asyncio.sleep(0.05)
+        await probe.idle(time.time() - started)
 
 
 def _where_the_time_goes(log_path: str, started: float) -> list[tuple[str, float, float]]:
@@ -176,7 +240,8 @@ def _await_model(api: str) -> None:
     raise SystemExit(f"no model for {PREDICT_SYMBOL} after 180 s")
 
 
-async def predicts(subs: Subscribers, session: aiohttp.ClientSession, size: int, rounds: int) -> dict:
+async def predicts(subs: Subscribers, session: aiohttp.ClientSession, size: int, rounds: int,
+                   cpu: StackCpu, spent: dict) -> dict:
     api = subs.env["STOCKPRED_API_URL"]
     conns = await subs.open(session, size)
     loop = asyncio.get_running_loop()
@@ -184,6 +249,7 @@ async def predicts(subs: Subscribers, session: aiohttp.ClientSession, size: int,
     for room_size in (0, size):
         subs.join(PREDICT_SYMBOL, conns[:room_size])
         request_ms, deliveries, missing = [], [], 0
+        cpu_before = cpu.snapshot()
         for _ in range(rounds):
             subs.arrivals.clear()
             started = time.time()
@@ -194,8 +260,10 @@ async def predicts(subs: Subscribers, session: aiohttp.ClientSession, size: int,
                 got = await subs.wait_for(room_size, lambda m: m.get("type") == "prediction")
                 missing += room_size - len(got)
                 deliveries += [t - started for t, _ in got]
-            else:
-                await asyncio.sleep(0.05)
+            # The same pause after each request whatever the room: the next request starts after
+            # the fan-out invocations have finished, not during their last writes.
+            await asyncio.sleep(0.05)
+        spent[(room_size, "predict")] = (delta(cpu_before, cpu.snapshot()), len(deliveries) or rounds)
         out[room_size] = (p(request_ms, 50), p(request_ms, 99),
                           p(deliveries, 50) if deliveries else None,
                           p(deliveries, 99) if deliveries else None, missing)
@@ -205,14 +273,32 @@ async def predicts(subs: Subscribers, session: aiohttp.ClientSession, size: int,
 
 
 async def run(env: dict[str, str], token: str, user: str, sizes: list[int],
-              rounds: int) -> tuple[dict, dict, str]:
+              rounds: int, cpu: StackCpu, spent: dict) -> tuple[dict, dict, str]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         subs = Subscribers(env, token, user)
-        rows = {size: await broadcasts(subs, session, size) for size in sizes}
+        probe = RestProbe(env["STOCKPRED_API_URL"])
+        rows = {size: await broadcasts(subs, session, size, cpu, spent,
+                                       probe if size == max(sizes) else None) for size in sizes}
+        probe.close()
+        spent["rest probe"] = probe.latencies
         await asyncio.get_running_loop().run_in_executor(None, _await_model, env["STOCKPRED_API_URL"])
         predict_started = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-        predict_rows = await predicts(subs, session, max(sizes), rounds)
+        predict_rows = await predicts(subs, session, max(sizes), rounds, cpu, spent)
     return rows, predict_rows, predict_started
+
+
+def _print_cpu(spent: dict, keys: list[tuple[int, str]]) -> None:
+    """CPU ms per delivery (per request for an empty room's predicts), per process label."""
+    labels = sorted({label for key in keys for label in spent[key][0]},
+                    key=lambda label: -max(spent[k][0].get(label, 0) / spent[k][1] for k in keys))
+    heads = [f"{size} {way}" for size, way in keys]
+    print(f"{'process':<36}" + "".join(f"{h:>18}" for h in heads))
+    for label in labels:
+        cells = [spent[k][0].get(label, 0.0) * 1000 / spent[k][1] for k in keys]
+        if max(cells) >= 0.005:
+            print(f"{label:<36}" + "".join(f"{c:>18.3f}" for c in cells))
+    totals = [sum(spent[k][0].values()) * 1000 / spent[k][1] for k in keys]
+    print(f"{'total':<36}" + "".join(f"{t:>18.3f}" for t in totals))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -227,7 +313,9 @@ def main(argv: list[str] | None = None) -> None:
         os.environ.update(env)
         api = env["STOCKPRED_API_URL"]
         user, token = sign_up(api)
-        rows, predict_rows, predict_started = asyncio.run(run(env, token, user, sizes, args.predicts))
+        spent: dict = {}
+        rows, predict_rows, predict_started = asyncio.run(
+            run(env, token, user, sizes, args.predicts, StackCpu(stack), spent))
         time.sleep(0.5)  # the last invocations' lines
         spans = _where_the_time_goes(str(stack.logfile("gateway")), predict_started)
 
@@ -248,6 +336,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{'invocation: span':<28}{'p50 ms':>9}{'p99 ms':>9}")
         for name, p50, p99 in spans:
             print(f"{name:<28}{p50:>9.1f}{p99:>9.1f}")
+    probed = spent.pop("rest probe")
+    if all(len(v) > 1 for v in probed.values()):
+        print(f"\nGET /api/stocks/{PREDICT_SYMBOL}/details, one at a time, while {big} subscribers get "
+              "each broadcast and for as long again with nothing running")
+        for label, values in probed.items():
+            print(f"{label:<16}{len(values):>6} calls  p50 {p(values, 50):>7.1f} ms  "
+                  f"p99 {p(values, 99):>7.1f} ms")
+    print("\nCPU ms per delivery by process (/proc/<pid>/stat; for the empty room, per request)")
+    _print_cpu(spent, [(big, "queued"), (big, "boto3 inline"), (0, "predict"), (big, "predict")])
     ratio = full[0] / empty[0]
     print(f"target: predict p50 with {big} subscribers <= {PREDICT_RATIO_TARGET}x with an empty room "
           f"-> {ratio:.2f}x {_met(ratio <= PREDICT_RATIO_TARGET)}")

@@ -1,6 +1,7 @@
 """The `stockpred` command: run the local stack and operate the platform.
 
-    stockpred up | down                  the whole local stack (services + devstack gateway)
+    stockpred up | down                  the whole local stack (services, devstack's gateway and
+                                         WebSocket API)
     stockpred services up|down|status    the data services alone
     stockpred import-csv DIR             load a folder of daily OHLCV CSV files
     stockpred train SYMBOL... | --all    train, evaluate and publish models
@@ -59,6 +60,7 @@ stockpred is up.
                 (`make run` serves the sources; `make run BUILT=1` what `sam build` made)
   REST API      {api}/api/stocks
   WebSocket     {env['STOCKPRED_WS_URL']}?token=<JWT from /api/users/login>
+  @connections  {env['WS_MANAGEMENT_URL']}/@connections/<connection id>  (SigV4, the stack's keys)
   try           curl {api}/api/stocks/SPX/details
                 curl '{api}/api/stocks/SPX/history?from=2018-12-01&to=2018-12-31'
   Lambda Invoke {api}/2015-03-31/functions/<name>/invocations

@@ -5,9 +5,10 @@
 - `POST /2015-03-31/functions/{name}/invocations` is Lambda's Invoke API, so a boto3 `lambda`
   client with an endpoint override (and moto's Step Functions engine) runs any function by name
   or ARN. As IAM does on AWS, it answers only requests SigV4-signed with the stack's credentials
-  (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; devstack/sigv4.py), and so does `@connections`.
+  (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; devstack/sigv4.py).
 - `Schedule` events fire on their rate()/cron() expressions.
-- The template's WebSocket API and its `@connections` management API (devstack/wsapi.py).
+- The template's WebSocket API and its `@connections` management API are another process on a
+  port of their own, as on AWS they are another endpoint (devstack/wsapi.py).
 - The dashboard's static files (web/) at `/`, `/config.json` and their paths (devstack/dashboard.py).
 
 Run: python -m devstack.gateway --port 3000 --template template.yaml
@@ -37,7 +38,6 @@ from devstack.runtime import FunctionTimeout, Invocation, LambdaPython, Throttle
 from devstack.schedules import next_fire
 from devstack.sigv4 import Guard
 from devstack.template import Function, Route, Template
-from devstack.wsapi import WebSocketApi
 from stockpred import safejson
 
 log = logging.getLogger("devstack.gateway")
@@ -250,10 +250,6 @@ def build_app(template: Template, pool: WorkerPool, invoke_pool: WorkerPool, *,
         guard = Guard(os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY"))
     app.router.add_post("/2015-03-31/functions/{name}/invocations", guard.protect(_lambda_invoke))
 
-    async def invoke_ws(fn: Function, event: dict, request_id: str) -> Invocation:
-        return await _invoke(app, fn, event, request_id)
-
-    WebSocketApi(template, invoke_ws, guard).add_to(app)
     app.router.add_get("/_devstack/health", _health)
     # The dashboard's files from this same origin (as CloudFront serves them beside /api/* on AWS).
     dashboard.add_routes(app)
@@ -272,6 +268,20 @@ def build_app(template: Template, pool: WorkerPool, invoke_pool: WorkerPool, *,
 
     app.on_cleanup.append(shutdown)
     return app
+
+
+def log_feed(template: Template, runtime: LambdaPython, env: dict[str, str], *,
+             shipping: bool) -> LogFeed:
+    """The functions' lines go to the log shipper as CloudWatch Logs would send them, when there
+    is a log store to ship to; its own small pool, so shipping never holds an API worker.
+    Without shipping (`feed.sink` is None), the workers write straight to devstack's own stderr:
+    no thread here reads, echoes and batches every line."""
+    shipper = template.functions.get(logfeed.SHIPPER) if shipping and env.get("OPENSEARCH_URL") else None
+    ship_pool = WorkerPool(1, base_env=env, runtime=runtime, max_total=1) if shipper else None
+    feed = LogFeed(shipper, ship_pool)
+    if ship_pool is not None:
+        ship_pool.log_sink = feed.sink
+    return feed
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -299,19 +309,9 @@ def main(argv: list[str] | None = None) -> None:
     runtime = LambdaPython(built=template.built)
     log.info("serving %s from %s", runtime.describe(), template.path)
     env = dict(os.environ)
-    # The functions' lines go to the log shipper as CloudWatch Logs would send them, when there
-    # is a log store to ship to; its own small pool, so shipping never holds an API worker.
-    shipping = env.get("OPENSEARCH_URL") and not args.no_log_shipping
-    shipper = template.functions.get(logfeed.SHIPPER) if shipping else None
-    ship_pool = WorkerPool(1, base_env=env, runtime=runtime, max_total=1) if shipper else None
-    feed = LogFeed(shipper, ship_pool)
-    # Without shipping, the workers write straight to devstack's own stderr: no thread here
-    # reads, echoes and batches every line.
-    sink = feed.lines if shipper else None
-    pool = WorkerPool(args.workers, base_env=env, runtime=runtime, log_sink=sink)
-    invoke_pool = WorkerPool(args.invoke_workers, base_env=env, runtime=runtime, log_sink=sink)
-    if ship_pool is not None:
-        ship_pool.log_sink = sink
+    feed = log_feed(template, runtime, env, shipping=not args.no_log_shipping)
+    pool = WorkerPool(args.workers, base_env=env, runtime=runtime, log_sink=feed.sink)
+    invoke_pool = WorkerPool(args.invoke_workers, base_env=env, runtime=runtime, log_sink=feed.sink)
     # uvloop: the loop's socket and timer work in C, which the REST path's hops are made of.
     web.run_app(build_app(template, pool, invoke_pool, schedules=not args.no_schedules, log_feed=feed),
                 host=args.host, port=args.port, print=None, access_log=None,

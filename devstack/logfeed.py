@@ -23,7 +23,7 @@ import time
 from collections import defaultdict
 from typing import Any, TextIO
 
-from devstack.runtime import WorkerPool
+from devstack.runtime import LogSink, WorkerPool
 from devstack.template import LOCAL_ACCOUNT, Function
 
 log = logging.getLogger("devstack.logfeed")
@@ -64,6 +64,11 @@ class LogFeed:
         self._thread = threading.Thread(target=self._run, name="logfeed", daemon=True)
         if shipper is not None and pool is not None:
             self._thread.start()
+
+    @property
+    def sink(self) -> LogSink | None:
+        """The pools' LogSink: `lines` when shipping, else None (workers write to stderr)."""
+        return self.lines if self.shipper is not None else None
 
     def lines(self, function: str, stream: str, texts: list[str]) -> None:
         """Lines of one log stream that arrived together: echoed in one write, queued in one go."""

@@ -39,6 +39,7 @@ DEFAULT_PORTS = {
     "opensearch": 59200,
     "opensearch-transport": 59300,
     "gateway": 3000,
+    "websocket": 3001,
 }
 CACHE_PORT_BASE = 56380
 REPLICA_PORT_BASE = 56400
@@ -297,8 +298,9 @@ class Stack:
             "STOCKPRED_API_URL": gateway,
             "CACHE_MODE": "shards",
             **self._sentinel_env(ext),
-            "STOCKPRED_WS_URL": gateway.replace("http://", "ws://") + "/local",
-            "WS_MANAGEMENT_URL": gateway + "/local",
+            # The WebSocket API is an endpoint of its own (devstack/wsapi.py), as on AWS.
+            "STOCKPRED_WS_URL": f"ws://127.0.0.1:{p['websocket']}/local",
+            "WS_MANAGEMENT_URL": f"http://127.0.0.1:{p['websocket']}/local",
         }
         env["PUSH_QUEUE_URL"] = queue_url(env["AWS_ENDPOINT_URL"], "PushQueue")
         if "AWS_ENDPOINT_URL" in ext:
@@ -386,7 +388,7 @@ class Stack:
         if "OPENSEARCH_URL" not in ext:
             out.append(self._opensearch())
         if self.with_gateway:
-            out.append(self._gateway())
+            out += [self._websocket_api(), self._gateway()]
         return out
 
     def _postgres(self) -> Service:
@@ -681,6 +683,18 @@ class Stack:
         argv = [sys.executable, "-m", "devstack.gateway", "--host", "127.0.0.1",
                 "--port", str(port), "--template", str(served_template())]
         return Service("gateway", argv, ready, env=self.client_env(), ready_deadline_s=60)
+
+    def _websocket_api(self) -> Service:
+        port = self.ports["websocket"]
+
+        def ready() -> bool:
+            import requests
+
+            return requests.get(f"http://127.0.0.1:{port}/_devstack/health", timeout=1).ok
+
+        argv = [sys.executable, "-m", "devstack.wsapi", "--host", "127.0.0.1",
+                "--port", str(port), "--template", str(served_template())]
+        return Service("websocket", argv, ready, env=self.client_env(), ready_deadline_s=60)
 
     # ---- lifecycle ----------------------------------------------------------------------
     def _pid(self, name: str) -> int | None:

@@ -1,4 +1,8 @@
-"""devstack's API Gateway WebSocket API and its `@connections` management API.
+"""devstack's API Gateway WebSocket API and its `@connections` management API: a process of its
+own on a port of its own, as on AWS the WebSocket API is an endpoint apart from the REST API, so
+a fan-out's flood of `@connections` POSTs never queues the REST API's requests behind it.
+The connections live in this process; its routes run on its own warm workers (one invocation
+per worker at a time, as Lambda runs them).
 
 - `GET /local` upgrades to a WebSocket. `$connect` runs first: anything but a 2xx refuses the
   upgrade (as API Gateway answers 403). Each text frame is routed by `$request.body.action`
@@ -15,10 +19,14 @@
   logged and that frame dropped; the connection and the server carry on.
 - `@connections` answers only callers with the stack's credentials (devstack/sigv4.py), as IAM
   guards it on AWS.
+
+Run: python -m devstack.wsapi --port 3001 --template template.yaml
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import base64
 import datetime as dt
 import json
@@ -28,12 +36,14 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import uvloop
 from aiohttp import WSMsgType, web
 
 from devstack.events import STAGE, websocket_event
-from devstack.runtime import FunctionTimeout, Invocation, Throttled
+from devstack.runtime import FunctionTimeout, Invocation, LambdaPython, Throttled, WorkerPool
 from devstack.sigv4 import Guard
 from devstack.template import Function, Template
 from stockpred import safejson
@@ -179,3 +189,73 @@ class WebSocketApi:
             return _gone(request.match_info["connection_id"])
         await conn.ws.close(code=1008, message=b"disconnected by the server")
         return web.Response(status=204)
+
+
+def build_app(template: Template, pool: WorkerPool, guard: Guard | None = None,
+              on_cleanup: Callable[[], None] | None = None) -> web.Application:
+    """The WebSocket API's stage and `@connections`, its routes invoked on `pool`; and
+    `/_devstack/health`."""
+    app = web.Application()
+    if guard is None:
+        guard = Guard(os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY"))
+
+    async def invoke(fn: Function, event: dict[str, Any], request_id: str) -> Invocation:
+        return await pool.ainvoke(fn, event, request_id)
+
+    api = WebSocketApi(template, invoke, guard)
+    api.add_to(app)
+
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "connections": len(api.connections),
+                                  "workers": pool.size, "invocations": pool.invocations,
+                                  "cold_starts": pool.cold_starts})
+
+    app.router.add_get("/_devstack/health", health)
+
+    async def going_away(app: web.Application) -> None:
+        await asyncio.gather(*(conn.ws.close(code=1001, message=b"server going away")
+                               for conn in list(api.connections.values())), return_exceptions=True)
+
+    async def cleanup(app: web.Application) -> None:
+        pool.close()
+        if on_cleanup is not None:
+            on_cleanup()
+
+    app.on_shutdown.append(going_away)
+    app.on_cleanup.append(cleanup)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    from devstack.gateway import log_feed
+
+    parser = argparse.ArgumentParser(prog="python -m devstack.wsapi",
+                                     description="Serve template.yaml's WebSocket API locally.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=3001)
+    parser.add_argument("--template", type=Path, default=Path("template.yaml"))
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("DEVSTACK_WS_WORKERS", "4")),
+                        help="warm Lambda instances serving the WebSocket routes (default 4)")
+    parser.add_argument("--no-log-shipping", action="store_true",
+                        default=os.environ.get("DEVSTACK_LOG_SHIPPING", "on") == "off",
+                        help="only echo the functions' lines, do not ship them to OPENSEARCH_URL")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    template = Template.load(args.template)
+    runtime = LambdaPython(built=template.built)
+    env = dict(os.environ)
+    feed = log_feed(template, runtime, env, shipping=not args.no_log_shipping)
+    pool = WorkerPool(args.workers, base_env=env, runtime=runtime, log_sink=feed.sink)
+
+    def close_feed() -> None:
+        feed.close()
+        if feed.pool is not None:
+            feed.pool.close()
+
+    log.info("WebSocket API of %s on port %d", template.path, args.port)
+    web.run_app(build_app(template, pool, on_cleanup=close_feed), host=args.host, port=args.port,
+                print=None, access_log=None, loop=uvloop.new_event_loop())
+
+
+if __name__ == "__main__":
+    main()

@@ -102,10 +102,21 @@ class NewUser:
 
 
 class Gateway:
-    def __init__(self, url: str, proc: subprocess.Popen, log: Path) -> None:
+    """devstack's gateway (REST API, Invoke API) and its WebSocket API, each a process."""
+
+    def __init__(self, url: str, procs: list[subprocess.Popen], log: Path) -> None:
         self.url = url
-        self.proc = proc
+        self.procs = procs
         self.log = log
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
     def get(self, path: str, **kw: object) -> requests.Response:
         return requests.get(self.url + path, timeout=30, **kw)
@@ -136,23 +147,32 @@ class Gateway:
 
 
 def start_gateway(env: dict[str, str], extra: dict[str, str], log_dir: Path) -> Gateway:
-    port = int(env["STOCKPRED_API_URL"].rsplit(":", 1)[1])
-    log = log_dir / f"gateway-{port}.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "devstack.gateway", "--port", str(port),
-         "--template", str(served_template()), "--workers", "6", "--invoke-workers", "6"],
-        env={**os.environ, **env, **extra}, stdout=open(log, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
-        cwd=REPO_ROOT,
-    )
+    """The gateway and the WebSocket API on the ports `env` names (STOCKPRED_API_URL,
+    STOCKPRED_WS_URL), with 6 warm workers per pool."""
     url = env["STOCKPRED_API_URL"]
+    ws_url = "http" + env["STOCKPRED_WS_URL"].removeprefix("ws").removesuffix("/local")
+    procs, logs = [], []
+    for module, base, pools in (("devstack.wsapi", ws_url, ["--workers", "6"]),
+                                ("devstack.gateway", url,
+                                 ["--workers", "6", "--invoke-workers", "6"])):
+        port = base.rsplit(":", 1)[1]
+        log = log_dir / f"{module.removeprefix('devstack.')}-{port}.log"
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", module, "--port", port, "--template", str(served_template()),
+             *pools],
+            env={**os.environ, **env, **extra}, stdout=open(log, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
+            cwd=REPO_ROOT,
+        ))
+        logs.append((base, log))
+    gateway = Gateway(url, procs, logs[-1][1])
+    for proc, (base, log) in zip(procs, logs, strict=True):
+        def ready(base: str = base) -> bool:
+            return requests.get(base + "/_devstack/health", timeout=1).ok
 
-    def ready() -> bool:
-        return requests.get(url + "/_devstack/health", timeout=1).ok
-
-    if not wait_until(lambda: proc.poll() is None and ready(), 60):
-        proc.kill()
-        raise RuntimeError(f"devstack gateway did not start:\n{log.read_text()[-3000:]}")
-    return Gateway(url, proc, log)
+        if not wait_until(lambda proc=proc, ready=ready: proc.poll() is None and ready(), 60):
+            gateway.stop()
+            raise RuntimeError(f"{log.name} did not start:\n{log.read_text()[-3000:]}")
+    return gateway
 
 
 @pytest.fixture(scope="session")
@@ -173,12 +193,7 @@ def gateway(stack: dict[str, str], fake_alphavantage: FakeAlphaVantage) -> Itera
     try:
         yield gw
     finally:
-        gw.proc.terminate()
-        try:
-            gw.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            gw.proc.kill()
-        time.sleep(0)
+        gw.stop()
 
 
 @pytest.fixture(scope="module")

@@ -1,16 +1,19 @@
 """The @connections client: what it sends (a SigV4-signed call devstack's IAM accepts), and what
 it makes of the API's answers (410 gone, throttles and 5xx retried, anything else refused)."""
 
+import datetime as dt
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from devstack.sigv4 import Guard
 from stockpred import connections_api
-from stockpred.connections_api import ConnectionsApi, PushFailed
+from stockpred.connections_api import ConnectionsApi, PushFailed, SigV4Signer
 
 KEY, SECRET = "AKIDSTACK", "stack-secret"
 
@@ -99,3 +102,41 @@ def test_an_unreachable_endpoint_raises_after_retries(monkeypatch):
 def test_wrong_credentials_are_refused_by_devstacks_iam(api):
     ConnectionsApi(api.url, "us-east-1", Credentials(KEY, "not-the-secret")).post("c1", b"x")
     assert api.calls[-1][3] is False
+
+
+def _botocore_headers(credentials: Credentials, method: str, url: str, body: bytes,
+                      when: dt.datetime, region: str) -> dict[str, str]:
+    request = AWSRequest(method=method, url=url, data=body)
+    signer = SigV4Auth(credentials, "execute-api", region)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("botocore.auth.get_current_datetime", lambda: when.replace(tzinfo=None))
+        signer.add_auth(request)
+    return dict(request.headers.items())
+
+
+@pytest.mark.parametrize("credentials", [Credentials(KEY, SECRET),
+                                         Credentials("ASIATEMP", "temp-secret", "the  session\ttoken")],
+                         ids=["long-term", "temporary"])
+@pytest.mark.parametrize(("method", "url", "body"), [
+    ("POST", "http://127.0.0.1:3001/local/@connections/abc%2B%2F%3D", b'{"type": "quote"}'),
+    ("DELETE", "http://127.0.0.1:3001/local/@connections/L0SM9cOFvHcCIhw%3D", b""),
+    ("POST", "https://abc123.execute-api.eu-west-1.amazonaws.com/live/@connections/x-_y", "é".encode()),
+    ("POST", "http://localhost:80/local/@connections/c1", b"x"),
+])
+def test_the_signers_headers_are_botocores_for_the_same_request_and_time(credentials, method, url, body):
+    when = dt.datetime(2026, 11, 24, 23, 59, 59, tzinfo=dt.UTC)
+    ours = SigV4Signer("eu-west-1", "execute-api").headers(
+        credentials.get_frozen_credentials(), method, url, body, now=when.timestamp())
+    assert ours == _botocore_headers(credentials, method, url, body, when, "eu-west-1")
+
+
+def test_a_new_day_is_signed_with_that_days_key():
+    signer = SigV4Signer("us-east-1", "execute-api")
+    credentials = Credentials(KEY, SECRET)
+    url = "http://127.0.0.1:3001/local/@connections/c1"
+    for when in (dt.datetime(2026, 11, 24, 23, 59, 59, tzinfo=dt.UTC),
+                 dt.datetime(2026, 11, 25, 0, 0, 0, tzinfo=dt.UTC)):
+        ours = signer.headers(credentials.get_frozen_credentials(), "POST", url, b"x",
+                              now=when.timestamp())
+        assert ours == _botocore_headers(credentials, "POST", url, b"x", when, "us-east-1")
+        assert f"/{when:%Y%m%d}/us-east-1/" in ours["Authorization"]
