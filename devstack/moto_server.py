@@ -21,7 +21,9 @@ that repeats without need, which this module removes without changing any behavi
 - every JSONPath (`$.trade`, `$.quote`, ...) parsed again, with a new PLY parser, each time a
   state reads or writes one: each parsed path is kept (jsonpath_ng's paths are not changed by
   use);
-- werkzeug's access log line for every request (the polls included).
+- werkzeug's access log line for every request (the polls included);
+- the listing of moto's package folder (a listdir and a stat per service, ~200) that routing
+  does for every request to decide which service a Host names: listed once.
 
 Run: python -m devstack.moto_server -H 127.0.0.1 -p 4566 (moto.server's arguments)
 """
@@ -101,6 +103,20 @@ def parse_once() -> None:
     parser.parse = staticmethod(parse)
 
 
+def list_modules_once() -> None:
+    """moto's request routing asks `host in list_of_moto_modules()` for every request; the
+    folders of an installed package do not change while the server runs."""
+    from moto import backends
+    from moto.moto_server import werkzeug_app
+
+    if getattr(werkzeug_app, "backends", None) is not backends or \
+            not callable(getattr(backends, "list_of_moto_modules", None)):
+        raise RuntimeError("moto's router no longer calls backends.list_of_moto_modules: "
+                           "update devstack/moto_server.py")
+    modules = tuple(backends.list_of_moto_modules())
+    backends.list_of_moto_modules = lambda: modules
+
+
 def _keep_text(node: Any) -> str:
     """Computes the text of every rule node of a kept (never changed) tree once, bottom-up."""
     children = getattr(node, "children", None)
@@ -117,6 +133,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("devstack.moto_server: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set")
     sign_engine_calls_as(key, secret)
     parse_once()
+    list_modules_once()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log line per request
     from moto.server import main as moto_main
 

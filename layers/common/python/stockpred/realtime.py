@@ -7,8 +7,9 @@ Rooms are state, so they live on the state Redis (never on the cache ring):
     stockpred:ws:conn:<conn>       the connection's user
     stockpred:ws:auth:<conn>       what its token's revocation is checked by (jti, tv, exp)
 Pushes never run inside the request that causes them. A publisher (predict, a quote, a trade)
-puts one event on the push queue (SQS, PUSH_QUEUE_URL) and answers; the fan-out function
-(functions/push) takes it from there:
+puts one event on the push queue (SQS, PUSH_QUEUE_URL) and answers, unless the room (or the
+user's set of connections) is empty: nobody to tell costs one Redis EXISTS, not a queue message
+and a fan-out invocation. The fan-out function (functions/push) takes it from there:
 - a room's event: the room is read and split into chunks of WS_PUSH_CHUNK connections; the
   first chunk is delivered by this invocation, the others go back on the queue as chunk events,
   which parallel invocations deliver (API Gateway's guidance for a large broadcast);
@@ -30,6 +31,8 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from redis.exceptions import RedisError
 
 from stockpred import auth, aws, config, faults, redis_stores
 from stockpred.connections_api import ConnectionsApi, PushFailed
@@ -186,12 +189,26 @@ def _members(kind: str, name: str) -> list[str]:
 # ---- publishing: one event on the push queue, from the request path --------------------------
 def publish_to_room(symbol: str, message: dict[str, Any]) -> None:
     """Everyone in the symbol's room gets `message`, soon, whoever is in it when it is delivered."""
-    _enqueue({"kind": "room", "symbol": symbol, "message": message})
+    if _anyone_in("room", symbol):
+        _enqueue({"kind": "room", "symbol": symbol, "message": message})
 
 
 def publish_to_user(user_id: str, message: dict[str, Any]) -> None:
     """The user's own connections (and no one else's) get `message`."""
-    _enqueue({"kind": "user", "user_id": user_id, "message": message})
+    if _anyone_in("user", user_id):
+        _enqueue({"kind": "user", "user_id": user_id, "message": message})
+
+
+def _anyone_in(kind: str, name: str) -> bool:
+    """Whether the set has a member (Redis keeps no empty set); True if Redis cannot say, so a
+    push is never dropped for want of an answer."""
+    if not config.load().push_queue_url:
+        return False
+    try:
+        return bool(redis_stores.state().exists(_key(kind, name)))
+    except RedisError as exc:
+        log.warning("push audience unknown, queueing anyway", extra={"fields": {"error": str(exc)[:300]}})
+        return True
 
 
 def _enqueue(event: dict[str, Any], delay_s: int = 0, *, quiet: bool = True) -> None:
