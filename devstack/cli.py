@@ -1,6 +1,7 @@
 """The `stockpred` command: run the local stack and operate the platform.
 
     stockpred up | down                  the whole local stack (services + devstack gateway)
+    stockpred serve                      the same in the foreground until SIGTERM (containers)
     stockpred services up|down|status    the data services alone
     stockpred import-csv DIR             load a folder of daily OHLCV CSV files
     stockpred train SYMBOL... | --all    train, evaluate and publish models
@@ -75,6 +76,36 @@ Stop everything with: make stop""")
 def cmd_down(args: argparse.Namespace) -> int:
     _stack(args).down()
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """`up` in the foreground: starts what no variable points elsewhere (in docker-compose.yml the
+    gateway alone), then waits until SIGTERM / SIGINT or a service's exit, and stops it all."""
+    import signal
+    import threading
+
+    stack = _stack(args)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        env = stack.up()
+    except ServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        stack.down()
+        return 1
+    names = [svc.name for svc in stack.services()]
+    print(f"stockpred: serving {env['STOCKPRED_API_URL']} ({', '.join(names)}); stop with SIGTERM",
+          flush=True)
+    code = 0
+    while not stop.wait(1.0):
+        dead = [name for name in names if stack._pid(name) is None]
+        if dead:
+            print(f"error: {', '.join(dead)} exited; log in {stack.root / 'log'}", file=sys.stderr)
+            code = 1
+            break
+    stack.down()
+    return code
 
 
 def cmd_services(args: argparse.Namespace) -> int:
@@ -415,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_up)
     p = sub.add_parser("down", help="stop every process the local stack started")
     p.set_defaults(func=cmd_down)
+    p = sub.add_parser("serve", help="the local stack in the foreground until SIGTERM (a container's "
+                       "command: see docker-compose.yml)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("services", help="start, stop or show the data services")
     p.add_argument("action", choices=["up", "down", "status"])
