@@ -92,9 +92,12 @@ def stack_env(env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k not in skip}
 
 
-def write_template(out: Path, names: list[str], built: Path = BUILT_TEMPLATE) -> Path:
+def write_template(out: Path, names: list[str], built: Path = BUILT_TEMPLATE) -> list[str]:
     """Writes a copy of the built template whose functions also declare `names` (Globals), with
-    every code and layer path absolute. Uses sam's own YAML reader (CloudFormation's tags)."""
+    every code and layer path absolute. Uses sam's own YAML reader (CloudFormation's tags).
+    Returns the variables whose template value is an intrinsic (a resource's name or attribute on
+    AWS, which sam local would turn into a logical id): the caller blanks them, as devstack
+    does, so the local default applies."""
     if not built.is_file():
         raise SystemExit(f"{built} is missing: run `make build` (sam build) first")
     script = """
@@ -107,17 +110,21 @@ env = t.setdefault("Globals", {}).setdefault("Function", {}).setdefault("Environ
 variables = env.setdefault("Variables", {})
 for name in names:
     variables.setdefault(name, "")
+intrinsic = {k for k, v in variables.items() if not isinstance(v, (str, int, float, bool))}
 for resource in t.get("Resources", {}).values():
     props = resource.get("Properties") or {}
     for key in ("CodeUri", "ContentUri"):
         if isinstance(props.get(key), str) and not os.path.isabs(props[key]):
             props[key] = os.path.join(base, props[key])
+    own = (props.get("Environment") or {}).get("Variables") or {}
+    intrinsic |= {k for k, v in own.items() if not isinstance(v, (str, int, float, bool))}
 open(out, "w").write(yaml_dump(t))
+print(json.dumps(sorted(intrinsic)))
 """
     out.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([str(SAM_PYTHON), "-c", script, str(built), str(out), json.dumps(sorted(names))],
-                   check=True)
-    return out
+    done = subprocess.run([str(SAM_PYTHON), "-c", script, str(built), str(out), json.dumps(sorted(names))],
+                          check=True, capture_output=True, text=True)
+    return json.loads(done.stdout)
 
 
 def write_env_vars(out: Path, env: dict[str, str]) -> Path:
@@ -178,6 +185,18 @@ def remove_sam_containers() -> None:
                        capture_output=True)
 
 
+def stop(proc: subprocess.Popen) -> int:
+    """Stops sam: SIGINT as Ctrl-C would, then SIGTERM (start-api can hang on SIGINT while a
+    request waits for its container), then SIGKILL; its containers are removed afterwards."""
+    for sig, wait_s in ((signal.SIGINT, 5), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        if proc.poll() is not None:
+            break
+        proc.send_signal(sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(wait_s)
+    return proc.wait()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m containers.samlocal", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -196,8 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("invoke needs FUNCTION and --event FILE")
     work = Path(tempfile.mkdtemp(prefix="sam-local-", dir=containers_home()))
     env = compose_env(args.secrets_dir)
-    template = write_template(work / "template.yaml", list(env))
-    env_file = write_env_vars(work / "env.json", env)
+    template = work / "template.yaml"
+    blank = write_template(template, list(env))
+    env_file = write_env_vars(work / "env.json", {**dict.fromkeys(blank, ""), **env})
     key = (args.secrets_dir / "aws-access-key-id").read_text().strip()
     secret = (args.secrets_dir / "aws-secret-access-key").read_text().strip()
     common = sam_args(template, env_file, f"{args.project}_default")
@@ -209,17 +229,12 @@ def main(argv: list[str] | None = None) -> int:
                 cmd = [str(SAM), "local", "start-api", "--host", "127.0.0.1", "--port", str(args.port),
                        "--warm-containers", "EAGER", *common]
             proc = subprocess.Popen(cmd, env=sam_env(docker_host, key, secret), cwd=REPO_ROOT)
-            # Ctrl-C / SIGTERM reach sam (same process group or forwarded), which stops its containers.
-            signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGINT))
+            # SIGTERM as Ctrl-C: handled below, outside the signal handler (Popen.wait is not reentrant).
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
             try:
                 return proc.wait()
             except KeyboardInterrupt:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    return proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    return proc.wait()
+                return stop(proc)
     finally:
         remove_sam_containers()
         for f in work.iterdir():
