@@ -207,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the compose project whose network and services the functions use")
     parser.add_argument("--port", type=int, default=int(os.environ.get("SAM_LOCAL_PORT", "3001")),
                         help="start-api: port on 127.0.0.1 (default 3001; devstack's is 3000)")
+    parser.add_argument("--warm", choices=["EAGER", "LAZY"], default="EAGER",
+                        help="start-api: warm containers made at start (EAGER) or on first call")
     parser.add_argument("--secrets-dir", type=Path,
                         default=Path(os.environ.get("STOCKPRED_SECRETS_DIR")
                                      or REPO_ROOT / ".local" / "compose-secrets"))
@@ -227,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
                 cmd = [str(SAM), "local", "invoke", args.function, "--event", args.event, *common]
             else:
                 cmd = [str(SAM), "local", "start-api", "--host", "127.0.0.1", "--port", str(args.port),
-                       "--warm-containers", "EAGER", *common]
+                       "--warm-containers", args.warm, *common]
             proc = subprocess.Popen(cmd, env=sam_env(docker_host, key, secret), cwd=REPO_ROOT)
             # SIGTERM as Ctrl-C: handled below, outside the signal handler (Popen.wait is not reentrant).
             signal.signal(signal.SIGTERM, signal.default_int_handler)
