@@ -94,6 +94,8 @@ for name in "${images[@]}"; do
     start=$(date +%s)
     say "building $tag"
     log="$CONTAINERS_HOME/build-$name.log"
+    # --network host: a build only fetches packages (Debian, PyPI, Maven Central) and needs no
+    # network of its own (nor the NAT a bridge needs for it).
     if ! podman build --layers --network host --build-arg "BASE_IMAGE=$BASE_IMAGE" -f "containers/$name/Dockerfile" \
             -t "$tag" "$context" > "$log" 2>&1; then
         tail -30 "$log" >&2

@@ -98,6 +98,7 @@ MSG
             vols=$(podman volume ls -q --filter "label=io.podman.compose.project=$project")
             [ -z "$vols" ] || podman volume rm -f $vols >/dev/null
         fi
+        rm -f "$CONTAINERS_HOME/compose-$project.log" "$CONTAINERS_HOME/compose-$project-down.log"
         say "project $project down in $(( $(date +%s) - start ))s$( ((keep)) && echo ' (volumes kept)')"
         ;;
     ps|logs)

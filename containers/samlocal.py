@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -230,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 cmd = [str(SAM), "local", "start-api", "--host", "127.0.0.1", "--port", str(args.port),
                        "--warm-containers", args.warm, *common]
-            proc = subprocess.Popen(cmd, env=sam_env(docker_host, key, secret), cwd=REPO_ROOT)
+            # TMPDIR: sam's build lock files go to the work folder, removed below.
+            proc = subprocess.Popen(cmd, env={**sam_env(docker_host, key, secret), "TMPDIR": str(work)},
+                                    cwd=REPO_ROOT)
             # SIGTERM as Ctrl-C: handled below, outside the signal handler (Popen.wait is not reentrant).
             signal.signal(signal.SIGTERM, signal.default_int_handler)
             try:
@@ -239,9 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                 return stop(proc)
     finally:
         remove_sam_containers()
-        for f in work.iterdir():
-            f.unlink()
-        work.rmdir()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -91,3 +91,11 @@ def test_scripts_are_strict_and_answer_help(script: Path) -> None:
     assert "set -euo pipefail" in text
     out = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and "Usage" in out.stdout, out.stderr
+
+
+def test_scripts_copied_into_images_are_executable() -> None:
+    """COPY keeps the file's mode (no --chmod, which only BuildKit knows)."""
+    scripts = [*(REPO_ROOT / "containers").glob("*/*.sh"), REPO_ROOT / "containers" / "lambda" / "bootstrap"]
+    assert scripts
+    for script in scripts:
+        assert script.stat().st_mode & 0o111, f"{script} is not executable"
