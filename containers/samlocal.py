@@ -234,8 +234,10 @@ def main(argv: list[str] | None = None) -> int:
             # TMPDIR: sam's build lock files go to the work folder, removed below.
             proc = subprocess.Popen(cmd, env={**sam_env(docker_host, key, secret), "TMPDIR": str(work)},
                                     cwd=REPO_ROOT)
-            # SIGTERM as Ctrl-C: handled below, outside the signal handler (Popen.wait is not reentrant).
+            # SIGTERM as Ctrl-C, and Ctrl-C even where it was inherited ignored (a background job):
+            # handled below, outside the signal handler (Popen.wait is not reentrant).
             signal.signal(signal.SIGTERM, signal.default_int_handler)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             try:
                 return proc.wait()
             except KeyboardInterrupt:
