@@ -67,7 +67,7 @@ compose-down:
 compose-ps:
 	@./containers/compose.sh ps
 
-# `sam local start-api` on 127.0.0.1:3001 (warm containers of the locally built Lambda image),
+# `sam local start-api` on 127.0.0.1:3005 (warm containers of the locally built Lambda image),
 # its functions on the compose stack's services (started if it is not up).
 sam-local: build
 	@./containers/sam-local.sh

@@ -3,7 +3,7 @@
 # warm container of the Lambda image built here (containers/lambda), on the compose stack's
 # network and services. Brings up what is missing: podman, the images, the compose stack.
 #
-# Usage: containers/sam-local.sh [--help] [-p PROJECT] [--port PORT]   (API on 127.0.0.1:PORT, 3001)
+# Usage: containers/sam-local.sh [--help] [-p PROJECT] [--port PORT]   (API on 127.0.0.1:PORT, 3005)
 #        containers/sam-local.sh [-p PROJECT] invoke FUNCTION --event FILE
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,5 +29,5 @@ fi
 if ((${#args[@]})) && [ "${args[0]}" = invoke ]; then
     exec .venv/bin/python -m containers.samlocal "${args[@]}" --project "$project"
 fi
-say "sam local start-api on http://127.0.0.1:${SAM_LOCAL_PORT:-3001} (Ctrl-C stops it and its containers)"
+say "sam local start-api on http://127.0.0.1:${SAM_LOCAL_PORT:-3005} (Ctrl-C stops it and its containers)"
 exec .venv/bin/python -m containers.samlocal start-api --project "$project" ${args[@]+"${args[@]}"}

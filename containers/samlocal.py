@@ -11,7 +11,7 @@ therefore declares the local addresses too (DATABASE_URL, AWS_ENDPOINT_URL, ...)
 layer paths made absolute so it can live outside .aws-sam/build; their values go in the
 --env-vars file (0600: it holds the stack's secrets).
 
-    python -m containers.samlocal start-api [--project stockpred] [--port 3001]
+    python -m containers.samlocal start-api [--project stockpred] [--port 3005]
     python -m containers.samlocal invoke FUNCTION --event FILE [--project stockpred]
 """
 
@@ -206,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--event", help="invoke: the event file (tests/events/...)")
     parser.add_argument("--project", default=os.environ.get("COMPOSE_PROJECT_NAME", "stockpred"),
                         help="the compose project whose network and services the functions use")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("SAM_LOCAL_PORT", "3001")),
-                        help="start-api: port on 127.0.0.1 (default 3001; devstack's is 3000)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("SAM_LOCAL_PORT", "3005")),
+                        help="start-api: port on 127.0.0.1 (default 3005)")
     parser.add_argument("--warm", choices=["EAGER", "LAZY"], default="EAGER",
                         help="start-api: warm containers made at start (EAGER) or on first call")
     parser.add_argument("--secrets-dir", type=Path,

@@ -1,7 +1,6 @@
 """The `stockpred` command: run the local stack and operate the platform.
 
     stockpred up | down                  the whole local stack (services + devstack gateway)
-    stockpred serve                      the same in the foreground until SIGTERM (containers)
     stockpred services up|down|status    the data services alone
     stockpred import-csv DIR             load a folder of daily OHLCV CSV files
     stockpred train SYMBOL... | --all    train, evaluate and publish models
@@ -13,6 +12,7 @@
     stockpred logs status | maintenance  log indices and dead letters; re-drive and retention now
     stockpred users grant|revoke EMAIL admin   operator rights (GET /api/logs)
     stockpred dashboard publish --stack NAME    upload web/ to the stack's dashboard bucket
+    stockpred serve                      `up` in the foreground until SIGTERM (a container's command)
 """
 
 from __future__ import annotations
