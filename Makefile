@@ -1,5 +1,6 @@
 # The two commands a newcomer needs: `make run` and `make test`. Both bootstrap what is missing.
-.PHONY: run test stop status bootstrap build lint bench clean publish-dashboard
+.PHONY: run test stop status bootstrap build lint bench clean publish-dashboard \
+	container-images compose-up compose-down compose-ps sam-local
 
 VENV := .venv/bin
 SAM := .tools/sam/bin/sam
@@ -51,6 +52,25 @@ bench: bootstrap
 publish-dashboard: bootstrap
 	@test -n "$(STACK)" || { echo "usage: make publish-dashboard STACK=<CloudFormation stack name>" >&2; exit 2; }
 	@$(VENV)/stockpred dashboard publish --stack "$(STACK)"
+
+# The stack in containers (docker-compose.yml, podman-compose; images built from Debian's packages
+# with no registry: containers/build.sh). `make compose-down KEEP_DATA=1` keeps the volumes.
+container-images: bootstrap
+	@./containers/build.sh
+
+compose-up: bootstrap
+	@./containers/compose.sh up
+
+compose-down:
+	@./containers/compose.sh $(if $(KEEP_DATA),--keep-data) down
+
+compose-ps:
+	@./containers/compose.sh ps
+
+# `sam local start-api` on 127.0.0.1:3005 (warm containers of the locally built Lambda image),
+# its functions on the compose stack's services (started if it is not up).
+sam-local: build
+	@./containers/sam-local.sh
 
 clean: stop
 	rm -rf .local .aws-sam .aws-sam-build.log

@@ -13,6 +13,7 @@
     stockpred logs status | maintenance  log indices and dead letters; re-drive and retention now
     stockpred users grant|revoke EMAIL admin   operator rights (GET /api/logs)
     stockpred dashboard publish --stack NAME    upload web/ to the stack's dashboard bucket
+    stockpred serve                      `up` in the foreground until SIGTERM (a container's command)
 """
 
 from __future__ import annotations
@@ -77,6 +78,36 @@ Stop everything with: make stop""")
 def cmd_down(args: argparse.Namespace) -> int:
     _stack(args).down()
     return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """`up` in the foreground: starts what no variable points elsewhere (in docker-compose.yml the
+    gateway alone), then waits until SIGTERM / SIGINT or a service's exit, and stops it all."""
+    import signal
+    import threading
+
+    stack = _stack(args)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        env = stack.up()
+    except ServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        stack.down()
+        return 1
+    names = [svc.name for svc in stack.services()]
+    print(f"stockpred: serving {env['STOCKPRED_API_URL']} ({', '.join(names)}); stop with SIGTERM",
+          flush=True)
+    code = 0
+    while not stop.wait(1.0):
+        dead = [name for name in names if stack._pid(name) is None]
+        if dead:
+            print(f"error: {', '.join(dead)} exited; log in {stack.root / 'log'}", file=sys.stderr)
+            code = 1
+            break
+    stack.down()
+    return code
 
 
 def cmd_services(args: argparse.Namespace) -> int:
@@ -435,6 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_up)
     p = sub.add_parser("down", help="stop every process the local stack started")
     p.set_defaults(func=cmd_down)
+    p = sub.add_parser("serve", help="the local stack in the foreground until SIGTERM (a container's "
+                       "command: see docker-compose.yml)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("services", help="start, stop or show the data services")
     p.add_argument("action", choices=["up", "down", "status"])

@@ -551,42 +551,7 @@ class Stack:
         snapshots = self.path("data", "s3") if self.durable else None
 
         def after_start() -> None:
-            import requests
-
-            from devstack.template import Template
-            from localstack.provision import (
-                SECRETS,
-                provision,
-                provision_queues,
-                provision_secrets,
-                provision_state_machines,
-            )
-
-            # Step Functions executes definitions (its Lambda tasks reach devstack, see MOTO_PORT).
-            requests.post(
-                f"{endpoint}/moto-api/config",
-                json={"stepfunctions": {"execute_state_machine": True}},
-                timeout=5,
-            ).raise_for_status()
-            restored = provision(endpoint, snapshots)
-            template = Template.load(REPO_ROOT / "template.yaml")
-            provision_state_machines(endpoint, template)
-            provision_queues(endpoint, template)
-            if any(restored.values()):
-                self.log(f"  s3 restored from {snapshots}: {restored}")
-            # The secrets the functions read (client_env names them), with this stack's values.
-            env = self.client_env()
-            values = {
-                "JWT_SECRET_ARN": self.environ.get("JWT_SECRET") or self.secret("jwt-secret"),
-                "SERVICE_TOKEN_SECRET_ARN": self.environ.get("SERVICE_TOKEN") or self.secret("service-token"),
-                "PSEUDONYM_KEY_SECRET_ARN": self.environ.get("PSEUDONYM_KEY") or self.secret("pseudonym-key"),
-                "DATABASE_SECRET_ARN": json.dumps({"url": env["DATABASE_URL"]}),
-                "MONGO_SECRET_ARN": json.dumps({"url": env["MONGO_URL"]}),
-                "ALPHAVANTAGE_SECRET_ARN": json.dumps(
-                    {"api_key": self.environ.get("ALPHAVANTAGE_API_KEY", "")}),
-            }
-            provision_secrets(endpoint, {SECRETS[var]: value for var, value in values.items()},
-                              region=env["AWS_DEFAULT_REGION"])
+            self.provision_aws(endpoint, snapshots)
 
         def before_stop() -> None:
             from localstack.provision import snapshot
@@ -603,6 +568,47 @@ class Stack:
                "AWS_ACCESS_KEY_ID": self.access_key_id(),
                "AWS_SECRET_ACCESS_KEY": self.secret("aws-secret-access-key")}
         return Service("moto", argv, ready, env=env, after_start=after_start, before_stop=before_stop)
+
+    def provision_aws(self, endpoint: str, snapshots: Path | None = None) -> None:
+        """Provisions an AWS emulator for this stack: S3 buckets (restored from `snapshots`), the
+        template's state machines and queues, and the secrets the functions read. Called when
+        the stack starts moto, or at `up` for an external one with STOCKPRED_PROVISION_AWS=on."""
+        import requests
+
+        from devstack.template import Template
+        from localstack.provision import (
+            SECRETS,
+            provision,
+            provision_queues,
+            provision_secrets,
+            provision_state_machines,
+        )
+
+        # Step Functions executes definitions (its Lambda tasks reach devstack, see MOTO_PORT).
+        requests.post(
+            f"{endpoint}/moto-api/config",
+            json={"stepfunctions": {"execute_state_machine": True}},
+            timeout=5,
+        ).raise_for_status()
+        restored = provision(endpoint, snapshots)
+        template = Template.load(REPO_ROOT / "template.yaml")
+        provision_state_machines(endpoint, template)
+        provision_queues(endpoint, template)
+        if any(restored.values()):
+            self.log(f"  s3 restored from {snapshots}: {restored}")
+        # The secrets the functions read (client_env names them), with this stack's values.
+        env = self.client_env()
+        values = {
+            "JWT_SECRET_ARN": self.environ.get("JWT_SECRET") or self.secret("jwt-secret"),
+            "SERVICE_TOKEN_SECRET_ARN": self.environ.get("SERVICE_TOKEN") or self.secret("service-token"),
+            "PSEUDONYM_KEY_SECRET_ARN": self.environ.get("PSEUDONYM_KEY") or self.secret("pseudonym-key"),
+            "DATABASE_SECRET_ARN": json.dumps({"url": env["DATABASE_URL"]}),
+            "MONGO_SECRET_ARN": json.dumps({"url": env["MONGO_URL"]}),
+            "ALPHAVANTAGE_SECRET_ARN": json.dumps(
+                {"api_key": self.environ.get("ALPHAVANTAGE_API_KEY", "")}),
+        }
+        provision_secrets(endpoint, {SECRETS[var]: value for var, value in values.items()},
+                          region=env["AWS_DEFAULT_REGION"])
 
     def _opensearch(self) -> Service:
         """OpenSearch, the log store: one node on loopback (plain HTTP: this distribution has no
@@ -680,7 +686,10 @@ class Stack:
 
             return requests.get(f"http://127.0.0.1:{port}/_devstack/health", timeout=1).ok
 
-        argv = [sys.executable, "-m", "devstack.gateway", "--host", "127.0.0.1",
+        # STOCKPRED_BIND_HOST: 0.0.0.0 inside a container (docker-compose.yml publishes the port on
+        # the host's 127.0.0.1 only); loopback everywhere else.
+        host = self.environ.get("STOCKPRED_BIND_HOST", "127.0.0.1")
+        argv = [sys.executable, "-m", "devstack.gateway", "--host", host,
                 "--port", str(port), "--template", str(served_template())]
         return Service("gateway", argv, ready, env=self.client_env(), ready_deadline_s=60)
 
@@ -757,6 +766,10 @@ class Stack:
         env = self.client_env()
         write_private(self.path("env.json"), json.dumps(env, indent=2))  # holds secrets: 0600
         services = self.services()
+        ext_aws = self.external().get("AWS_ENDPOINT_URL")
+        if ext_aws and self.environ.get("STOCKPRED_PROVISION_AWS") == "on":
+            # An emulator started for this stack elsewhere (docker-compose.yml's moto).
+            self.provision_aws(ext_aws)
         # Slow starters boot while the others start; they are waited for last.
         launched = [(svc, self.launch(svc)) for svc in services if svc.slow_start]
         for svc in services:
