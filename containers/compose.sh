@@ -8,7 +8,7 @@
 #   ps | logs [SERVICE]   as podman-compose's.
 #
 # Usage: containers/compose.sh [--help] [-p PROJECT] [--keep-data] up|down|ps|logs [ARGS...]
-# Environment: STOCKPRED_API_PORT (3000), STOCKPRED_POSTGRES_PORT, STOCKPRED_REDIS_PORT,
+# Environment: STOCKPRED_API_PORT (3000), STOCKPRED_WS_PORT (3001), STOCKPRED_POSTGRES_PORT, STOCKPRED_REDIS_PORT,
 #   STOCKPRED_MONGO_PORT, STOCKPRED_MOTO_PORT, STOCKPRED_OPENSEARCH_PORT (host ports, 127.0.0.1),
 #   STOCKPRED_SECRETS_DIR, COMPOSE_HEALTH_TIMEOUT (seconds, 240).
 set -euo pipefail
@@ -70,6 +70,7 @@ case "$action" in
         say "project $project healthy in $(( $(date +%s) - start ))s"
         cat <<MSG
   API          $api/api/stocks      (try: curl $api/api/stocks/SPX/details)
+  WebSocket    ws://127.0.0.1:${STOCKPRED_WS_PORT:-3001}/local?token=<a login's token>
   PostgreSQL   postgresql://postgres@127.0.0.1:${STOCKPRED_POSTGRES_PORT:-15432}/stockpred
   Redis state  redis://127.0.0.1:${STOCKPRED_REDIS_PORT:-16379}/0
   MongoDB      mongodb://127.0.0.1:${STOCKPRED_MONGO_PORT:-17017}/ (FerretDB)

@@ -76,7 +76,7 @@ def compose_env(secrets_dir: Path) -> dict[str, str]:
         "AWS_ENDPOINT_URL": moto,
         # Lambda's Invoke API (on-demand training) and the WebSocket management API: devstack's.
         "AWS_ENDPOINT_URL_LAMBDA": "http://devstack:3000",
-        "WS_MANAGEMENT_URL": "http://devstack:3000/local",
+        "WS_MANAGEMENT_URL": "http://devstack:3001/local",
         "PUSH_QUEUE_URL": queue_url(moto, "PushQueue"),
     }
     for var, name in SECRET_FILES.items():

@@ -678,6 +678,11 @@ class Stack:
                        after_start=after_start, ready_deadline_s=90, slow_start=True,
                        inherit_env=False)
 
+    def _bind_host(self) -> str:
+        """STOCKPRED_BIND_HOST: 0.0.0.0 inside a container (docker-compose.yml publishes the ports
+        on the host's 127.0.0.1 only); loopback everywhere else."""
+        return self.environ.get("STOCKPRED_BIND_HOST", "127.0.0.1")
+
     def _gateway(self) -> Service:
         port = self.ports["gateway"]
 
@@ -686,10 +691,7 @@ class Stack:
 
             return requests.get(f"http://127.0.0.1:{port}/_devstack/health", timeout=1).ok
 
-        # STOCKPRED_BIND_HOST: 0.0.0.0 inside a container (docker-compose.yml publishes the port on
-        # the host's 127.0.0.1 only); loopback everywhere else.
-        host = self.environ.get("STOCKPRED_BIND_HOST", "127.0.0.1")
-        argv = [sys.executable, "-m", "devstack.gateway", "--host", host,
+        argv = [sys.executable, "-m", "devstack.gateway", "--host", self._bind_host(),
                 "--port", str(port), "--template", str(served_template())]
         return Service("gateway", argv, ready, env=self.client_env(), ready_deadline_s=60)
 
@@ -701,7 +703,7 @@ class Stack:
 
             return requests.get(f"http://127.0.0.1:{port}/_devstack/health", timeout=1).ok
 
-        argv = [sys.executable, "-m", "devstack.wsapi", "--host", "127.0.0.1",
+        argv = [sys.executable, "-m", "devstack.wsapi", "--host", self._bind_host(),
                 "--port", str(port), "--template", str(served_template())]
         return Service("websocket", argv, ready, env=self.client_env(), ready_deadline_s=60)
 

@@ -1,10 +1,12 @@
 """docker-compose.yml brought up with podman-compose from images built here, used through its
-published API as a client would (stock details, register, login, buy, portfolio); `sam local
+published API as a client would (stock details, register, login, buy with its confirmation
+pushed over the published WebSocket API, portfolio); `sam local
 invoke` and `start-api` on the locally built Lambda image against it; and the stack taken down
 leaving nothing behind (last: the tests in this module run in order)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -12,6 +14,7 @@ import sys
 import time
 import uuid
 
+import aiohttp
 import pytest
 import requests
 
@@ -49,12 +52,17 @@ def test_register_login_buy_portfolio(compose_stack: ComposeStack) -> None:
     user_id = r.json()["user_id"]
     r = requests.post(f"{api}/api/users/login", json={"email": email, "password": password}, timeout=60)
     assert r.status_code == 200, r.text
-    headers = {"Authorization": f"Bearer {r.json()['token']}", "Idempotency-Key": uuid.uuid4().hex}
+    token = r.json()["token"]
+    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": uuid.uuid4().hex}
     # The trade saga: Step Functions in the moto container calling devstack's Invoke API back,
-    # two-phase commit across FerretDB and PostgreSQL.
-    r = requests.post(f"{api}/api/users/buy", json={"user_id": user_id, "symbol": "SPX", "quantity": 3},
-                      headers=headers, timeout=120)
+    # two-phase commit across FerretDB and PostgreSQL; its confirmation pushed to the user's socket
+    # through the push queue and the fan-out function.
+    ws_url = f"ws://127.0.0.1:{compose_stack.env['STOCKPRED_WS_PORT']}/local?token={token}"
+    r, pushed = asyncio.run(buy_while_connected(ws_url, lambda: requests.post(
+        f"{api}/api/users/buy", json={"user_id": user_id, "symbol": "SPX", "quantity": 3},
+        headers=headers, timeout=120)))
     assert r.status_code == 200, r.text
+    assert pushed["type"] == "trade" and pushed["transaction_id"] == r.json()["transaction_id"]
     assert r.json()["message"] == "Stock bought successfully"
     r = requests.get(f"{api}/api/users/portfolio", headers={"Authorization": headers["Authorization"]},
                      timeout=60)
@@ -62,6 +70,12 @@ def test_register_login_buy_portfolio(compose_stack: ComposeStack) -> None:
     holdings = {h["symbol"]: h["shares"] for h in r.json()["holdings"]}
     assert holdings == {"SPX": 3}
     assert r.json()["cash_cents"] == 10_000_000 - 3 * 250685
+
+
+async def buy_while_connected(ws_url: str, buy) -> tuple[requests.Response, dict]:
+    async with aiohttp.ClientSession() as session, session.ws_connect(ws_url) as ws:
+        response = await asyncio.get_running_loop().run_in_executor(None, buy)
+        return response, json.loads(await ws.receive_str(timeout=30))
 
 
 def samlocal(compose_stack: ComposeStack, *args: str) -> list[str]:
