@@ -284,14 +284,24 @@ def log_feed(template: Template, runtime: LambdaPython, env: dict[str, str], *,
     return feed
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m devstack.gateway",
-                                     description="Serve template.yaml's functions locally.")
+def server_arguments(prog: str, description: str, port: int) -> argparse.ArgumentParser:
+    """The arguments every devstack server of the template takes: where to listen, which
+    template, and whether to ship the functions' logs."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=3000)
+    parser.add_argument("--port", type=int, default=port)
     parser.add_argument("--template", type=Path, default=Path("template.yaml"),
                         help="template.yaml (serves the sources) or .aws-sam/build/template.yaml "
                              "(serves `sam build`'s output the way Lambda loads it)")
+    parser.add_argument("--no-log-shipping", action="store_true",
+                        default=os.environ.get("DEVSTACK_LOG_SHIPPING", "on") == "off",
+                        help="only echo the functions' lines, do not ship them to OPENSEARCH_URL")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = server_arguments("python -m devstack.gateway", "Serve template.yaml's functions locally.",
+                              3000)
     parser.add_argument("--workers", type=int, default=int(os.environ.get("DEVSTACK_WORKERS", "4")),
                         help="warm Lambda instances serving API requests (default 4)")
     parser.add_argument("--invoke-workers", type=int,
@@ -300,9 +310,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-schedules", action="store_true",
                         default=os.environ.get("DEVSTACK_SCHEDULES", "on") == "off",
                         help="do not fire Schedule events")
-    parser.add_argument("--no-log-shipping", action="store_true",
-                        default=os.environ.get("DEVSTACK_LOG_SHIPPING", "on") == "off",
-                        help="only echo the functions' lines, do not ship them to OPENSEARCH_URL")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     template = Template.load(args.template)

@@ -683,29 +683,25 @@ class Stack:
         on the host's 127.0.0.1 only); loopback everywhere else."""
         return self.environ.get("STOCKPRED_BIND_HOST", "127.0.0.1")
 
-    def _gateway(self) -> Service:
-        port = self.ports["gateway"]
+    def _template_server(self, name: str, module: str) -> Service:
+        """One of devstack's servers of the template (the REST gateway, the WebSocket API), ready
+        when its health endpoint answers."""
+        port = self.ports[name]
 
         def ready() -> bool:
             import requests
 
             return requests.get(f"http://127.0.0.1:{port}/_devstack/health", timeout=1).ok
 
-        argv = [sys.executable, "-m", "devstack.gateway", "--host", self._bind_host(),
+        argv = [sys.executable, "-m", module, "--host", self._bind_host(),
                 "--port", str(port), "--template", str(served_template())]
-        return Service("gateway", argv, ready, env=self.client_env(), ready_deadline_s=60)
+        return Service(name, argv, ready, env=self.client_env(), ready_deadline_s=60)
+
+    def _gateway(self) -> Service:
+        return self._template_server("gateway", "devstack.gateway")
 
     def _websocket_api(self) -> Service:
-        port = self.ports["websocket"]
-
-        def ready() -> bool:
-            import requests
-
-            return requests.get(f"http://127.0.0.1:{port}/_devstack/health", timeout=1).ok
-
-        argv = [sys.executable, "-m", "devstack.wsapi", "--host", self._bind_host(),
-                "--port", str(port), "--template", str(served_template())]
-        return Service("websocket", argv, ready, env=self.client_env(), ready_deadline_s=60)
+        return self._template_server("websocket", "devstack.wsapi")
 
     # ---- lifecycle ----------------------------------------------------------------------
     def _pid(self, name: str) -> int | None:

@@ -25,7 +25,6 @@ Run: python -m devstack.wsapi --port 3001 --template template.yaml
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import datetime as dt
@@ -36,7 +35,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import uvloop
@@ -227,18 +225,12 @@ def build_app(template: Template, pool: WorkerPool, guard: Guard | None = None,
 
 
 def main(argv: list[str] | None = None) -> None:
-    from devstack.gateway import log_feed
+    from devstack.gateway import log_feed, server_arguments
 
-    parser = argparse.ArgumentParser(prog="python -m devstack.wsapi",
-                                     description="Serve template.yaml's WebSocket API locally.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=3001)
-    parser.add_argument("--template", type=Path, default=Path("template.yaml"))
+    parser = server_arguments("python -m devstack.wsapi",
+                              "Serve template.yaml's WebSocket API locally.", 3001)
     parser.add_argument("--workers", type=int, default=int(os.environ.get("DEVSTACK_WS_WORKERS", "4")),
                         help="warm Lambda instances serving the WebSocket routes (default 4)")
-    parser.add_argument("--no-log-shipping", action="store_true",
-                        default=os.environ.get("DEVSTACK_LOG_SHIPPING", "on") == "off",
-                        help="only echo the functions' lines, do not ship them to OPENSEARCH_URL")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     template = Template.load(args.template)
