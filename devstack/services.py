@@ -15,6 +15,7 @@ import glob
 import json
 import os
 import pwd
+import random
 import re
 import shutil
 import signal
@@ -51,7 +52,38 @@ class ServiceError(RuntimeError):
     """A service could not be started or stopped; the message says which and why."""
 
 
+_PORTS_GIVEN: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
+    """A loopback port nothing listens on, taken from below the kernel's ephemeral range.
+
+    A port the kernel handed out with bind(0) lies in the range it also gives to outgoing
+    connections, so between this call and the server's bind any client on the machine could take
+    it ("address already in use" from a container published seconds later). Ports below the range
+    are only ever taken by a listener; each is given once per process.
+    """
+    low = _ephemeral_range()[0]
+    first = 20000 if low > 25000 else 1024
+    for _ in range(200):
+        port = random.randrange(first, low)
+        if port in _PORTS_GIVEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _PORTS_GIVEN.add(port)
+        return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from aiohttp.test_utils import make_mocked_request
 from devstack import dashboard
 from devstack.gateway import build_app
 from devstack.runtime import WorkerPool
-from devstack.services import REPO_ROOT
+from devstack.services import REPO_ROOT, free_port
 from devstack.sigv4 import Guard
 from devstack.template import Template
 
@@ -42,12 +41,6 @@ def make_site(root: Path) -> Path:
     vendor.write_text("window.LightweightCharts = {};\n")
     (root / "node_modules/lightweight-charts/package.json").write_text("{}")
     return root
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
