@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -79,6 +81,7 @@ def in_process_call() -> Call:
     os.environ.update(local)
     config.load.cache_clear()
     handler = import_handler(fn)
+    _log_lines_to_devnull()
     context = {"function": fn.logical_id, "arn": fn.arn, "memory_mb": fn.memory_mb, "timeout_s": fn.timeout_s}
 
     def call() -> None:
@@ -89,6 +92,17 @@ def in_process_call() -> Call:
         if result["statusCode"] != 200 or result["headers"].get("X-Cache") != "HIT":
             raise RuntimeError(f"in-process call answered {result}")
     return call
+
+
+def _log_lines_to_devnull() -> None:
+    """The in-process handler still formats and writes its access line on every call, as in
+    Lambda, but to /dev/null rather than above the bench's table."""
+    devnull = open(os.devnull, "w")  # noqa: SIM115 - open for the process's life
+    for name, logger in logging.Logger.manager.loggerDict.items():
+        if name.startswith("stockpred") and isinstance(logger, logging.Logger):
+            for h in logger.handlers:
+                if isinstance(h, logging.StreamHandler):
+                    h.setStream(devnull)
 
 
 def redis_call(cache_urls: str) -> Call:
@@ -111,22 +125,26 @@ def pool_stats(env: dict[str, str]) -> dict[str, int]:
 
 @contextmanager
 def server(argv: list[str], url: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """A server process of this bench, until it answers url; stopped at the end."""
-    proc = subprocess.Popen(argv, cwd=REPO_ROOT, env=env)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                requests.get(url, timeout=10).raise_for_status()
-                break
-            except requests.ConnectionError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{argv} did not start") from None
-                time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    """A server process of this bench, until it answers url; stopped at the end. Its output
+    (a quiet gateway writes every function's log line there) goes to a temporary file, shown
+    only if it does not start: thousands of access lines would bury the bench's table."""
+    with tempfile.TemporaryFile("w+") as output:
+        proc = subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    requests.get(url, timeout=10).raise_for_status()
+                    break
+                except requests.ConnectionError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        output.seek(0)
+                        raise RuntimeError(f"{argv} did not start:\n{output.read()[-3000:]}") from None
+                    time.sleep(0.2)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(10)
 
 
 def quiet_gateway() -> AbstractContextManager[str]:
