@@ -89,6 +89,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _never_raising(log: Callable[[str], None]) -> Callable[[str], None]:
+    """`log`, except that a closed output (a bench piped into `head`) cannot stop the stack
+    half way and leave its services running."""
+    def write(line: str) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            log(line)
+    return write
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
@@ -227,7 +236,7 @@ class Stack:
         self.root = Path(root).resolve()
         self.durable = durable
         self.environ = dict(os.environ if environ is None else environ)
-        self.log = log
+        self.log = _never_raising(log)
         self.cache_shards = cache_shards or int(self.environ.get("STOCKPRED_CACHE_SHARDS", "1"))
         self.ha = (self.environ.get("STOCKPRED_REDIS_HA", "on") != "off"
                    if high_availability is None else high_availability)

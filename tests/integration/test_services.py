@@ -4,6 +4,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import stat
 import tempfile
 import uuid
@@ -170,3 +171,30 @@ def test_an_external_opensearch_is_used_not_started(tmp_path):
     assert "opensearch" not in [s.name for s in stack.services()]
     assert stack.client_env()["OPENSEARCH_URL"] == "http://search.example:9200"
     assert ("OPENSEARCH_URL (external)", "http://search.example:9200", None) in stack.status()
+
+
+def test_down_stops_every_service_when_its_output_is_gone(tmp_path):
+    """A bench piped into `head` loses its stderr; `down` must still stop every process it started."""
+    environ = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "HOME")}
+    environ.update({"DATABASE_URL": "postgresql://external/db", "MONGO_URL": "mongodb://external:1/",
+                    "AWS_ENDPOINT_URL": "http://external:1", "OPENSEARCH_URL": "http://external:1",
+                    "STOCKPRED_REDIS_HA": "off"})
+    lines: list[str] = []
+
+    def log(line: str) -> None:
+        if "stopped" in line:
+            raise BrokenPipeError(32, "Broken pipe")
+        lines.append(line)
+
+    stack = Stack(tmp_path, free_ports=True, durable=False, with_gateway=False, environ=environ, log=log)
+    names = [s.name for s in stack.services()]
+    assert len(names) >= 2 and all(n.startswith("redis") for n in names), names
+    try:
+        stack.up()
+        pids = [stack._pid(n) for n in names]
+        assert all(pids) and any("ready" in line for line in lines)
+        stack.down()
+        assert not any(pid_alive(pid) for pid in pids)
+    finally:
+        for pid in (p for p in (stack._pid(n) for n in names) if p):
+            os.kill(pid, signal.SIGTERM)
