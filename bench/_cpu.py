@@ -59,9 +59,8 @@ class StackCpu:
         """pid -> label, for the stack's services, their Lambda workers, and this process."""
         labels = {os.getpid(): "bench"}
         for svc in self.stack.services():
-            try:
-                pid = int(self.stack.pidfile(svc.name).read_text().strip())
-            except (OSError, ValueError):
+            pid = self.stack._pid(svc.name)
+            if pid is None:
                 continue
             labels[pid] = svc.name
             for child in _children(pid):

@@ -30,18 +30,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from devstack.services import REPO_ROOT, cache_dir
+
 SAM = REPO_ROOT / ".tools" / "sam" / "bin" / "sam"
 SAM_PYTHON = REPO_ROOT / ".tools" / "sam" / "bin" / "python"
 BUILT_TEMPLATE = REPO_ROOT / ".aws-sam" / "build" / "template.yaml"
 LAMBDA_IMAGE = "localhost/stockpred-lambda:latest"
 SECRET_FILES = {"JWT_SECRET": "jwt-secret", "SERVICE_TOKEN": "service-token",
                 "PSEUDONYM_KEY": "pseudonym-key"}
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("STOCKPRED_CACHE_DIR")
-                or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "stockpred")
 
 
 def containers_home() -> Path:
@@ -82,15 +78,6 @@ def compose_env(secrets_dir: Path) -> dict[str, str]:
     for var, name in SECRET_FILES.items():
         env[var] = (secrets_dir / name).read_text().strip()
     return env
-
-
-def stack_env(env: dict[str, str]) -> dict[str, str]:
-    """A devstack stack's client environment (Stack.client_env) fit for sam local on the host's
-    network: its addresses as they are, the secrets' names left out when the stack gives plain
-    values (and kept when it reads them from its emulator's Secrets Manager)."""
-    skip = {"STOCKPRED_HOME", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
-            "STOCKPRED_API_URL", "STOCKPRED_WS_URL"}
-    return {k: v for k, v in env.items() if k not in skip}
 
 
 def write_template(out: Path, names: list[str], built: Path = BUILT_TEMPLATE) -> list[str]:

@@ -263,8 +263,6 @@ def build_app(template: Template, pool: WorkerPool, invoke_pool: WorkerPool, *,
         invoke_pool.close()
         if log_feed is not None:
             log_feed.close()
-            if log_feed.pool is not None:
-                log_feed.pool.close()
 
     app.on_cleanup.append(shutdown)
     return app

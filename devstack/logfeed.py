@@ -127,9 +127,12 @@ class LogFeed:
                 log.exception("log feed flush failed")
 
     def close(self) -> None:
+        """Ships what is pending, then stops the thread and the shipper's pool (the feed's own)."""
         self._stop.set()
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(10)
         if self.shipper is not None and self.pool is not None:
             self.flush()
+        if self.pool is not None:
+            self.pool.close()

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from devstack.services import cache_dir
 from devstack.template import Function
 
 WORKER_SCRIPT = Path(__file__).with_name("lambda_worker.py")
@@ -66,11 +67,6 @@ class Invocation:
     duration_ms: float
     cold: bool
     init_ms: float = 0.0
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("STOCKPRED_CACHE_DIR")
-                or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "stockpred")
 
 
 def find_lambda_python() -> Path | None:

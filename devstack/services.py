@@ -55,12 +55,12 @@ class ServiceError(RuntimeError):
 _PORTS_GIVEN: set[int] = set()
 
 
-def _ephemeral_range() -> tuple[int, int]:
+def _ephemeral_start() -> int:
+    """The first port the kernel gives outgoing connections."""
     try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def free_port() -> int:
@@ -71,7 +71,7 @@ def free_port() -> int:
     it ("address already in use" from a container published seconds later). Ports below the range
     are only ever taken by a listener; each is given once per process.
     """
-    low = _ephemeral_range()[0]
+    low = _ephemeral_start()
     first = 20000 if low > 25000 else 1024
     for _ in range(200):
         port = random.randrange(first, low)

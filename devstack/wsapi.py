@@ -41,6 +41,7 @@ import uvloop
 from aiohttp import WSMsgType, web
 
 from devstack.events import STAGE, websocket_event
+from devstack.logfeed import LogFeed
 from devstack.runtime import FunctionTimeout, Invocation, LambdaPython, Throttled, WorkerPool
 from devstack.sigv4 import Guard
 from devstack.template import Function, Template
@@ -190,7 +191,7 @@ class WebSocketApi:
 
 
 def build_app(template: Template, pool: WorkerPool, guard: Guard | None = None,
-              on_cleanup: Callable[[], None] | None = None) -> web.Application:
+              log_feed: LogFeed | None = None) -> web.Application:
     """The WebSocket API's stage and `@connections`, its routes invoked on `pool`; and
     `/_devstack/health`."""
     app = web.Application()
@@ -216,8 +217,8 @@ def build_app(template: Template, pool: WorkerPool, guard: Guard | None = None,
 
     async def cleanup(app: web.Application) -> None:
         pool.close()
-        if on_cleanup is not None:
-            on_cleanup()
+        if log_feed is not None:
+            log_feed.close()
 
     app.on_shutdown.append(going_away)
     app.on_cleanup.append(cleanup)
@@ -239,13 +240,8 @@ def main(argv: list[str] | None = None) -> None:
     feed = log_feed(template, runtime, env, shipping=not args.no_log_shipping)
     pool = WorkerPool(args.workers, base_env=env, runtime=runtime, log_sink=feed.sink)
 
-    def close_feed() -> None:
-        feed.close()
-        if feed.pool is not None:
-            feed.pool.close()
-
     log.info("WebSocket API of %s on port %d", template.path, args.port)
-    web.run_app(build_app(template, pool, on_cleanup=close_feed), host=args.host, port=args.port,
+    web.run_app(build_app(template, pool, log_feed=feed), host=args.host, port=args.port,
                 print=None, access_log=None, loop=uvloop.new_event_loop())
 
 

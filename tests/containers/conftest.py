@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from containers.samlocal import podman_env
 from devstack.services import REPO_ROOT, free_port
 
 PORT_VARS = ("STOCKPRED_API_PORT", "STOCKPRED_WS_PORT", "STOCKPRED_POSTGRES_PORT", "STOCKPRED_REDIS_PORT",
@@ -61,12 +62,8 @@ def compose_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeS
         pytest.skip("podman is installed and run as root here (containers/bootstrap.sh)")
     project = f"stockpred-test-{uuid.uuid4().hex[:8]}"
     secrets_dir = tmp_path_factory.mktemp("compose-secrets")
-    env = {**os.environ, **{var: str(free_port()) for var in PORT_VARS},
+    env = {**podman_env(), **{var: str(free_port()) for var in PORT_VARS},
            "STOCKPRED_SECRETS_DIR": str(secrets_dir)}
-    home = Path(env.get("STOCKPRED_CACHE_DIR") or Path(env.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-                / "stockpred") / "containers"
-    env["CONTAINERS_CONF"] = str(home / "containers.conf")
-    env["CONTAINERS_STORAGE_CONF"] = str(home / "storage.conf")
     stack = ComposeStack(project, env, secrets_dir, {})
     try:
         started = time.monotonic()

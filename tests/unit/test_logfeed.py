@@ -19,6 +19,9 @@ class RecordingPool:
     def __init__(self) -> None:
         self.events: list[dict] = []
 
+    def close(self) -> None:
+        pass
+
     def invoke(self, fn: Function, event: dict, request_id: str | None = None) -> Invocation:
         self.events.append(json.loads(gzip.decompress(base64.b64decode(event["awslogs"]["data"]))))
         return Invocation({"indexed": 1}, None, 1.0, False)

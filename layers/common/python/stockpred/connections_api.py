@@ -27,7 +27,7 @@ import botocore.session
 from botocore.credentials import Credentials, ReadOnlyCredentials
 from botocore.utils import normalize_url_path
 
-from stockpred.keepalive import Origin
+from stockpred.keepalive import DEFAULT_PORTS, Origin
 
 RETRIES = 2
 RETRY_BASE_S = 0.05
@@ -78,7 +78,7 @@ class SigV4Signer:
         """The signing headers for `method url` with `body`, signed at `now` (default: the time)."""
         parts = urlsplit(url)
         host = parts.hostname or ""
-        if parts.port is not None and parts.port != {"http": 80, "https": 443}.get(parts.scheme):
+        if parts.port is not None and parts.port != DEFAULT_PORTS.get(parts.scheme):
             host = f"{host}:{parts.port}"
         amz_date = self._amz_date(time.time() if now is None else now)
         day = amz_date[:8]
