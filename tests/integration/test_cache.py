@@ -44,3 +44,31 @@ def test_cache_down_still_answers_from_the_loader():
     cache = ReadThroughCache(CacheRing.from_urls(("redis://127.0.0.1:1/0",)))
     got = cache.get_or_load("stockpred:test:down", 60, lambda: {"v": 1})
     assert got.value == {"v": 1} and not got.hit
+
+
+
+class _OtherLoadLandsFirst(ReadThroughCache):
+    """A caller whose miss was read just before another caller loaded, stored and unlocked."""
+
+    def __init__(self, other_caller) -> None:
+        super().__init__(redis_stores.cache_ring())
+        self.other_caller = other_caller
+
+    def _try_lock(self, client, lock, token):
+        self.other_caller()
+        return super()._try_lock(client, lock, token)
+
+
+def test_a_value_that_lands_between_miss_and_lock_is_not_loaded_again(stack):
+    key = f"stockpred:test:{uuid.uuid4()}"
+    loads = []
+
+    def load():
+        loads.append(1)
+        return {"v": 7}
+
+    other = ReadThroughCache(redis_stores.cache_ring())
+    late = _OtherLoadLandsFirst(lambda: other.get_or_load(key, 60, load))
+    got = late.get_or_load(key, 60, load)
+    assert got.value == {"v": 7} and got.hit
+    assert len(loads) == 1

@@ -1,8 +1,9 @@
 """Read-through cache on the ring, with one upstream call when many miss the same key at once.
 
 Keys are namespaced and versioned (`stockpred:v1:<kind>:<id>`) so a format change never reads
-old entries. On a miss the first caller takes a short lock next to the key and loads; the others
-wait for its value instead of calling upstream too. A negative answer (unknown symbol) is cached
+old entries. On a miss the first caller takes a short lock next to the key, reads the key again (a
+loader may have finished in between) and loads; the others wait for its value instead of calling
+upstream too. A negative answer (unknown symbol) is cached
 briefly so repeated nonsense does not reach the provider. When the provider is down, the last
 known good copy of a key is served, marked stale with its age, rather than an error.
 """
@@ -66,6 +67,10 @@ class ReadThroughCache:
                 return Lookup(None if waited == MISSING else waited, True)
         last_key = f"{cache_key}:last"
         try:
+            # Another caller may have loaded, stored and unlocked between our read and our lock.
+            landed = self._read(client, cache_key, decode)
+            if landed is not None:
+                return Lookup(None if landed == MISSING else landed, True)
             try:
                 value = load()
             except ProviderUnavailable:
