@@ -13,25 +13,26 @@ whose X-Amz-Date is within 15 minutes of now. Anything else is a 403 shaped as A
 MissingAuthenticationTokenException, IncompleteSignatureException, UnrecognizedClientException,
 InvalidSignatureException.
 
-The check is written out: botocore's signer builds a whole AWSRequest for it, which cost the
-`@connections` endpoint a third of its time in a fan-out. tests/security/test_realtime_and_local.py
+The check is written out on stockpred.sigv4 (the fan-out's signer uses the same): botocore's
+signer builds a whole AWSRequest for it, which cost the `@connections` endpoint a third of its
+time in a fan-out. tests/security/test_realtime_and_local.py
 holds it to botocore's own signatures.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import hashlib
 import hmac
 import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from aiohttp import web
-from botocore.utils import normalize_url_path
+
+from stockpred import sigv4
 
 log = logging.getLogger("devstack.iam")
 
@@ -63,21 +64,6 @@ def _amz_date(stamp: str) -> dt.datetime | None:
                            int(stamp[11:13]), int(stamp[13:15]), tzinfo=dt.UTC)
     except ValueError:
         return None
-
-
-def canonical_request(method: str, url: str, signed_names: list[str], values: dict[str, list[str]],
-                      payload_hash: str) -> str:
-    """SigV4's canonical request as botocore builds it for every service but S3: the path as sent
-    with its dot segments resolved, URI-encoded once more; the query's pairs sorted as sent; each
-    signed header's values whitespace-collapsed and comma-joined. tests/security checks it
-    against botocore's own signer."""
-    parts = urlsplit(url)
-    path = quote(normalize_url_path(parts.path), safe="/~")
-    pairs = sorted(pair.partition("=")[::2] for pair in parts.query.split("&")) if parts.query else []
-    query = "&".join(f"{k}={v}" for k, v in pairs)
-    headers = "".join(f"{name}:{','.join(' '.join(v.split()) for v in values[name])}\n"
-                      for name in signed_names)
-    return "\n".join((method.upper(), path, query, headers, ";".join(signed_names), payload_hash))
 
 
 class Guard:
@@ -130,22 +116,16 @@ class Guard:
         if claimed and claimed[0] != payload_hash:
             raise Refused("InvalidSignatureException", "X-Amz-Content-SHA256 does not match the body")
 
-        canonical = canonical_request(method, url, sorted(set(signed_names)), values, payload_hash)
-        string_to_sign = "\n".join(("AWS4-HMAC-SHA256", stamp, f"{day}/{region}/{service}/aws4_request",
-                                    hashlib.sha256(canonical.encode()).hexdigest()))
-        expected = hmac.new(self._signing_key(day, region, service), string_to_sign.encode(),
-                            hashlib.sha256).hexdigest()
+        target = urlsplit(url)
+        canonical = sigv4.canonical_request(
+            method, target.path, target.query,
+            [(name, sigv4.header_value(values[name])) for name in sorted(set(signed_names))],
+            payload_hash)
+        expected = sigv4.signature(self.secret_access_key, stamp, region, service, canonical)
         if not hmac.compare_digest(expected, signature):
             raise Refused("InvalidSignatureException",
                           "The request signature we calculated does not match the signature you "
                           "provided.")
-
-    @functools.lru_cache(maxsize=64)  # noqa: B019 (one Guard per gateway: the cache lives as long)
-    def _signing_key(self, day: str, region: str, service: str) -> bytes:
-        key = ("AWS4" + self.secret_access_key).encode()
-        for part in (day, region, service, "aws4_request"):
-            key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-        return key
 
     def protect(self, handler: Handler) -> Handler:
         """`handler`, answered only for requests the stack's credentials signed."""

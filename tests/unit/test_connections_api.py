@@ -5,6 +5,7 @@ import datetime as dt
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 import pytest
 from botocore.auth import SigV4Auth
@@ -14,6 +15,7 @@ from botocore.credentials import Credentials
 from devstack.sigv4 import Guard
 from stockpred import connections_api
 from stockpred.connections_api import ConnectionsApi, PushFailed, SigV4Signer
+from stockpred.keepalive import Origin
 
 KEY, SECRET = "AKIDSTACK", "stack-secret"
 
@@ -126,7 +128,8 @@ def _botocore_headers(credentials: Credentials, method: str, url: str, body: byt
 def test_the_signers_headers_are_botocores_for_the_same_request_and_time(credentials, method, url, body):
     when = dt.datetime(2026, 11, 24, 23, 59, 59, tzinfo=dt.UTC)
     ours = SigV4Signer("eu-west-1", "execute-api").headers(
-        credentials.get_frozen_credentials(), method, url, body, now=when.timestamp())
+        credentials.get_frozen_credentials(), method, Origin(url).host_header, urlsplit(url).path,
+        body, now=when.timestamp())
     assert ours == _botocore_headers(credentials, method, url, body, when, "eu-west-1")
 
 
@@ -136,7 +139,7 @@ def test_a_new_day_is_signed_with_that_days_key():
     url = "http://127.0.0.1:3001/local/@connections/c1"
     for when in (dt.datetime(2026, 11, 24, 23, 59, 59, tzinfo=dt.UTC),
                  dt.datetime(2026, 11, 25, 0, 0, 0, tzinfo=dt.UTC)):
-        ours = signer.headers(credentials.get_frozen_credentials(), "POST", url, b"x",
-                              now=when.timestamp())
+        ours = signer.headers(credentials.get_frozen_credentials(), "POST", "127.0.0.1:3001",
+                              "/local/@connections/c1", b"x", now=when.timestamp())
         assert ours == _botocore_headers(credentials, "POST", url, b"x", when, "us-east-1")
         assert f"/{when:%Y%m%d}/us-east-1/" in ours["Authorization"]

@@ -1,22 +1,22 @@
 """The WebSocket API's `@connections` management API: PostToConnection and DeleteConnection.
 
-Each request is signed SigV4 (SigV4Signer: botocore's algorithm, with the signing key derived once
-a day rather than by four HMACs per call, and no AWSRequest built; 10 µs of CPU a call against
-botocore's 52) and sent over pooled keep-alive connections (stockpred.keepalive: one write per
-request; urllib3 and http.client cost about 0.27 ms of CPU a call), not through a boto3 client: a
-fan-out makes one call per subscriber, and boto3's per-call machinery (parameter validation, event
-hooks, retry handlers) cost about 0.7 ms of CPU a call here. tests/unit/test_connections_api.py
-holds the signer's Authorization header equal to botocore's SigV4Auth for the same request and
-time. Credentials come from botocore's own chain (a Lambda role's, refreshed as they expire). The
-wire format is the API's own: `POST|DELETE {endpoint}/@connections/{id}`, 410 when the connection
-is gone, 429 when throttled. Throttles, 5xx and network errors are retried with back-off; what
+Each request is signed SigV4 (SigV4Signer on stockpred.sigv4: botocore's algorithm, with the
+signing key derived once a day rather than by four HMACs per call, and no AWSRequest built; 10 µs
+of CPU a call against botocore's 52) for the Host header its connection sends, and sent over
+pooled keep-alive connections (stockpred.keepalive: one write per request; urllib3 and
+http.client cost about 0.27 ms of CPU a call), not through a boto3 client: a fan-out makes one
+call per subscriber, and boto3's per-call machinery (parameter validation, event hooks, retry
+handlers) cost about 0.7 ms of CPU a call here. tests/unit/test_connections_api.py holds the
+signer's Authorization header equal to botocore's SigV4Auth for the same request and time.
+Credentials come from botocore's own chain (a Lambda role's, refreshed as they expire). The wire
+format is the API's own: `POST|DELETE {endpoint}/@connections/{id}`, 410 when the connection is
+gone, 429 when throttled. Throttles, 5xx and network errors are retried with back-off; what
 still fails raises PushFailed so the caller can queue it again.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import random
 import threading
 import time
@@ -25,9 +25,9 @@ from urllib.parse import quote, urlsplit
 
 import botocore.session
 from botocore.credentials import Credentials, ReadOnlyCredentials
-from botocore.utils import normalize_url_path
 
-from stockpred.keepalive import DEFAULT_PORTS, Origin
+from stockpred import sigv4
+from stockpred.keepalive import Origin
 
 RETRIES = 2
 RETRY_BASE_S = 0.05
@@ -50,20 +50,7 @@ class SigV4Signer:
     def __init__(self, region: str, service: str) -> None:
         self.region = region
         self.service = service
-        self._keys: dict[tuple[str, str], bytes] = {}
         self._stamp: tuple[int, str] = (-1, "")
-
-    def signing_key(self, secret_key: str, day: str) -> bytes:
-        """HMAC(HMAC(HMAC(HMAC("AWS4" + secret, day), region), service), "aws4_request"), kept."""
-        key = self._keys.get((secret_key, day))
-        if key is None:
-            key = ("AWS4" + secret_key).encode()
-            for part in (day, self.region, self.service, "aws4_request"):
-                key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-            if len(self._keys) > 8:  # rotated credentials and past days are not needed again
-                self._keys.clear()
-            self._keys[(secret_key, day)] = key
-        return key
 
     def _amz_date(self, now: float) -> str:
         second = int(now)
@@ -73,34 +60,23 @@ class SigV4Signer:
             self._stamp = (second, stamp)
         return stamp
 
-    def headers(self, credentials: ReadOnlyCredentials, method: str, url: str, body: bytes = b"",
-                now: float | None = None) -> dict[str, str]:
-        """The signing headers for `method url` with `body`, signed at `now` (default: the time)."""
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if parts.port is not None and parts.port != DEFAULT_PORTS.get(parts.scheme):
-            host = f"{host}:{parts.port}"
+    def headers(self, credentials: ReadOnlyCredentials, method: str, host: str, path: str,
+                body: bytes = b"", now: float | None = None) -> dict[str, str]:
+        """The signing headers for `method path` sent with `Host: host` and `body`, signed at
+        `now` (default: the time)."""
         amz_date = self._amz_date(time.time() if now is None else now)
-        day = amz_date[:8]
-        canonical_headers = f"host:{host}\nx-amz-date:{amz_date}\n"
-        signed = "host;x-amz-date"
+        signed = [("host", host), ("x-amz-date", amz_date)]
         out = {"X-Amz-Date": amz_date}
         if credentials.token:
-            token = " ".join(credentials.token.split())
-            canonical_headers += f"x-amz-security-token:{token}\n"
-            signed += ";x-amz-security-token"
+            signed.append(("x-amz-security-token", sigv4.header_value([credentials.token])))
             out["X-Amz-Security-Token"] = credentials.token
-        if parts.query:
-            raise ValueError("SigV4Signer signs URLs without a query")
-        canonical = "\n".join((method.upper(), quote(normalize_url_path(parts.path), safe="/~"),
-                               "", canonical_headers, signed, hashlib.sha256(body).hexdigest()))
-        scope = f"{day}/{self.region}/{self.service}/aws4_request"
-        string_to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n" + hashlib.sha256(
-            canonical.encode()).hexdigest()
-        signature = hmac.new(self.signing_key(credentials.secret_key, day), string_to_sign.encode(),
-                             hashlib.sha256).hexdigest()
-        out["Authorization"] = (f"AWS4-HMAC-SHA256 Credential={credentials.access_key}/{scope}, "
-                                f"SignedHeaders={signed}, Signature={signature}")
+        canonical = sigv4.canonical_request(method, path, "", signed, hashlib.sha256(body).hexdigest())
+        signature = sigv4.signature(credentials.secret_key, amz_date, self.region, self.service,
+                                    canonical)
+        out["Authorization"] = (
+            f"{sigv4.ALGORITHM} Credential={credentials.access_key}/"
+            f"{sigv4.scope(amz_date, self.region, self.service)}, "
+            f"SignedHeaders={';'.join(name for name, _ in signed)}, Signature={signature}")
         return out
 
 
@@ -131,10 +107,10 @@ class ConnectionsApi:
         return self._session_credentials.get_frozen_credentials()
 
     def _call(self, method: str, conn_id: str, body: bytes = b"") -> int:
-        quoted = quote(conn_id, safe="")
-        path, url = self._path + quoted, f"{self.endpoint}/@connections/{quoted}"
+        path = self._path + quote(conn_id, safe="")
         for attempt in range(RETRIES + 1):
-            headers = self._signer.headers(self._frozen_credentials(), method, url, body)
+            headers = self._signer.headers(self._frozen_credentials(), method,
+                                           self._origin.host_header, path, body)
             try:
                 status, answer = self._origin.request(method, path, headers, body)
             except OSError as exc:
