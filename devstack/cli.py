@@ -446,14 +446,14 @@ def cmd_dashboard_publish(args: argparse.Namespace) -> int:
 
 
 def _exposure_cap(text: str) -> float:
-    from stockpred.config import MAX_LEVERAGE
+    from stockpred.config import MAX_LEVERAGE, MIN_EXPOSURE
 
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.01 <= value <= MAX_LEVERAGE:
-        raise argparse.ArgumentTypeError(f"must be between 0.01 and {MAX_LEVERAGE:g}, not {text}")
+    if not MIN_EXPOSURE <= value <= MAX_LEVERAGE:
+        raise argparse.ArgumentTypeError(f"must be between {MIN_EXPOSURE:g} and {MAX_LEVERAGE:g}, not {text}")
     return value
 
 

@@ -55,6 +55,15 @@ def test_other_malformed_values_name_their_variable(name, value):
         from_environ({name: value})
 
 
+@pytest.mark.parametrize("name", ["BREAKER_RESET_SECONDS", "RECOVERY_AFTER_SECONDS",
+                                  "IDEMPOTENCY_CLAIM_SECONDS", "SECRETS_TTL_SECONDS"])
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "1e999"])
+def test_a_number_that_is_not_finite_is_a_config_error(name, value):
+    """NaN compares false with any minimum, so it once passed every "at least" check."""
+    with pytest.raises(ConfigError, match=name):
+        from_environ({name: value})
+
+
 def test_outside_local_mode_addresses_are_required_and_plain_secrets_are_not_read():
     with pytest.raises(ConfigError, match="REDIS_URL"):
         from_environ({"STOCKPRED_ENV": "aws"})

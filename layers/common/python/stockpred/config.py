@@ -16,6 +16,7 @@ call `load.cache_clear()`.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -189,13 +190,16 @@ class _Reader:
         """A plain stand-in for a secret: read in local mode only, never elsewhere."""
         return self.text(name, local_default) if self.local else None
 
-    def integer(self, name: str, default: int, minimum: int | None = None) -> int:
-        return self._parsed(name, default, int, "an integer", minimum)
+    def integer(self, name: str, default: int, minimum: int | None = None,
+                maximum: int | None = None) -> int:
+        return self._parsed(name, default, int, "an integer", minimum, maximum)
 
-    def number(self, name: str, default: float, minimum: float | None = None) -> float:
-        return self._parsed(name, default, float, "a number", minimum)
+    def number(self, name: str, default: float, minimum: float | None = None,
+               maximum: float | None = None) -> float:
+        return self._parsed(name, default, float, "a finite number", minimum, maximum)
 
-    def _parsed(self, name: str, default: Any, kind: type, what: str, minimum: Any) -> Any:
+    def _parsed(self, name: str, default: Any, kind: type, what: str, minimum: Any,
+                maximum: Any) -> Any:
         raw = self.text(name)
         if raw is None:
             return default
@@ -203,8 +207,12 @@ class _Reader:
             value = kind(raw)
         except ValueError:
             raise ConfigError(f"{name} must be {what}, not {raw!r}") from None
+        if not math.isfinite(value):  # "nan" and "inf" parse as floats
+            raise ConfigError(f"{name} must be {what}, not {raw!r}")
         if minimum is not None and value < minimum:
             raise ConfigError(f"{name} must be at least {minimum}, not {value}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"{name} must be at most {maximum}, not {value}")
         return value
 
     def items(self, name: str, default: str = "") -> tuple[str, ...]:
@@ -244,13 +252,9 @@ def _origin(value: str | None) -> str | None:
     return value
 
 
+# The range of MAX_EXPOSURE (and of `stockpred train|evaluate --max-exposure`): above 1 is leverage.
+MIN_EXPOSURE = 0.01
 MAX_LEVERAGE = 4.0
-
-
-def _max_exposure(value: float) -> float:
-    if not value <= MAX_LEVERAGE:  # NaN too
-        raise ConfigError(f"MAX_EXPOSURE must be at most {MAX_LEVERAGE} (4x leverage), not {value}")
-    return value
 
 
 def log_level(environ: Mapping[str, str] | None = None) -> str:
@@ -314,7 +318,7 @@ def from_environ(environ: Mapping[str, str]) -> Settings:
         min_train_days=r.integer("MIN_TRAIN_DAYS", 504, minimum=50),
         record_refit_every=r.integer("RECORD_REFIT_EVERY", 21, minimum=1),
         train_on_demand=r.choice("TRAIN_ON_DEMAND", "on", ("on", "off")) == "on",
-        max_exposure=_max_exposure(r.number("MAX_EXPOSURE", 1.0, minimum=0.01)),
+        max_exposure=r.number("MAX_EXPOSURE", 1.0, minimum=MIN_EXPOSURE, maximum=MAX_LEVERAGE),
         train_function_name=r.text("TRAIN_FUNCTION_NAME", "RetrainFunction") or "RetrainFunction",
         retrain_symbols=tuple(s.upper() for s in r.items("RETRAIN_SYMBOLS")),
         ws_management_url=r.text("WS_MANAGEMENT_URL"),
