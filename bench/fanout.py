@@ -275,18 +275,19 @@ async def predicts(subs: Subscribers, session: aiohttp.ClientSession, size: int,
 
 
 async def run(env: dict[str, str], token: str, user: str, sizes: list[int],
-              rounds: int, cpu: StackCpu, spent: dict) -> tuple[dict, dict, str]:
+              rounds: int, cpu: StackCpu, spent: dict) -> tuple[dict, dict, str, dict]:
+    """The broadcasts by size, the predicts by room size, when the predicts started, and the REST
+    probe's latencies; `spent` gets the CPU per process of each timed part."""
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         subs = Subscribers(env, token, user)
         probe = RestProbe(env["STOCKPRED_API_URL"])
         rows = {size: await broadcasts(subs, session, size, cpu, spent,
                                        probe if size == max(sizes) else None) for size in sizes}
         probe.close()
-        spent["rest probe"] = probe.latencies
         await asyncio.get_running_loop().run_in_executor(None, _await_model, env["STOCKPRED_API_URL"])
         predict_started = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
         predict_rows = await predicts(subs, session, max(sizes), rounds, cpu, spent)
-    return rows, predict_rows, predict_started
+    return rows, predict_rows, predict_started, probe.latencies
 
 
 def _print_cpu(spent: dict, keys: list[tuple[int, str]]) -> None:
@@ -316,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
         api = env["STOCKPRED_API_URL"]
         user, token = sign_up(api)
         spent: dict = {}
-        rows, predict_rows, predict_started = asyncio.run(
+        rows, predict_rows, predict_started, probed = asyncio.run(
             run(env, token, user, sizes, args.predicts, StackCpu(stack), spent))
         time.sleep(0.5)  # the last invocations' lines
         spans = _where_the_time_goes(str(stack.logfile("gateway")), predict_started)
@@ -338,7 +339,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{'invocation: span':<28}{'p50 ms':>9}{'p99 ms':>9}")
         for name, p50, p99 in spans:
             print(f"{name:<28}{p50:>9.1f}{p99:>9.1f}")
-    probed = spent.pop("rest probe")
     if all(len(v) > 1 for v in probed.values()):
         print(f"\nGET /api/stocks/{PREDICT_SYMBOL}/details, one at a time, while {big} subscribers get "
               "each broadcast and for as long again with nothing running")
