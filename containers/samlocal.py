@@ -36,6 +36,10 @@ SAM = REPO_ROOT / ".tools" / "sam" / "bin" / "sam"
 SAM_PYTHON = REPO_ROOT / ".tools" / "sam" / "bin" / "python"
 BUILT_TEMPLATE = REPO_ROOT / ".aws-sam" / "build" / "template.yaml"
 LAMBDA_IMAGE = "localhost/stockpred-lambda:latest"
+COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
+# What docker-compose.yml tells devstack itself (what to serve, to provision moto, the provider's
+# key), not its functions.
+DEVSTACK_ONLY = ("STOCKPRED_SERVE", "STOCKPRED_PROVISION_AWS", "ALPHAVANTAGE_API_KEY")
 SECRET_FILES = {"JWT_SECRET": "jwt-secret", "SERVICE_TOKEN": "service-token",
                 "PSEUDONYM_KEY": "pseudonym-key"}
 
@@ -52,29 +56,23 @@ def podman_env() -> dict[str, str]:
             "CONTAINERS_STORAGE_CONF": str(home / "storage.conf")}
 
 
-def compose_env(secrets_dir: Path) -> dict[str, str]:
-    """The functions' environment on the compose stack's network (docker-compose.yml's service
-    names), secrets read from the files containers/secrets.sh made."""
+def compose_env(secrets_dir: Path, compose_file: Path = COMPOSE_FILE) -> dict[str, str]:
+    """The functions' environment on the compose stack's network: the service addresses
+    docker-compose.yml gives devstack (its own switches left out), devstack's Invoke and
+    `@connections` APIs, the push queue, and the secrets containers/secrets.sh made."""
+    import yaml
+
     from localstack.provision import queue_url
 
-    moto = "http://moto:4566"
-    env = {
-        "STOCKPRED_ENV": "local",
-        "DATABASE_URL": "postgresql://postgres@postgres:5432/stockpred",
-        "REDIS_URL": "redis://redis-state:6379/0",
+    devstack_env = yaml.safe_load(compose_file.read_text())["services"]["devstack"]["environment"]
+    env = {name: str(value) for name, value in devstack_env.items() if name not in DEVSTACK_ONLY}
+    env.update({
         "CACHE_MODE": "shards",
-        "CACHE_REDIS_URLS": "redis://redis-cache-0:6379/0",
-        "REDIS_SENTINELS": "redis-sentinel-0:26379,redis-sentinel-1:26379,redis-sentinel-2:26379",
-        "REDIS_STATE_SERVICE": "state",
-        "CACHE_SHARDS": "cache-0",
-        "MONGO_URL": "mongodb://ferretdb:27017/",
-        "OPENSEARCH_URL": "http://opensearch:9200",
-        "AWS_ENDPOINT_URL": moto,
         # Lambda's Invoke API (on-demand training) and the WebSocket management API: devstack's.
         "AWS_ENDPOINT_URL_LAMBDA": "http://devstack:3000",
         "WS_MANAGEMENT_URL": "http://devstack:3001/local",
-        "PUSH_QUEUE_URL": queue_url(moto, "PushQueue"),
-    }
+        "PUSH_QUEUE_URL": queue_url(env["AWS_ENDPOINT_URL"], "PushQueue"),
+    })
     for var, name in SECRET_FILES.items():
         env[var] = (secrets_dir / name).read_text().strip()
     return env
