@@ -59,7 +59,7 @@ class StackCpu:
         """pid -> label, for the stack's services, their Lambda workers, and this process."""
         labels = {os.getpid(): "bench"}
         for svc in self.stack.services():
-            pid = self.stack._pid(svc.name)
+            pid = self.stack.pid(svc.name)
             if pid is None:
                 continue
             labels[pid] = svc.name

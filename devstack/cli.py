@@ -101,7 +101,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
           flush=True)
     code = 0
     while not stop.wait(1.0):
-        dead = [name for name in names if stack._pid(name) is None]
+        dead = [name for name in names if stack.pid(name) is None]
         if dead:
             print(f"error: {', '.join(dead)} exited; log in {stack.root / 'log'}", file=sys.stderr)
             code = 1

@@ -745,7 +745,8 @@ class Stack:
         return self._template_server("websocket", "devstack.wsapi")
 
     # ---- lifecycle ----------------------------------------------------------------------
-    def _pid(self, name: str) -> int | None:
+    def pid(self, name: str) -> int | None:
+        """The PID of the stack's service `name` while it runs (from its pid file), else None."""
         try:
             pid = int(self.pidfile(name).read_text().strip())
         except (OSError, ValueError):
@@ -759,7 +760,7 @@ class Stack:
 
     def launch(self, svc: Service) -> tuple[subprocess.Popen, float] | None:
         """Starts the service's process (None if it runs already); `await_ready` waits for it."""
-        if self._pid(svc.name):
+        if self.pid(svc.name):
             return None
         for d in ("run", "log", "data"):
             self.path(d).mkdir(parents=True, exist_ok=True)
@@ -821,7 +822,7 @@ class Stack:
 
     def down(self) -> None:
         for svc in reversed(self.services()):
-            pid = self._pid(svc.name)
+            pid = self.pid(svc.name)
             if pid:
                 if svc.before_stop:
                     try:
@@ -836,7 +837,7 @@ class Stack:
     def status(self) -> list[tuple[str, str, int | None]]:
         rows: list[tuple[str, str, int | None]] = []
         for svc in self.services():
-            pid = self._pid(svc.name)
+            pid = self.pid(svc.name)
             if pid is None:
                 rows.append((svc.name, "stopped", None))
                 continue

@@ -159,7 +159,7 @@ def test_api_logs_answers_operators_only(gateway: Any, stack: dict[str, str]) ->
 def test_lines_made_while_opensearch_is_down_arrive_when_it_returns(
         gateway: Any, stack: dict[str, str], stack_handle: Any) -> None:
     service = next(s for s in stack_handle.services() if s.name == "opensearch")
-    pid = stack_handle._pid("opensearch")
+    pid = stack_handle.pid("opensearch")
     assert pid
     stack_handle.stop_pid("opensearch", pid, service.stop_signal)
     try:

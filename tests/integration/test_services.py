@@ -113,7 +113,7 @@ def test_opensearch_answers_on_loopback_as_its_own_user_with_single_node_indices
     port = stack_handle.ports["opensearch"]
     assert url == f"http://127.0.0.1:{port}" and port != DEFAULT_PORTS["opensearch"]
     assert requests.get(url, timeout=5).json()["version"]["number"] == OPENSEARCH_VERSION
-    pid = stack_handle._pid("opensearch")
+    pid = stack_handle.pid("opensearch")
     assert pid is not None
     if os.geteuid() == 0:  # it refuses to run as root: the stack runs it as `opensearch`
         assert _uids(pid) == [pwd.getpwnam("opensearch").pw_uid] * 4
@@ -145,7 +145,7 @@ def test_opensearch_alone_starts_and_down_leaves_no_process():
     try:
         assert [s.name for s in stack.services()] == ["opensearch"]
         env = stack.up()
-        pid = stack._pid("opensearch")
+        pid = stack.pid("opensearch")
         assert pid is not None
         assert requests.get(env["OPENSEARCH_URL"] + "/_cluster/health", timeout=5).json()["status"] == "green"
         if os.geteuid() == 0:
@@ -158,7 +158,7 @@ def test_opensearch_alone_starts_and_down_leaves_no_process():
                 assert stat.S_IMODE((root / name).stat().st_mode) == 0o600, name
         stack.down()
         assert not pid_alive(pid)
-        assert stack._pid("opensearch") is None and not stack.pidfile("opensearch").exists()
+        assert stack.pid("opensearch") is None and not stack.pidfile("opensearch").exists()
         assert not wait_until(lambda: requests.get(env["OPENSEARCH_URL"], timeout=1).ok, 1)
     finally:
         stack.down()
@@ -191,10 +191,10 @@ def test_down_stops_every_service_when_its_output_is_gone(tmp_path):
     assert len(names) >= 2 and all(n.startswith("redis") for n in names), names
     try:
         stack.up()
-        pids = [stack._pid(n) for n in names]
+        pids = [stack.pid(n) for n in names]
         assert all(pids) and any("ready" in line for line in lines)
         stack.down()
         assert not any(pid_alive(pid) for pid in pids)
     finally:
-        for pid in (p for p in (stack._pid(n) for n in names) if p):
+        for pid in (p for p in (stack.pid(n) for n in names) if p):
             os.kill(pid, signal.SIGTERM)
