@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what runs the containers, idempotently: Debian's podman, runc, debootstrap (and
-# uidmap/slirp4netns/fuse-overlayfs podman may want), podman-compose from PyPI in its own
+# Installs what runs the containers, idempotently: Debian's podman, runc, debootstrap, netavark
+# with aardvark-dns and iptables, catatonit, podman-compose from PyPI in its own
 # virtualenv, and podman's configuration for this machine kind (runc, explicit ulimits, cgroupfs
 # for cgroup v1), kept under the user's cache folder (CONTAINERS_CONF, CONTAINERS_STORAGE_CONF).
 #
@@ -27,6 +27,10 @@ command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
 [ -x /usr/lib/podman/netavark ] || command -v netavark >/dev/null 2>&1 || need_apt+=(netavark)
 [ -x /usr/lib/podman/aardvark-dns ] || command -v aardvark-dns >/dev/null 2>&1 || need_apt+=(aardvark-dns)
 [ -x /usr/libexec/podman/catatonit ] || command -v catatonit >/dev/null 2>&1 || need_apt+=(catatonit)
+# netavark sets up each network's NAT and port forwarding with iptables (netavark 1.4: "No such
+# file or directory" without it). Debian's podman only Suggests it, so --no-install-recommends
+# never brings it: `apt-cache depends podman netavark` is the list to check, not this machine.
+command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || need_apt+=(iptables)
 if ((${#need_apt[@]})); then
     say "installing Debian packages: ${need_apt[*]}"
     start=$(date +%s)

@@ -99,3 +99,12 @@ def test_scripts_copied_into_images_are_executable() -> None:
     assert scripts
     for script in scripts:
         assert script.stat().st_mode & 0o111, f"{script} is not executable"
+
+
+def test_bootstrap_installs_what_podman_only_suggests_but_netavark_needs() -> None:
+    """A fresh machine's `apt-get install --no-install-recommends podman netavark` brings no
+    iptables (podman only Suggests it), and netavark cannot create a network without it: the
+    compose tests failed on a fresh machine with `netavark: No such file or directory`."""
+    text = (REPO_ROOT / "containers" / "bootstrap.sh").read_text()
+    for package in ("podman", "netavark", "aardvark-dns", "iptables", "catatonit", "runc"):
+        assert re.search(rf"need_apt\+=\({re.escape(package)}\)", text), package
