@@ -2,7 +2,9 @@
 
 Serving imports numpy and stockml.signals only. A symbol with no trained model answers 202 with
 Retry-After while one training runs in the retrain function (started by the first such request,
-single-flight across requests and instances), unless TRAIN_ON_DEMAND=off (then 404).
+single-flight across requests and instances), unless TRAIN_ON_DEMAND=off (then 404). Trainings
+so started are capped per hour, stack-wide and per client address (stockpred.training_budget):
+over the cap, 429 with Retry-After, and nothing is started.
 """
 
 from __future__ import annotations
@@ -11,12 +13,25 @@ from chalice import Chalice, Response
 
 from stockml import signals
 from stockml.registry import ArtifactRejected, ModelNotFound
-from stockpred import config, market, realtime
+from stockpred import config, market, realtime, training_budget
 from stockpred.handlers import ApiError, install, json_response, market_errors, query_int, symbol_param
 from stockpred.market import History
 
 app = Chalice(app_name="predict")
 log = install(app, "predict")
+
+
+def _client() -> str:
+    """The caller's address as API Gateway saw it (never a header the caller chose)."""
+    return app.current_request.context.get("identity", {}).get("sourceIp") or "unknown"
+
+
+def _budget_spent(symbol: str, spent: training_budget.BudgetSpent) -> ApiError:
+    wait = max(int(spent.retry_after_s), 1)
+    whose = "from one address" if spent.scope == "client" else "for everyone"
+    return ApiError(429, f"No model for {symbol}, and the training budget is spent: requests may "
+                         f"start {spent.limit} trainings an hour {whose}; ask again in {wait} s",
+                    {"Retry-After": str(wait)})
 
 
 def _history(symbol: str) -> History:
@@ -29,7 +44,8 @@ def predict(symbol: str) -> Response:
     symbol = symbol_param(symbol)
     hist = _history(symbol)
     try:
-        body, created = signals.predict(hist, train_on_demand=config.load().train_on_demand)
+        body, created = signals.predict(hist, train_on_demand=config.load().train_on_demand,
+                                        client=_client())
     except signals.TrainingStarted as training:
         wait = signals.TRAINING_RETRY_AFTER_S
         return json_response(202, {
@@ -37,6 +53,8 @@ def predict(symbol: str) -> Response:
             "message": f"No model for {symbol} yet: one is being trained, ask again in about {wait} s",
             "retry_after": wait, "started_by_this_request": training.started,
         }, {"Retry-After": str(wait)})
+    except training_budget.BudgetSpent as spent:
+        raise _budget_spent(symbol, spent) from None
     except signals.NotEnoughHistory as exc:
         raise ApiError(422, f"Cannot predict {symbol}: {exc}") from None
     except ModelNotFound:

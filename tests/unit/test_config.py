@@ -144,3 +144,17 @@ def test_a_bad_max_exposure_is_named(raw):
         return
     with pytest.raises(ConfigError, match="MAX_EXPOSURE"):
         from_environ({"MAX_EXPOSURE": raw})
+
+
+def test_the_on_demand_training_caps_default_to_20_an_hour_and_3_per_address():
+    s = from_environ({})
+    assert (s.train_on_demand_max_per_hour, s.train_on_demand_max_per_client_per_hour) == (20, 3)
+    s = from_environ({"TRAIN_ON_DEMAND_MAX_PER_HOUR": "0", "TRAIN_ON_DEMAND_MAX_PER_CLIENT_PER_HOUR": "50"})
+    assert (s.train_on_demand_max_per_hour, s.train_on_demand_max_per_client_per_hour) == (0, 50)
+
+
+@pytest.mark.parametrize("name", ["TRAIN_ON_DEMAND_MAX_PER_HOUR", "TRAIN_ON_DEMAND_MAX_PER_CLIENT_PER_HOUR"])
+@pytest.mark.parametrize("raw", ["-1", "nan", "NaN", "inf", "2.5", "ten", "100001"])
+def test_a_bad_on_demand_training_cap_is_named(name, raw):
+    with pytest.raises(ConfigError, match=name):
+        from_environ({name: raw})

@@ -83,7 +83,8 @@ ENOUGH_BARS = [object()] * (504 + signals.MIN_TEST_DAYS)
 def test_without_a_usable_model_a_training_is_requested_not_run_here(fake_registry, monkeypatch, error):
     fake_registry(error)
     requested = []
-    monkeypatch.setattr(signals, "request_training", lambda symbol: requested.append(symbol) or True)
+    monkeypatch.setattr(signals, "request_training",
+                        lambda symbol, client=None: requested.append(symbol) or True)
     with pytest.raises(signals.TrainingStarted) as started:
         signals.current_model("SPX", ENOUGH_BARS, train_on_demand=True)
     assert started.value.started and requested == ["SPX"]
@@ -91,7 +92,8 @@ def test_without_a_usable_model_a_training_is_requested_not_run_here(fake_regist
 
 def test_too_short_a_history_is_refused_before_any_training_is_requested(fake_registry, monkeypatch):
     fake_registry(ModelNotFound("models/SPX/latest.json"))
-    monkeypatch.setattr(signals, "request_training", lambda symbol: pytest.fail("must not train"))
+    monkeypatch.setattr(signals, "request_training",
+                        lambda symbol, client=None: pytest.fail("must not train"))
     with pytest.raises(signals.NotEnoughHistory):
         signals.current_model("SPX", ENOUGH_BARS[:-1], train_on_demand=True)
 

@@ -102,6 +102,11 @@ class Settings:
     min_train_days: int = 504
     record_refit_every: int = 21
     train_on_demand: bool = True
+    # Trainings that requests for symbols without a model may start (stockpred.training_budget),
+    # per fixed hour: all of them together, and from one client address. A symbol that has a
+    # model, or whose training already runs, costs nothing.
+    train_on_demand_max_per_hour: int = 20
+    train_on_demand_max_per_client_per_hour: int = 3
     # Largest exposure a model's sizing may recommend: 1.0 holds at most all of one's capital;
     # above 1 is leverage, up to MAX_LEVERAGE.
     max_exposure: float = 1.0
@@ -255,6 +260,8 @@ def _origin(value: str | None) -> str | None:
 # The range of MAX_EXPOSURE (and of `stockpred train|evaluate --max-exposure`): above 1 is leverage.
 MIN_EXPOSURE = 0.01
 MAX_LEVERAGE = 4.0
+# The largest TRAIN_ON_DEMAND_MAX_*_PER_HOUR (0 lets requests start no training at all).
+MAX_TRAININGS_PER_HOUR = 100_000
 
 
 def log_level(environ: Mapping[str, str] | None = None) -> str:
@@ -318,6 +325,10 @@ def from_environ(environ: Mapping[str, str]) -> Settings:
         min_train_days=r.integer("MIN_TRAIN_DAYS", 504, minimum=50),
         record_refit_every=r.integer("RECORD_REFIT_EVERY", 21, minimum=1),
         train_on_demand=r.choice("TRAIN_ON_DEMAND", "on", ("on", "off")) == "on",
+        train_on_demand_max_per_hour=r.integer("TRAIN_ON_DEMAND_MAX_PER_HOUR", 20, minimum=0,
+                                               maximum=MAX_TRAININGS_PER_HOUR),
+        train_on_demand_max_per_client_per_hour=r.integer(
+            "TRAIN_ON_DEMAND_MAX_PER_CLIENT_PER_HOUR", 3, minimum=0, maximum=MAX_TRAININGS_PER_HOUR),
         max_exposure=r.number("MAX_EXPOSURE", 1.0, minimum=MIN_EXPOSURE, maximum=MAX_LEVERAGE),
         train_function_name=r.text("TRAIN_FUNCTION_NAME", "RetrainFunction") or "RetrainFunction",
         retrain_symbols=tuple(s.upper() for s in r.items("RETRAIN_SYMBOLS")),

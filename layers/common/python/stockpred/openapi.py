@@ -240,6 +240,9 @@ def _paths() -> dict[str, Any]:
                              {"Retry-After": {**RETRY_AFTER["Retry-After"], "required": True}}),
                 "400": BAD_SYMBOL, "404": UNKNOWN,
                 "422": _error("too little history to train honestly"),
+                "429": _json(_ref("Error"), "no model yet, and the on-demand training budget (per "
+                             "address, or for everyone) is spent for this hour",
+                             {"Retry-After": {**RETRY_AFTER["Retry-After"], "required": True}}),
                 "503": _error("a provider is down, or the model artifact failed its checks")}}},
         "/api/predictions/{symbol}": {"get": {
             "operationId": "predictions", "tags": ["predictions"], "summary": "stored predictions",

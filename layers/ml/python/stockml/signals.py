@@ -6,7 +6,9 @@ come from the registry as numpy artifacts. A symbol without a usable model is no
 API Gateway gives a request 29 s, so `request_training` starts one training in the retrain
 function (an asynchronous Lambda invoke) and the caller answers 202. A lock on the state Redis
 makes that single-flight across concurrent requests and warm instances: ten first requests for a
-symbol start one training.
+symbol start one training. Each training started so is counted against the on-demand training
+budget (stockpred.training_budget: per hour, stack-wide and per client address); over it, the
+request is refused (BudgetSpent) and leaves no lock behind.
 
 Every prediction carries its model's out-of-sample record with an `edge` flag: true only when
 its sized strategy beat buy-and-hold's after-cost Sharpe with a one-sided bootstrap p below 0.05
@@ -37,7 +39,7 @@ from stockml.artifact import action_for
 from stockml.features import build_features, frame_from_bars
 from stockml.registry import LoadedModel, ModelNotFound, ModelRegistry, OutdatedArtifact
 from stockml.sizing import recommend
-from stockpred import aws, config, logs, postgres, redis_stores
+from stockpred import aws, config, logs, postgres, redis_stores, training_budget
 from stockpred.logs import get_logger
 
 if TYPE_CHECKING:
@@ -77,9 +79,11 @@ def _training_lock(symbol: str) -> str:
     return f"stockpred:training:{symbol}"
 
 
-def request_training(symbol: str) -> bool:
+def request_training(symbol: str, client: str | None = None) -> bool:
     """Starts one training of `symbol` in the retrain function unless one already runs; True if
-    this call started it."""
+    this call started it. A training started is counted against `client`'s (the caller's address;
+    None: the global budget only) on-demand budget first: training_budget.BudgetSpent when it is
+    spent, with the symbol's lock freed, so nothing is left half-started."""
     state = redis_stores.state()
     if not state.set(_training_lock(symbol), str(uuid.uuid4()), nx=True, ex=TRAIN_LOCK_S):
         return False
@@ -91,12 +95,18 @@ def request_training(symbol: str) -> bool:
         state.delete(_training_lock(symbol))
         return False
     try:
+        training_budget.spend(client)
+    except BaseException:  # spent, or the count failed: no lock may stay behind
+        state.delete(_training_lock(symbol))
+        raise
+    try:
         aws.client("lambda").invoke(
             FunctionName=config.load().train_function_name, InvocationType="Event",
             Payload=json.dumps({"symbols": [symbol], "on_demand": True,
                                 "correlation_id": logs.correlation_id.get()}).encode())
     except Exception:
         state.delete(_training_lock(symbol))
+        training_budget.refund(client)
         raise
     log.info("training requested", extra={"fields": {"symbol": symbol}})
     return True
@@ -129,17 +139,19 @@ def record_model(meta: dict[str, Any]) -> None:
     _recorded.add(meta["version"])
 
 
-def current_model(symbol: str, bars: list[Bar], train_on_demand: bool) -> LoadedModel:
+def current_model(symbol: str, bars: list[Bar], train_on_demand: bool,
+                  client: str | None = None) -> LoadedModel:
     """The symbol's published model. Without one (or with one in an outdated artifact format):
-    with `train_on_demand`, TrainingStarted after asking for one training; otherwise the
-    registry's ModelNotFound / OutdatedArtifact."""
+    with `train_on_demand`, TrainingStarted after asking for one training on `client`'s budget
+    (training_budget.BudgetSpent if it is spent); otherwise the registry's ModelNotFound /
+    OutdatedArtifact."""
     try:
         return registry().latest(symbol)
     except (ModelNotFound, OutdatedArtifact):
         if not train_on_demand:
             raise
     check_history(bars)
-    raise TrainingStarted(symbol, request_training(symbol))
+    raise TrainingStarted(symbol, request_training(symbol, client))
 
 
 class LatestBar(NamedTuple):
@@ -201,10 +213,12 @@ class FeatureCache:
 features_cache = FeatureCache()
 
 
-def predict(history: History, train_on_demand: bool = True) -> tuple[dict[str, Any], bool]:
-    """The stored prediction for the last bar with the current model, and whether it is new."""
+def predict(history: History, train_on_demand: bool = True,
+            client: str | None = None) -> tuple[dict[str, Any], bool]:
+    """The stored prediction for the last bar with the current model, and whether it is new
+    (`client`: the requester's address, whose training budget a training started spends)."""
     symbol = history.symbol
-    loaded = current_model(symbol, history.bars, train_on_demand)
+    loaded = current_model(symbol, history.bars, train_on_demand, client)
     latest = features_cache.latest(history)
     record_model(loaded.metadata)
     with postgres.transaction() as cur:
