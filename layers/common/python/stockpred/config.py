@@ -6,8 +6,8 @@ starts; any other mode refuses to run on a default where an address is needed.
 Secrets are not settings: a function gets only the name (ARN) of each secret, `*_SECRET_ARN`,
 and reads its value through `stockpred.secrets` (Secrets Manager, cached with a TTL). Only in
 local mode, when no ARN is given, the old plain variables (JWT_SECRET, SERVICE_TOKEN,
-PSEUDONYM_KEY, DATABASE_URL, MONGO_URL, ALPHAVANTAGE_API_KEY) stand in for them; they are
-read here and are never part of a Settings' repr.
+PSEUDONYM_KEY, DATABASE_URL, MONGO_URL, ALPHAVANTAGE_API_KEY, ORIGIN_VERIFY_SECRET) stand in
+for them; they are read here and are never part of a Settings' repr.
 
 `load()` reads and checks the environment once per process; tests that change the environment
 call `load.cache_clear()`.
@@ -84,6 +84,11 @@ class Settings:
     login_account_window_s: int = 3600
     login_account_max_delay_s: int = 120
     login_known_client_s: int = 30 * 86400
+    # Device tokens (OWASP device cookies): a successful login gives the device a signed token;
+    # attempts that present it are counted per token (this many failures, then that token is
+    # locked for the failure window), not per address (see stockpred.devices).
+    login_device_token_s: int = 30 * 86400
+    login_max_failures_per_device: int = 5
     # Registrations (an argon2 hash each) per client address per window: sized so that the test
     # suite, which registers ~100 users from 127.0.0.1, fits with room to spare.
     register_max_per_client: int = 300
@@ -143,6 +148,9 @@ class Settings:
     alphavantage_secret_arn: str | None = None
     database_secret_arn: str | None = None
     mongo_secret_arn: str | None = None
+    # CloudFront's secret origin header (X-Origin-Verify): when set, the REST API answers only
+    # requests that carry it (stockpred.handlers); None: every request, as before.
+    origin_verify_secret_arn: str | None = None
     secrets_ttl_s: float = 300.0
     documentdb_ca_bundle_url: str = RDS_CA_BUNDLE_URL
 
@@ -153,6 +161,7 @@ class Settings:
     service_token: str | None = field(default=None, repr=False)
     pseudonym_key: str | None = field(default=None, repr=False)
     alphavantage_api_key: str | None = field(default=None, repr=False)
+    origin_verify_secret: str | None = field(default=None, repr=False)
 
     @property
     def local(self) -> bool:
@@ -315,6 +324,11 @@ def from_environ(environ: Mapping[str, str]) -> Settings:
         login_account_window_s=r.integer("LOGIN_ACCOUNT_WINDOW_SECONDS", 3600, minimum=1),
         login_account_max_delay_s=r.integer("LOGIN_ACCOUNT_MAX_DELAY_SECONDS", 120, minimum=1),
         login_known_client_s=r.integer("LOGIN_KNOWN_CLIENT_SECONDS", 30 * 86400, minimum=0),
+        # Browsers cap a cookie's Max-Age at 400 days.
+        login_device_token_s=r.integer("LOGIN_DEVICE_TOKEN_SECONDS", 30 * 86400, minimum=60,
+                                       maximum=400 * 86400),
+        login_max_failures_per_device=r.integer("LOGIN_MAX_FAILURES_PER_DEVICE", 5, minimum=1,
+                                                maximum=100),
         register_max_per_client=r.integer("REGISTER_MAX_PER_CLIENT", 300, minimum=1),
         register_window_s=r.integer("REGISTER_WINDOW_SECONDS", 3600, minimum=1),
         recovery_after_s=r.number("RECOVERY_AFTER_SECONDS", 30.0, minimum=0),
@@ -351,6 +365,7 @@ def from_environ(environ: Mapping[str, str]) -> Settings:
         alphavantage_secret_arn=r.text("ALPHAVANTAGE_SECRET_ARN"),
         database_secret_arn=r.text("DATABASE_SECRET_ARN"),
         mongo_secret_arn=r.text("MONGO_SECRET_ARN"),
+        origin_verify_secret_arn=r.text("ORIGIN_VERIFY_SECRET_ARN"),
         secrets_ttl_s=r.number("SECRETS_TTL_SECONDS", 300.0, minimum=0),
         documentdb_ca_bundle_url=r.text("DOCUMENTDB_CA_BUNDLE_URL", RDS_CA_BUNDLE_URL) or RDS_CA_BUNDLE_URL,
         database_url=r.local_only("DATABASE_URL", "postgresql://postgres@127.0.0.1:55432/stockpred"),
@@ -359,6 +374,7 @@ def from_environ(environ: Mapping[str, str]) -> Settings:
         service_token=r.local_only("SERVICE_TOKEN"),
         pseudonym_key=r.local_only("PSEUDONYM_KEY"),
         alphavantage_api_key=r.local_only("ALPHAVANTAGE_API_KEY"),
+        origin_verify_secret=r.local_only("ORIGIN_VERIFY_SECRET"),
     )
 
 

@@ -10,21 +10,34 @@ data has its own server-side cache, so nothing is lost by saying it for every ro
 the request's Origin is exactly the configured dashboard origin (CORS_ORIGIN), the CORS headers
 for that one origin: never `*`. Request bodies are read only through `json_body`, with a bounded
 nesting depth (stockpred.safejson): Chalice's own `current_request.json_body` is never used.
+
+One front door: on AWS the REST API is reached through CloudFront, which adds the header
+`X-Origin-Verify` with a secret (secrets.origin_verify_secret, ORIGIN_VERIFY_SECRET_ARN). When
+that secret is set, every request without it (compared in constant time) is a 403 before any
+other work, except on routes API Gateway authorised with IAM (the request context then carries
+the caller's verified `identity.userArn`; internal callers reach those directly). The caller's
+address (`client_address`, what the login and registration throttles count) is CloudFront's
+`CloudFront-Viewer-Address` only on a request that carried the secret, else API Gateway's
+`identity.sourceIp`, never another header the caller chose. Unset (the default, and locally),
+every request is served and the address is `sourceIp`, as before.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hmac
+import ipaddress
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from chalice import Chalice, ChaliceUnhandledError, Response
 
-from stockpred import config, safejson, symbols
+from stockpred import config, safejson, secrets, symbols
 from stockpred.logs import clean_correlation_id, correlation_id, get_logger, invocation
 from stockpred.prices import ProviderUnavailable, UnknownSymbol
 
@@ -65,6 +78,7 @@ def install(app: Chalice, service: str) -> logging.Logger:
                    or request.context.get("requestId"))
         started = time.perf_counter()
         try:
+            check_origin(request)
             response = get_response(request)
         except ApiError as exc:
             response = json_response(exc.status, {"error": exc.message, **exc.details}, exc.headers)
@@ -132,6 +146,82 @@ def security_headers(request_headers: Mapping[str, str], response_headers: dict[
     if "Vary" in extra and vary:  # keep what the view said varies, and add Origin once
         extra["Vary"] = vary if "origin" in vary.lower() else f"{vary}, Origin"
     response_headers.update(extra)
+
+
+# ---- the front door: CloudFront's origin header and the caller's address -----------------------
+ORIGIN_HEADER = "x-origin-verify"
+VIEWER_ADDRESS_HEADER = "cloudfront-viewer-address"
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+def _identity(request: Any) -> dict[str, Any]:
+    context = getattr(request, "context", None)
+    identity = context.get("identity") if isinstance(context, dict) else None
+    return identity if isinstance(identity, dict) else {}
+
+
+def iam_authorised(request: Any) -> bool:
+    """Whether API Gateway authorised this request with IAM (an `AWS_IAM` route): only then does
+    the request context carry the caller's ARN, which no caller can put there."""
+    arn = _identity(request).get("userArn")
+    return isinstance(arn, str) and bool(arn)
+
+
+def _carries_origin_secret(request: Any, expected: str) -> bool:
+    given = _header(request.headers, ORIGIN_HEADER)
+    if not isinstance(given, str):
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode())
+
+
+def through_front_door(request: Any) -> bool:
+    """Whether CloudFront forwarded this request: the origin secret is set and the request
+    carries it. False whenever no origin secret is set."""
+    expected = secrets.origin_verify_secret()
+    return expected is not None and _carries_origin_secret(request, expected)
+
+
+def check_origin(request: Any) -> None:
+    """403 unless the request came through CloudFront (or was IAM-authorised), when an origin
+    secret is set; nothing when none is."""
+    expected = secrets.origin_verify_secret()
+    if expected is None or iam_authorised(request) or _carries_origin_secret(request, expected):
+        return
+    raise ApiError(403, "Forbidden")
+
+
+def viewer_ip(value: str | None) -> str | None:
+    """The address of `CloudFront-Viewer-Address` (`ip:port`; an IPv6 address is not bracketed,
+    `2001:db8::1:443`, so the port is after the last colon), in canonical form; None if the
+    value is anything else."""
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    host, colon, port = value.strip().rpartition(":")
+    if not colon or not _PORT.fullmatch(port) or int(port) > 65535:
+        return None
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if "%" in host:  # a zone index has no meaning beyond the viewer's own link
+        return None
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip)
+
+
+def client_address(request: Any) -> str:
+    """The caller's address, for throttles: CloudFront's viewer address on a request that came
+    through CloudFront (through_front_door), else the address API Gateway saw (`sourceIp`).
+    Never a header a caller could set on its own."""
+    if through_front_door(request):
+        viewer = viewer_ip(_header(request.headers, VIEWER_ADDRESS_HEADER))
+        if viewer is not None:
+            return viewer
+    source = _identity(request).get("sourceIp")
+    return source if isinstance(source, str) and source else "unknown"
 
 
 MAX_BODY_BYTES = 64 * 1024

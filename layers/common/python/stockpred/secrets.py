@@ -7,14 +7,16 @@ reached when a kept value has expired, the kept value goes on serving (retried 3
 
 Shapes:
     JWT_SECRET_ARN, SERVICE_TOKEN_SECRET_ARN, PSEUDONYM_KEY_SECRET_ARN   a plain string
+    ORIGIN_VERIFY_SECRET_ARN   a plain string: CloudFront's X-Origin-Verify header; optional
     DATABASE_SECRET_ARN   {"username", "password", "host", "port", "dbname"} (RDS) or {"url"}
     MONGO_SECRET_ARN      {"username", "password", "host", "port"} (DocumentDB) or {"url"} (Atlas)
     ALPHAVANTAGE_SECRET_ARN   {"api_key"}; an empty key turns the provider off
 
 Only in local mode, a secret without an ARN falls back to its old plain variable (JWT_SECRET,
-SERVICE_TOKEN, PSEUDONYM_KEY, DATABASE_URL, MONGO_URL, ALPHAVANTAGE_API_KEY); elsewhere that is a
-ConfigError. ALPHAVANTAGE_API_KEY, when set in local mode, wins over the secret (tests and
-developers point the chain at another key without reprovisioning). No value is ever logged, and
+SERVICE_TOKEN, PSEUDONYM_KEY, DATABASE_URL, MONGO_URL, ALPHAVANTAGE_API_KEY, ORIGIN_VERIFY_SECRET);
+elsewhere that is a ConfigError, except for the optional origin secret (unset: no origin
+check). ALPHAVANTAGE_API_KEY, when set in local mode, wins over the secret (tests and developers
+point the chain at another key without reprovisioning). No value is ever logged, and
 no error message here contains one.
 """
 
@@ -122,6 +124,25 @@ def service_token() -> str:
 def pseudonym_key() -> str:
     s = config.load()
     return _plain(s.pseudonym_key_secret_arn, "PSEUDONYM_KEY_SECRET_ARN", s.pseudonym_key, "PSEUDONYM_KEY")
+
+
+ORIGIN_VERIFY_MIN_LENGTH = 16
+
+
+def origin_verify_secret() -> str | None:
+    """The value CloudFront puts in X-Origin-Verify, or None: no ARN (and, in local mode, no
+    ORIGIN_VERIFY_SECRET) means the API is reached directly and checks no origin header."""
+    s = config.load()
+    if s.origin_verify_secret_arn:
+        value = get(s.origin_verify_secret_arn)
+    elif s.local and s.origin_verify_secret:
+        value = s.origin_verify_secret
+    else:
+        return None
+    if len(value) < ORIGIN_VERIFY_MIN_LENGTH:  # an empty or guessable front-door key: refuse to run
+        raise ConfigError(f"the origin verify secret must be {ORIGIN_VERIFY_MIN_LENGTH}+ characters "
+                          "(ORIGIN_VERIFY_SECRET_ARN's secret)")
+    return value
 
 
 def alphavantage_api_key() -> str | None:
