@@ -2,7 +2,7 @@
 # Installs what the local stack needs, idempotently: Debian packages (chromium for the browser
 # tests among them), the virtualenv, FerretDB, OpenSearch (the log store: Java 17, its system user),
 # what builds and runs the functions as Lambda does: Python 3.13, the runtime's boto3, aws-sam-cli
-# (in .tools/sam) and asl-validator (in .tools/node_modules), and the dashboard's npm packages
+# (in .tools/sam), checkov (in .tools/checkov) and asl-validator (in .tools/node_modules), and the dashboard's npm packages
 # (web/node_modules, exactly as web/package-lock.json pins them).
 # Safe to run on every `make run` / `make test`; each step is skipped when already satisfied.
 set -euo pipefail
@@ -157,6 +157,17 @@ if [ "$(.tools/sam/bin/sam --version 2>/dev/null)" != "SAM CLI, version $SAM_CLI
     [ -x .tools/sam/bin/python ] || "$PYTHON" -m venv .tools/sam
     .tools/sam/bin/pip install -q --disable-pip-version-check "aws-sam-cli==$SAM_CLI_VERSION"
     say "aws-sam-cli installed in $(( $(date +%s) - start ))s"
+fi
+
+# checkov, the outside judge of template.yaml (tests/unit/test_template_safety.py), in its own
+# virtualenv as aws-sam-cli is: its pins differ from ours.
+CHECKOV_VERSION="3.3.30"
+if [ "$(.tools/checkov/bin/checkov --version 2>/dev/null)" != "$CHECKOV_VERSION" ]; then
+    say "installing checkov $CHECKOV_VERSION into .tools/checkov (its own virtualenv)"
+    start=$(date +%s)
+    [ -x .tools/checkov/bin/python ] || "$PYTHON" -m venv .tools/checkov
+    .tools/checkov/bin/pip install -q --disable-pip-version-check "checkov==$CHECKOV_VERSION"
+    say "checkov installed in $(( $(date +%s) - start ))s"
 fi
 
 # The dashboard's browser libraries (lightweight-charts, axe-core): `npm ci` installs exactly the

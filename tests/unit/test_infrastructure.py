@@ -696,7 +696,8 @@ def test_the_fanout_function_takes_pushes_one_at_a_time_reports_failures_and_dea
 
 
 def test_predict_may_start_a_training():
-    assert ref(env("PredictFunction").get("TRAIN_FUNCTION_NAME")) == "RetrainFunction"
+    # The `live` alias, the version the schedule runs too: never $LATEST beside it.
+    assert ref(env("PredictFunction").get("TRAIN_FUNCTION_NAME")) == "RetrainFunction.Alias"
     policies = functions()["PredictFunction"]["Policies"]
     assert {"LambdaInvokePolicy": {"FunctionName": {"Ref": "RetrainFunction"}}} in policies, \
         "PredictFunction may not invoke RetrainFunction"
@@ -770,10 +771,29 @@ def waits_for(lid: str) -> set[str]:
     return seen
 
 
+def service_log_groups() -> set[str]:
+    """Log groups a service writes to: the REST and WebSocket stages' access logs, the state
+    machine's execution log, the log domain's own application log."""
+    api = (template().get("Globals") or {}).get("Api") or {}
+    named = [api.get("AccessLogSetting", {}).get("DestinationArn")]
+    named += [p.get("AccessLogSettings", {}).get("DestinationArn")
+              for p in map(props, resources("AWS::ApiGatewayV2::Stage"))]
+    named += [d["CloudWatchLogsLogGroup"]["LogGroupArn"]
+              for sm in resources("AWS::Serverless::StateMachine")
+              for d in props(sm).get("Logging", {}).get("Destinations", [])]
+    named += [o.get("CloudWatchLogsLogGroupArn") for d in resources("AWS::OpenSearchService::Domain")
+              for o in props(d).get("LogPublishingOptions", {}).values()]
+    return {getatt(v)[0] for v in named if v}
+
+
 def test_every_function_logs_to_its_own_group_with_retention():
     groups = log_groups()
-    assert set(groups.values()) == set(resources("AWS::Logs::LogGroup")), \
-        f"log groups no function writes to: {set(resources('AWS::Logs::LogGroup')) - set(groups.values())}"
+    assert set(groups.values()) | service_log_groups() == set(resources("AWS::Logs::LogGroup")), \
+        f"log groups no one writes to: {set(resources('AWS::Logs::LogGroup')) - set(groups.values())}"
+    assert not set(groups.values()) & service_log_groups(), "a function shares a service's log group"
+    for lid in resources("AWS::Logs::LogGroup"):
+        assert ref(props(lid).get("RetentionInDays")) == "LogRetentionDays", f"{lid} keeps logs forever"
+        assert getatt(props(lid).get("KmsKeyId")) == ("LogKey", "Arn"), f"{lid} is not under LogKey"
     for fn, lid in groups.items():
         config = functions()[fn]["LoggingConfig"]
         assert config.get("LogFormat", "Text") == "Text", f"{fn}: the shipper parses the lines as written"

@@ -22,7 +22,7 @@ import psycopg2
 import pymongo.errors
 import redis
 
-from stockpred import aws, config, faults, ledger, logs, market, postgres, redis_stores, symbols
+from stockpred import aws, config, faults, ledger, logs, market, metrics, postgres, redis_stores, symbols
 from stockpred.accounts import Accounts, Contention
 from stockpred.logs import get_logger
 from stockpred.money import price_cents
@@ -600,6 +600,7 @@ def recover(older_than_s: float = 30.0, stuck_after_s: float = 300.0) -> dict[st
                     (older_than_s,))
         intents = cur.fetchall()
     now = dt.datetime.now(dt.UTC)
+    to_finish: list[tuple[str, str | None]] = []
     for txid, user_id, started_at in intents:
         try:
             status = sfn.describe_execution(executionArn=execution_arn(txid))["status"]
@@ -609,10 +610,14 @@ def recover(older_than_s: float = 30.0, stuck_after_s: float = 300.0) -> dict[st
             if (now - started_at).total_seconds() < stuck_after_s:
                 continue
             sfn.stop_execution(executionArn=execution_arn(txid), cause="stopped by recovery")
+        to_finish.append((txid, user_id))
+    found = {txid for txid, _ in to_finish}
+    to_finish += [(txid, None) for txid in ledger.in_doubt(older_than_s) if txid not in found]
+    # In doubt past the recovery period when this run started: a run finishes them, so a count
+    # that stays above 0 run after run means recovery cannot (the TradesInDoubt alarm).
+    metrics.emit("TradesInDoubt", len(to_finish))
+    for txid, user_id in to_finish:
         done[txid] = _finish(txid, user_id)
-    for txid in ledger.in_doubt(older_than_s):
-        if txid not in done:
-            done[txid] = _finish(txid, None)
     if done:
         log.info("recovery finished trades", extra={"fields": {"trades": done}})
     return {"finished": done}
