@@ -188,7 +188,10 @@ def gateway(stack: dict[str, str], fake_alphavantage: FakeAlphaVantage) -> Itera
              # sockets takes the parallel path a room of thousands takes on AWS.
              "WS_PUSH_CHUNK": "4",
              # The dashboard's origin: the only one CORS answers (tests/security/test_rest_surface.py).
-             "CORS_ORIGIN": DASHBOARD_ORIGIN}
+             "CORS_ORIGIN": DASHBOARD_ORIGIN,
+             # The suite trains SPX, SYNTH, FLIGHT and more on demand from 127.0.0.1: room above
+             # the default of 3 an hour per address (stockpred.training_budget).
+             "TRAIN_ON_DEMAND_MAX_PER_CLIENT_PER_HOUR": "20"}
     gw = start_gateway(stack, extra, Path(stack["STOCKPRED_HOME"]) / "log")
     try:
         yield gw

@@ -13,8 +13,10 @@ import sys
 import numpy as np
 import psycopg2
 import pytest
+import requests
 
 from devstack.services import REPO_ROOT
+from tests.conftest import SourceAddress
 
 pytestmark = pytest.mark.usefixtures("flush_cache")
 SPEC_FIELDS = {"symbol": str, "prediction": float, "action": str, "timestamp": str, "_id": str}
@@ -159,3 +161,31 @@ def test_ten_concurrent_first_predictions_start_one_training_then_all_get_the_sa
     assert {r.status_code for r in again} == {200}
     assert {r.json()["_id"] for r in again} == {ready.json()["_id"]}
     assert db_rows(stack, "SELECT count(*) FROM models WHERE symbol = 'FLIGHT'") == [(1,)]
+
+
+def test_a_spent_training_budget_refuses_a_symbol_without_a_model_and_starts_nothing(
+        gateway, stack, state, tmp_path):
+    """Over HTTP (stockpred.training_budget): an address whose on-demand training budget is spent
+    gets 429 with Retry-After for a symbol without a model, and nothing is started or locked; a
+    symbol with a model is served all the same, and once the budget is back the symbol trains."""
+    write_synth(tmp_path / "csv", 700, seed=13)
+    (tmp_path / "csv" / "SYNTH.csv").rename(tmp_path / "csv" / "CAPPED.csv")
+    import_csv(tmp_path / "csv", stack)
+    assert gateway.predict("SPX").status_code == 200
+    address = "127.{}.{}.{}".format(*np.random.default_rng().integers(1, 255, 3))
+    session = requests.Session()
+    session.mount("http://", SourceAddress(address))
+    spent = f"stockpred:training-budget:client:{address}"
+    state.set(spent, 10**6, ex=600)
+    try:
+        r = session.get(gateway.url + "/api/predict/CAPPED", timeout=30)
+        assert r.status_code == 429, r.text
+        assert 0 < int(r.headers["Retry-After"]) <= 600
+        assert set(r.json()) == {"error"} and "training budget is spent" in r.json()["error"]
+        assert not state.exists("stockpred:training:CAPPED"), "a refused symbol leaves no lock"
+        assert session.get(gateway.url + "/api/predict/SPX", timeout=30).status_code == 200
+    finally:
+        state.delete(spent)
+    r = session.get(gateway.url + "/api/predict/CAPPED", timeout=30)
+    assert r.status_code == 202 and r.json()["started_by_this_request"], r.text
+    assert gateway.predict("CAPPED").status_code == 200
