@@ -9,8 +9,8 @@ from typing import Any
 
 from chalice import Chalice, Response
 
-from stockpred import auth, portfolio, realtime, trading
-from stockpred.handlers import ApiError, install, json_body, json_response
+from stockpred import auth, devices, portfolio, realtime, trading
+from stockpred.handlers import ApiError, client_address, install, json_body, json_response
 from stockpred.money import money
 from stockpred.users import (
     InvalidCredentials,
@@ -61,8 +61,8 @@ def _user_errors() -> Iterator[None]:
 
 
 def _client() -> str:
-    """The caller's address as API Gateway saw it (never a header the caller chose)."""
-    return app.current_request.context.get("identity", {}).get("sourceIp") or "unknown"
+    """The caller's address (handlers.client_address: never a header the caller chose)."""
+    return client_address(app.current_request)
 
 
 def _too_many(exc: TooManyAttempts, error: str) -> ApiError:
@@ -85,13 +85,18 @@ def register() -> Response:
 def login() -> Response:
     try:
         with _user_errors():
-            token = users().login(_body(), _client())
+            headers = app.current_request.headers
+            signed_in = users().login(_body(), _client(), devices.candidates(
+                headers.get(devices.HEADER.lower()), headers.get("cookie")))
     except TooManyAttempts as exc:
         raise _too_many(exc, "Too many failed logins, try again later") from None
     except InvalidCredentials:
         raise ApiError(401, "Invalid credentials") from None
-    return json_response(200, {"message": "Login successful", "token": token,
-                               "expires_in": auth.ttl_seconds()})
+    # The device token: a cookie for the dashboard, a field for API clients (X-Device-Token).
+    return json_response(200, {"message": "Login successful", "token": signed_in.token,
+                               "expires_in": auth.ttl_seconds(),
+                               "device_token": signed_in.device.value},
+                         {"Set-Cookie": signed_in.device.cookie})
 
 
 @app.route("/api/users/profile", methods=["GET"])

@@ -1,7 +1,8 @@
 """The users API end to end: a real HTTP client against devstack serving template.yaml.
 
-Covers registration, login (with its per-account and per-client throttling), profile read and
-update, password change, logout and the paper portfolio: every status code each endpoint
+Covers registration, login (with its per-account and per-client throttling, and the device
+token that lets a device that signed in before past them), profile read and update, password
+change, logout and the paper portfolio: every status code each endpoint
 answers, bodies of the wrong type, forged and malformed tokens, injection attempts, 20
 concurrent registrations of one email, how passwords are stored, and that logout and a password
 change refuse the old tokens. Effects are checked where a user would see them: status codes,
@@ -305,6 +306,30 @@ def test_login_429_after_too_many_failures_for_one_email(gateway):
         assert "token" not in r.json() and r.json()["error"]
         assert 0 < int(r.headers["Retry-After"]) <= 900
     assert login(gateway, other.email).status_code == 200  # only that email is held back
+
+
+def test_a_device_that_signed_in_before_still_signs_in_once_its_address_is_held_back(gateway):
+    """Everyone here is 127.0.0.1, as everyone behind one NAT: five wrong passwords from anyone
+    hold the email back at that address (429), but the owner's device token from an earlier
+    sign-in (its cookie, or X-Device-Token for API clients) still gets in."""
+    owner = new_user(gateway)
+    first = login(gateway, owner.email)
+    assert first.status_code == 200, first.text
+    device_token = first.json()["device_token"]
+    cookie = first.headers["Set-Cookie"]
+    assert cookie.startswith(f"stockpred_device={device_token};")
+    assert {"HttpOnly", "Secure", "SameSite=Strict", "Path=/api/users", "Max-Age=2592000"} == \
+        {part.strip() for part in cookie.split(";")[1:]}
+    for _ in range(MAX_FAILURES_PER_EMAIL):
+        assert login(gateway, owner.email, "wrong-password-1").status_code == 401
+    assert login(gateway, owner.email).status_code == 429  # no device token: held back as before
+    body = {"email": owner.email, "password": PASSWORD}
+    for headers in ({"X-Device-Token": device_token}, {"Cookie": f"stockpred_device={device_token}"}):
+        r = gateway.post("/api/users/login", json=body, headers=headers)
+        assert r.status_code == 200, r.text
+        assert profile(gateway, r.json()["token"]).json()["user_id"] == owner.user_id
+    r = gateway.post("/api/users/login", json=body, headers={"X-Device-Token": device_token[:-2] + "xx"})
+    assert r.status_code == 429  # a tampered token is no token
 
 
 def test_login_429_after_too_many_failures_from_one_client(gateway, state):

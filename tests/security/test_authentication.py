@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 
-from stockpred import config, users
+from stockpred import config, devices, users
 from tests.conftest import SourceAddress
 
 STRONG = "correct horse battery staple"  # refused by the old rule: no digit
@@ -49,8 +49,15 @@ class Client:
     def register(self, email: str, password: str = KEPT, name: str = "Ada Lovelace") -> requests.Response:
         return self.post("/api/users/register", json={"name": name, "email": email, "password": password})
 
-    def login(self, email: str, password: str) -> requests.Response:
-        return self.post("/api/users/login", json={"email": email, "password": password})
+    def login(self, email: str, password: str, device_token: str | None = None,
+              cookie: str | None = None) -> requests.Response:
+        headers = {}
+        if device_token is not None:
+            headers[devices.HEADER] = device_token
+        if cookie is not None:
+            headers["Cookie"] = cookie
+        return self.post("/api/users/login", json={"email": email, "password": password},
+                         headers=headers)
 
     def change_password(self, token: str, current: str, new: str) -> requests.Response:
         return self.post("/api/users/password", headers={"Authorization": f"Bearer {token}"},
@@ -181,6 +188,172 @@ def test_registrations_are_counted_per_address(stack, monkeypatch):
     finally:
         monkeypatch.delenv("REGISTER_MAX_PER_CLIENT")
         config.load.cache_clear()
+
+
+# ---- 14. a device that signed in before still gets in (OWASP device cookies) -------------------
+DEVICE_LIMIT = 5  # LOGIN_MAX_FAILURES_PER_DEVICE
+
+
+def registered_user(gateway, client: Client) -> tuple[str, str]:
+    """(email, user id) of a new user registered from `client`."""
+    email = fresh_email("device")
+    r = client.register(email)
+    assert r.status_code == 201, r.text
+    return email, r.json()["user_id"]
+
+
+def device_token(client: Client, email: str) -> str:
+    r = client.login(email, KEPT)
+    assert r.status_code == 200, r.text
+    return r.json()["device_token"]
+
+
+def fill_the_pair(attacker: Client, email: str) -> None:
+    statuses = [attacker.login(email, f"{WRONG} {i}").status_code for i in range(PAIR_LIMIT + 1)]
+    assert statuses == [401] * PAIR_LIMIT + [429], statuses
+
+
+def test_the_victims_device_signs_in_at_an_address_the_attacker_locked(gateway):
+    """Old code: one address (a NAT, or 127.0.0.1 locally) shared by attacker and victim; five
+    wrong passwords from the attacker made the victim's right password a 429 for 15 minutes."""
+    address = Client(gateway).address
+    victim, attacker = Client(gateway, address), Client(gateway, address)
+    email, _ = registered_user(gateway, victim)
+    token = device_token(victim, email)  # an earlier sign-in from this device
+    fill_the_pair(attacker, email)
+    assert_429(victim.login(email, KEPT))  # without its device token: as before
+    r = victim.login(email, KEPT, device_token=token)
+    assert r.status_code == 200, r.text
+    assert r.json()["token"] and r.json()["device_token"] != token  # a fresh token each sign-in
+    # The cookie a browser sends works alike, among other cookies and in either place.
+    r = victim.login(email, KEPT, cookie=f"theme=dark; {devices.COOKIE}={token}; lang=en")
+    assert r.status_code == 200, r.text
+    r = victim.login(email, KEPT, device_token="garbage", cookie=f"{devices.COOKIE}={token}")
+    assert r.status_code == 200, r.text
+    assert_429(attacker.login(email, KEPT))  # the pair is still locked for anyone without one
+
+
+def test_the_device_cookie_is_httponly_secure_strict_and_only_for_the_users_api(gateway):
+    client = Client(gateway)
+    email, _ = registered_user(gateway, client)
+    r = client.login(email, KEPT)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert {"message", "token", "expires_in", "device_token"} <= set(body)
+    assert body["message"] == "Login successful" and body["expires_in"] == config.load().jwt_ttl_s
+    cookie = r.headers["Set-Cookie"]
+    name_value, *attributes = [part.strip() for part in cookie.split(";")]
+    assert name_value == f"{devices.COOKIE}={body['device_token']}"
+    assert set(attributes) == {"HttpOnly", "Secure", "SameSite=Strict", "Path=/api/users",
+                               f"Max-Age={config.load().login_device_token_s}"}
+    assert config.load().login_device_token_s == 30 * 86400
+    for failed in (client.login(email, WRONG), client.post("/api/users/login", json={})):
+        assert "Set-Cookie" not in failed.headers and "device_token" not in failed.json()
+
+
+def _tampered(token: str) -> list[str]:
+    version, nonce, expires, mac = token.split(".")
+    flip = {"A": "B", "B": "A"}
+    other = lambda s, i: s[:i] + flip.get(s[i], "A") + s[i + 1:]  # noqa: E731
+    return [
+        f"{version}.{other(nonce, 0)}.{expires}.{mac}",  # another nonce
+        f"{version}.{nonce}.{int(expires) + 86400}.{mac}",  # a later expiry
+        f"{version}.{nonce}.{expires}.{other(mac, 5)}",  # one character of the MAC
+        f"{version}.{nonce}.{expires}.{mac[:-1]}",  # a MAC one character short
+        f"d2.{nonce}.{expires}.{mac}",  # another version
+        f"{token}.",
+        f"{token}\u200b",
+        token.upper(),
+    ]
+
+
+def test_forged_expired_tampered_and_foreign_device_tokens_count_as_none(gateway, stack):
+    """Each is a 429 at the locked address (treated as no token), never a 500, and none gets in."""
+    address = Client(gateway).address
+    victim, attacker = Client(gateway, address), Client(gateway, address)
+    email, user_id = registered_user(gateway, victim)
+    token = device_token(victim, email)
+    other_email, _ = registered_user(gateway, victim)
+    foreign = device_token(victim, other_email)  # valid, but for another account
+    fill_the_pair(attacker, email)
+    now = time.time()
+    expired = devices.issue(user_id, now=now - config.load().login_device_token_s - 1).value
+    assert devices.verify(expired, user_id) is None and devices.verify(token, user_id)
+    forged = "d1." + "A" * 22 + f".{int(now) + 3600}." + "B" * 43
+    bad = {"expired": expired, "other account": foreign, "forged": forged, "empty": "",
+           "garbage": "not a token", "huge": "d1." + "A" * 6000, "huge valid prefix": token + "A" * 6000,
+           "json": f'{{"user_id": "{user_id}"}}', "the bearer token": attacker.login(
+               other_email, KEPT).json()["token"],
+           **{f"tampered {i}": t for i, t in enumerate(_tampered(token))}}
+    for name, value in bad.items():
+        for kw in ({"device_token": value}, {"cookie": f"{devices.COOKIE}={value}"}):
+            try:
+                r = victim.login(email, KEPT, **kw)
+            except (requests.exceptions.InvalidHeader, UnicodeEncodeError):
+                continue  # the client itself refuses to send it
+            assert r.status_code in (429, 400, 431), (name, kw, r.status_code, r.text)
+            if r.status_code == 429:
+                assert_429(r)
+    # Only the real token gets in.
+    assert victim.login(email, KEPT, device_token=token).status_code == 200
+
+
+def test_bad_device_tokens_do_not_change_an_ordinary_sign_in(gateway):
+    client = Client(gateway)
+    email, _ = registered_user(gateway, client)
+    for value in ("garbage", "d1." + "A" * 22 + ".1." + "B" * 43, "x" * 4000, "", "d1.%%%"):
+        r = client.login(email, KEPT, device_token=value)
+        assert r.status_code == 200, (value[:20], r.text)
+
+
+def test_a_device_tokens_own_failures_lock_only_that_device(gateway):
+    """OWASP: a device token that fails N times is locked (429) for the window; the user's other
+    devices, and the address without a token, are untouched."""
+    address = Client(gateway).address
+    laptop, phone = Client(gateway, address), Client(gateway, address)
+    email, _ = registered_user(gateway, laptop)
+    stolen, own = device_token(laptop, email), device_token(phone, email)
+    statuses = [laptop.login(email, f"{WRONG} {i}", device_token=stolen).status_code
+                for i in range(DEVICE_LIMIT)]
+    assert statuses == [401] * DEVICE_LIMIT, statuses
+    r = laptop.login(email, KEPT, device_token=stolen)  # even the right password, on that token
+    assert_429(r)
+    assert int(r.headers["Retry-After"]) <= config.load().login_failure_window_s
+    assert phone.login(email, KEPT, device_token=own).status_code == 200
+    # The token's failures were not counted against the address: the pair still has its 5.
+    assert laptop.login(email, KEPT).status_code == 200
+    assert Client(gateway).login(email, KEPT).status_code == 200
+
+
+def test_a_success_starts_a_devices_failures_again(gateway):
+    """Failures "in a row": a right password on the device clears its count."""
+    client = Client(gateway)
+    email, _ = registered_user(gateway, client)
+    token = device_token(client, email)
+    for _ in range(3):
+        statuses = [client.login(email, f"{WRONG} {i}", device_token=token).status_code
+                    for i in range(DEVICE_LIMIT - 1)]
+        assert statuses == [401] * (DEVICE_LIMIT - 1), statuses
+        assert client.login(email, KEPT, device_token=token).status_code == 200
+
+
+def test_device_tokens_verify_only_for_their_account_and_never_raise(monkeypatch):
+    """In-process: the token's format, MAC and expiry, whatever is presented."""
+    monkeypatch.setattr(devices.secrets, "jwt_secret", lambda: "k" * 40)
+    issued = devices.issue("user-a", now=1_000_000)
+    assert issued.max_age_s == config.load().login_device_token_s
+    expires = 1_000_000 + issued.max_age_s
+    assert devices.verify(issued.value, "user-a", now=expires - 1)
+    assert devices.verify(issued.value, "user-a", now=expires) is None  # expired
+    assert devices.verify(issued.value, "user-b", now=1_000_001) is None  # another account
+    for value in (None, 7, b"bytes", ["list"], {"a": 1}, "", "x" * 10_000, issued.value + "x",
+                  issued.value.replace("d1.", "d1..", 1), "\ud800", issued.value + "\n"):
+        assert devices.verify(value, "user-a", now=1_000_001) is None, repr(value)[:40]
+    monkeypatch.setattr(devices.secrets, "jwt_secret", lambda: "j" * 40)  # a new signing key
+    assert devices.verify(issued.value, "user-a", now=1_000_001) is None
+    assert devices.candidates("  a  ", "x=1; stockpred_device=b; stockpred_device=\"c\"") == ["a", "b", "c"]
+    assert len(devices.candidates("a", "; ".join(f"stockpred_device={i}" for i in range(50)))) \
+        == devices.MAX_CANDIDATES
 
 
 # ---- 12. no invisible characters in names and emails ------------------------------------------

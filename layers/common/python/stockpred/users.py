@@ -5,8 +5,10 @@ is checked to be a plain string of sane length before it goes near a query, so a
 `{"$ne": null}` is refused (ValidationError), never read as an operator; names and emails with
 control or invisible characters are refused too. New passwords follow OWASP ASVS 2.1: 12 to 128
 characters of any kind, refused when common (zxcvbn). Failed logins and wrong current passwords
-are throttled per (account, address), per address and, as a growing delay, per account; see
-"throttling" below. Registrations are limited per address.
+are throttled per (account, address), per address and, as a growing delay, per account; a
+login that presents a device token from an earlier sign-in to that account is counted per token
+instead (stockpred.devices), so no one sharing the user's address can lock the user's own devices
+out; see "throttling" below. Registrations are limited per address.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import hashlib
 import re
 import unicodedata
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +27,7 @@ import zxcvbn
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from stockpred import auth, config, mongo, redis_stores
+from stockpred import auth, config, devices, mongo, redis_stores
 from stockpred.accounts import Accounts
 
 _EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -58,6 +61,14 @@ class TooManyAttempts(Exception):
 
 class UserNotFound(LookupError):
     pass
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    """A successful login: the bearer token, and the device token for this device."""
+
+    token: str
+    device: devices.Issued
 
 
 @dataclass(frozen=True)
@@ -196,6 +207,15 @@ def normalise_email(email: str) -> str:
 #           Distributed guessing gets at most ~45 guesses in the first hour per account (10 free,
 #           7 while the delay doubles, then one per 120 s) and 30 an hour after that.
 # An attempt that succeeds is refunded (it was no failure) and marks its address known.
+#
+# A login that presents a valid device token for its account (stockpred.devices: signed, not
+# expired, issued to that account) skips all three and is counted in that token's own bucket
+# instead (OWASP device cookies): LOGIN_MAX_FAILURES_PER_DEVICE (5) failures in a row lock that
+# token for LOGIN_FAILURE_WINDOW_SECONDS (429), and a success clears its count. The address's and
+# the account's counters are not touched: an attacker at the same address (one NAT, or 127.0.0.1)
+# who has filled the (account, address) pair cannot keep the owner's devices out, and a token
+# only comes from a sign-in with the right password. Anything else presented as a token counts as
+# no token.
 _ATTEMPT = """
 local time = redis.call('TIME')
 local now_ms = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -240,6 +260,19 @@ end
 if tonumber(ARGV[1]) > 0 then redis.call('SET', KEYS[4], '1', 'EX', ARGV[1]) end
 return 1
 """
+_DEVICE_ATTEMPT = """
+local failures = redis.call('INCR', KEYS[1])
+if failures == 1 then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2])) end
+if failures > tonumber(ARGV[1]) then
+  return {0, redis.call('TTL', KEYS[1]), 'device'}
+end
+return {1, 0, 'device'}
+"""
+_DEVICE_SUCCEEDED = """
+redis.call('DEL', KEYS[1])
+if tonumber(ARGV[1]) > 0 then redis.call('SET', KEYS[2], '1', 'EX', ARGV[1]) end
+return 1
+"""
 
 
 def _digest(text: str) -> str:
@@ -249,10 +282,12 @@ def _digest(text: str) -> str:
 @dataclass(frozen=True)
 class _Attempt:
     """The keys of one login (or password change) attempt: `account` is `u:<user id>` for an
-    existing user, else `e:<hash of the email>`, so unknown emails are throttled alike."""
+    existing user, else `e:<hash of the email>`, so unknown emails are throttled alike. `device`
+    is the nonce of a valid device token for that account, if the attempt presented one."""
 
     account: str
     client: str
+    device: str | None = None
 
     @property
     def keys(self) -> list[str]:
@@ -261,23 +296,37 @@ class _Attempt:
                 f"stockpred:login-failures:account:{self.account}",
                 f"stockpred:login-known:{self.account}:{_digest(self.client)}"]
 
+    @property
+    def device_key(self) -> str:
+        return f"stockpred:login-failures:device:{self.account}:{_digest(self.device or '')}"
+
     def begin(self) -> None:
         """Counts this attempt; TooManyAttempts if it must not be evaluated."""
         s = config.load()
         state = redis_stores.state()
-        allowed, retry_after, _why = state.register_script(_ATTEMPT)(
-            keys=self.keys,
-            args=[s.login_max_failures_per_email, s.login_failure_window_s,
-                  s.login_max_failures_per_client, s.login_account_free_failures,
-                  s.login_account_window_s, s.login_account_max_delay_s])
+        if self.device is not None:
+            allowed, retry_after, _why = state.register_script(_DEVICE_ATTEMPT)(
+                keys=[self.device_key],
+                args=[s.login_max_failures_per_device, s.login_failure_window_s])
+        else:
+            allowed, retry_after, _why = state.register_script(_ATTEMPT)(
+                keys=self.keys,
+                args=[s.login_max_failures_per_email, s.login_failure_window_s,
+                      s.login_max_failures_per_client, s.login_account_free_failures,
+                      s.login_account_window_s, s.login_account_max_delay_s])
         if not int(allowed):
             retry_after = int(retry_after)
             raise TooManyAttempts(retry_after if retry_after > 0 else s.login_failure_window_s)
 
     def succeeded(self) -> None:
-        """Refunds the attempt (it was no failure) and remembers the address for the account."""
-        redis_stores.state().register_script(_SUCCEEDED)(
-            keys=self.keys, args=[config.load().login_known_client_s])
+        """Refunds the attempt (it was no failure) and remembers the address for the account; a
+        device token's failures in a row start again from zero."""
+        known = config.load().login_known_client_s
+        if self.device is not None:
+            redis_stores.state().register_script(_DEVICE_SUCCEEDED)(
+                keys=[self.device_key, self.keys[3]], args=[known])
+        else:
+            redis_stores.state().register_script(_SUCCEEDED)(keys=self.keys, args=[known])
 
 
 def _account(user: dict[str, Any] | None, email: str) -> str:
@@ -326,7 +375,10 @@ class Users:
         self.accounts.open(user_id)
         return user_id
 
-    def login(self, body: Any, client: str) -> str:
+    def login(self, body: Any, client: str, device_tokens: Sequence[str] = ()) -> SignedIn:
+        """The tokens for a right email and password; `device_tokens` are the device tokens the
+        request presents (stockpred.devices.candidates): a valid one for this account moves the
+        attempt to its own throttle bucket (see "throttling")."""
         body = _check(body)
         errors: dict[str, str] = {}
         email = _email(body, errors)
@@ -337,7 +389,11 @@ class Users:
             raise ValidationError(errors)
         # Existing passwords are not re-validated: one set under an older rule keeps working.
         user = self.db.users.find_one({"email_normalised": normalise_email(email)})
-        attempt = _Attempt(_account(user, email), client)
+        device = None
+        if user is not None:
+            device = next((n for t in device_tokens[:devices.MAX_CANDIDATES]
+                           if (n := devices.verify(t, user["_id"])) is not None), None)
+        attempt = _Attempt(_account(user, email), client, device)
         attempt.begin()
         try:
             _hasher.verify(user["password_hash"] if user else _DUMMY_HASH, password)
@@ -346,7 +402,7 @@ class Users:
         except (VerificationError, InvalidHashError):
             raise InvalidCredentials() from None
         attempt.succeeded()
-        return auth.issue(user["_id"])
+        return SignedIn(auth.issue(user["_id"]), devices.issue(user["_id"]))
 
     def profile(self, user_id: str) -> Profile:
         user = self.db.users.find_one({"_id": user_id})
