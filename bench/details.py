@@ -105,12 +105,13 @@ def _log_lines_to_devnull() -> None:
                     h.setStream(devnull)
 
 
-def redis_call(cache_urls: str) -> Call:
+def redis_call(cache_urls: str, password: str | None) -> Call:
     from stockpred import cache
     from stockpred.redis_stores import CacheRing
 
     quote_key = cache.key("quote", SYMBOL)
-    client = redis.Redis.from_url(CacheRing.from_urls(tuple(cache_urls.split(","))).node_for(quote_key))
+    node = CacheRing.from_urls(tuple(cache_urls.split(","))).node_for(quote_key)
+    client = redis.Redis.from_url(node, password=password)
 
     def call() -> None:
         if client.get(quote_key) is None:
@@ -206,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
         calls = {
             HTTP: http_call(requests.Session(), url),
             INPROC: in_process_call(),
-            REDIS: redis_call(env["CACHE_REDIS_URLS"]),
+            REDIS: redis_call(env["CACHE_REDIS_URLS"], env.get("CACHE_REDIS_PASSWORD")),
         }
         for call in calls.values():
             timed(call, args.warmup)

@@ -65,7 +65,7 @@ class Subscribers:
 
     def __init__(self, env: dict[str, str], token: str, user: str) -> None:
         self.env, self.token, self.user = env, token, user
-        self.state = redis.Redis.from_url(env["REDIS_URL"])
+        self.state = redis.Redis.from_url(env["REDIS_URL"], password=env.get("REDIS_PASSWORD"))
         self.arrivals: list[tuple[float, dict]] = []
         self.sockets: list[aiohttp.ClientWebSocketResponse] = []
 

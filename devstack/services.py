@@ -339,6 +339,7 @@ class Stack:
             "STOCKPRED_API_URL": gateway,
             "CACHE_MODE": "shards",
             **self._sentinel_env(ext),
+            **self._redis_passwords(),
             # The WebSocket API is an endpoint of its own (devstack/wsapi.py), as on AWS.
             "STOCKPRED_WS_URL": f"ws://127.0.0.1:{p['websocket']}/local",
             "WS_MANAGEMENT_URL": f"http://127.0.0.1:{p['websocket']}/local",
@@ -353,13 +354,36 @@ class Stack:
                 "PSEUDONYM_KEY": self.environ.get("PSEUDONYM_KEY") or self.secret("pseudonym-key"),
             })
         else:
-            from localstack.provision import SECRETS
+            from localstack.provision import REDIS_SECRETS, SECRETS
 
             # As on AWS, the functions get the secrets' names and read them from Secrets Manager
             # (moto's, provisioned when it starts). DATABASE_URL and the like above stay for the
             # local tools and tests that connect directly.
             env.update(SECRETS)
+            if self.runs_redis():
+                env.update(REDIS_SECRETS)
         return env
+
+    def runs_redis(self) -> bool:
+        """Whether the stack starts its own Redis processes (else REDIS_URL / CACHE_REDIS_URLS
+        point at others)."""
+        return "REDIS_URL" not in self.external() and not self.environ.get("CACHE_REDIS_URLS")
+
+    def redis_password(self, which: str) -> str:
+        """The AUTH password of the stack's own state (`which`="state") or cache Redis processes:
+        made at first start, kept in the stack's folder like its other secrets. 64 hex digits,
+        alphanumeric as ElastiCache's AUTH tokens."""
+        return self.secret("redis-password" if which == "state" else "cache-redis-password")
+
+    def _redis_passwords(self) -> dict[str, str]:
+        """REDIS_PASSWORD / CACHE_REDIS_PASSWORD: for the local tools and tests that connect
+        directly (the functions read the secrets REDIS_SECRETS names when moto holds them).
+        Redis the stack did not start: whatever the environment gives, if anything."""
+        if self.runs_redis():
+            return {"REDIS_PASSWORD": self.redis_password("state"),
+                    "CACHE_REDIS_PASSWORD": self.redis_password("cache")}
+        return {var: self.environ[var] for var in ("REDIS_PASSWORD", "CACHE_REDIS_PASSWORD")
+                if self.environ.get(var)}
 
     def _sentinel_env(self, ext: dict[str, str]) -> dict[str, str]:
         if not self.ha or "REDIS_URL" in ext:
@@ -420,7 +444,7 @@ class Stack:
         out: list[Service] = []
         if "DATABASE_URL" not in ext:
             out.append(self._postgres())
-        if "REDIS_URL" not in ext and not self.environ.get("CACHE_REDIS_URLS"):
+        if self.runs_redis():
             out += self._redis_topology()
         if "MONGO_URL" not in ext:
             out.append(self._ferretdb())
@@ -495,29 +519,37 @@ class Stack:
 
     def _redis_topology(self) -> list[Service]:
         """State primary and cache shards; with HA, a replica of each and three Sentinels."""
-        out = [self._redis("redis-state", persistent=self.durable)]
-        out += [self._redis(f"redis-{m}", persistent=False) for m in self.cache_masters()]
+        out = [self._redis("redis-state", "state", persistent=self.durable)]
+        out += [self._redis(f"redis-{m}", "cache", persistent=False) for m in self.cache_masters()]
         if self.ha:
-            out.append(self._redis("redis-state-replica", persistent=self.durable,
+            out.append(self._redis("redis-state-replica", "state", persistent=self.durable,
                                    replica_of=self.ports["redis-state"]))
-            out += [self._redis(f"redis-{m}-replica", persistent=False,
+            out += [self._redis(f"redis-{m}-replica", "cache", persistent=False,
                                 replica_of=self.ports[f"redis-{m}"]) for m in self.cache_masters()]
             out += [self._sentinel(j) for j in range(SENTINELS)]
         return out
 
-    def _redis(self, name: str, *, persistent: bool, replica_of: int | None = None) -> Service:
+    def _redis(self, name: str, which: str, *, persistent: bool,
+               replica_of: int | None = None) -> Service:
+        """A redis-server that requires the state's or the cache's password (`which`). Masters and
+        replicas alike authenticate to their master with it (masterauth): after a failover the old
+        master comes back as a replica."""
         port = self.ports[name]
         data = self.path("data", name)
+        conf = data / "auth.conf"
+        password = self.redis_password(which)
 
         def prepare() -> None:
             data.mkdir(parents=True, exist_ok=True)
+            # In an included file (0600), not on the command line, where `ps` would show it.
+            write_private(conf, f"requirepass {password}\nmasterauth {password}\n")
 
         def ready() -> bool:
             import redis
 
-            return bool(redis.Redis(port=port, socket_timeout=1).ping())
+            return bool(redis.Redis(port=port, password=password, socket_timeout=1).ping())
 
-        argv = [shutil.which("redis-server") or "redis-server", "--port", str(port),
+        argv = [shutil.which("redis-server") or "redis-server", str(conf), "--port", str(port),
                 "--bind", "127.0.0.1", "--dir", str(data), "--save", "",
                 "--appendonly", "yes" if persistent else "no", "--daemonize", "no"]
         if not persistent:
@@ -533,21 +565,28 @@ class Stack:
         conf = data / "sentinel.conf"
         monitored = {"state": self.ports["redis-state"],
                      **{m: self.ports[f"redis-{m}"] for m in self.cache_masters()}}
+        # Sentinels require the state's password too (clients and each other): an open Sentinel
+        # would let anyone reconfigure which master the clients are sent to.
+        own = self.redis_password("state")
 
         def prepare() -> None:
             data.mkdir(parents=True, exist_ok=True)
-            lines = [f"port {port}", "bind 127.0.0.1", f"dir {data}"]
+            lines = [f"port {port}", "bind 127.0.0.1", f"dir {data}", f"requirepass {own}",
+                     f"sentinel sentinel-pass {own}"]
             for master, master_port in monitored.items():
                 lines += [f"sentinel monitor {master} 127.0.0.1 {master_port} 2",
+                          f"sentinel auth-pass {master} "
+                          + self.redis_password("state" if master == "state" else "cache"),
                           f"sentinel down-after-milliseconds {master} 1000",
                           f"sentinel failover-timeout {master} 5000",
                           f"sentinel parallel-syncs {master} 1"]
-            conf.write_text("\n".join(lines) + "\n")  # Sentinel rewrites it as it learns
+            # 0600: it holds the passwords (Sentinel rewrites it as it learns, keeping its mode).
+            write_private(conf, "\n".join(lines) + "\n")
 
         def ready() -> bool:
             import redis
 
-            masters = redis.Redis(port=port, socket_timeout=1).sentinel_masters()
+            masters = redis.Redis(port=port, password=own, socket_timeout=1).sentinel_masters()
             return set(masters) == set(monitored)
 
         argv = [shutil.which("redis-sentinel") or "redis-sentinel", str(conf)]
@@ -618,6 +657,7 @@ class Stack:
 
         from devstack.template import Template
         from localstack.provision import (
+            REDIS_SECRETS,
             SECRETS,
             provision,
             provision_queues,
@@ -648,7 +688,12 @@ class Stack:
             "ALPHAVANTAGE_SECRET_ARN": json.dumps(
                 {"api_key": self.environ.get("ALPHAVANTAGE_API_KEY", "")}),
         }
-        provision_secrets(endpoint, {SECRETS[var]: value for var, value in values.items()},
+        names = dict(SECRETS)
+        if self.runs_redis():
+            names.update(REDIS_SECRETS)
+            values.update({"REDIS_AUTH_SECRET_ARN": self.redis_password("state"),
+                           "CACHE_AUTH_SECRET_ARN": self.redis_password("cache")})
+        provision_secrets(endpoint, {names[var]: value for var, value in values.items()},
                           region=env["AWS_DEFAULT_REGION"])
 
     def _opensearch(self) -> Service:
@@ -853,7 +898,7 @@ class Stack:
 
 # What client_env holds that is a secret (the rest are addresses and the secrets' names).
 SECRET_VARS = ("AWS_SECRET_ACCESS_KEY", "JWT_SECRET", "SERVICE_TOKEN", "PSEUDONYM_KEY",
-               "ALPHAVANTAGE_API_KEY")
+               "ALPHAVANTAGE_API_KEY", "REDIS_PASSWORD", "CACHE_REDIS_PASSWORD")
 
 
 def write_private(path: Path, text: str) -> None:
@@ -902,7 +947,9 @@ SERVICE_VARS = ("DATABASE_URL", "REDIS_URL", "CACHE_REDIS_URLS", "MONGO_URL", "O
                 "LOCALSTACK_HOST", "ALPHAVANTAGE_API_KEY", "ALPHAVANTAGE_BASE_URL",
                 "MARKET_PROVIDERS", "STOCKPRED_HOME",
                 "JWT_SECRET_ARN", "SERVICE_TOKEN_SECRET_ARN", "PSEUDONYM_KEY_SECRET_ARN",
-                "ALPHAVANTAGE_SECRET_ARN", "DATABASE_SECRET_ARN", "MONGO_SECRET_ARN")
+                "ALPHAVANTAGE_SECRET_ARN", "DATABASE_SECRET_ARN", "MONGO_SECRET_ARN",
+                "REDIS_AUTH_SECRET_ARN", "CACHE_AUTH_SECRET_ARN", "REDIS_PASSWORD",
+                "CACHE_REDIS_PASSWORD")
 
 
 def forget_process_clients() -> None:

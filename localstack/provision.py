@@ -32,6 +32,11 @@ SECRETS = {
     "MONGO_SECRET_ARN": "stockpred/mongo",
     "ALPHAVANTAGE_SECRET_ARN": "stockpred/alphavantage",
 }
+# The AUTH passwords of the stack's own Redis processes: only when it runs them.
+REDIS_SECRETS = {
+    "REDIS_AUTH_SECRET_ARN": "stockpred/redis-auth",
+    "CACHE_AUTH_SECRET_ARN": "stockpred/cache-redis-auth",
+}
 
 
 def _s3(endpoint: str):

@@ -216,7 +216,7 @@ def state(stack: dict[str, str]) -> Iterator[Any]:
     """The state Redis (rooms, idempotency keys, throttle counters)."""
     import redis
 
-    r = redis.Redis.from_url(stack["REDIS_URL"])
+    r = redis.Redis.from_url(stack["REDIS_URL"], password=stack["REDIS_PASSWORD"])
     try:
         yield r
     finally:
@@ -239,7 +239,7 @@ def fault_in_this_process(stack: dict[str, str], monkeypatch: pytest.MonkeyPatch
 
     from stockpred import config, faults
 
-    state = redis.Redis.from_url(stack["REDIS_URL"])
+    state = redis.Redis.from_url(stack["REDIS_URL"], password=stack["REDIS_PASSWORD"])
     monkeypatch.setenv("FAULT_INJECTION", "on")
     config.load.cache_clear()
     state.sadd(faults.KEY, point)

@@ -53,7 +53,7 @@ def test_removing_one_of_three_shards_moves_about_a_third_of_the_keys(stack):
 def test_breaker_opens_serves_stale_data_and_closes_when_the_upstream_recovers(gateway, fake_alphavantage,
                                                                               stack):
     symbol = "MSFT"
-    state = redis.Redis.from_url(stack["REDIS_URL"])
+    state = redis.Redis.from_url(stack["REDIS_URL"], password=stack["REDIS_PASSWORD"])
     quote_key = cache.key("quote", symbol)
     ring = redis_stores.cache_ring()
 

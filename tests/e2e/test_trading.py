@@ -84,7 +84,7 @@ def assert_consistent(stack, user, start_cents=START):
 
 
 def set_faults(stack, *points):
-    r = redis.Redis.from_url(stack["REDIS_URL"])
+    r = redis.Redis.from_url(stack["REDIS_URL"], password=stack["REDIS_PASSWORD"])
     r.delete("stockpred:faults")
     if points:
         r.sadd("stockpred:faults", *points)

@@ -78,8 +78,9 @@ class pytest_raises_duplicate:
 
 
 def test_state_and_cache_are_separate_redis_servers(stack):
-    state = redis.Redis.from_url(stack["REDIS_URL"])
-    cache = redis.Redis.from_url(stack["CACHE_REDIS_URLS"].split(",")[0])
+    state = redis.Redis.from_url(stack["REDIS_URL"], password=stack["REDIS_PASSWORD"])
+    cache = redis.Redis.from_url(stack["CACHE_REDIS_URLS"].split(",")[0],
+                                 password=stack["CACHE_REDIS_PASSWORD"])
     key = f"probe:{uuid.uuid4()}"
     state.set(key, "state")
     assert cache.get(key) is None

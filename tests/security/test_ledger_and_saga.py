@@ -67,7 +67,7 @@ def entries(stack, user):
 
 
 def set_faults(stack, *points):
-    r = redis.Redis.from_url(stack["REDIS_URL"])
+    r = redis.Redis.from_url(stack["REDIS_URL"], password=stack["REDIS_PASSWORD"])
     r.delete("stockpred:faults")
     if points:
         r.sadd("stockpred:faults", *points)
@@ -134,7 +134,7 @@ def test_a_claim_left_by_a_killed_request_expires_in_seconds(gateway, stack, mon
         with pytest.raises(Killed):
             trading.execute(user.user_id, "SPX", "buy", 1, key)
         monkeypatch.setattr(trading.faults, "check", real_check)
-        state = redis.Redis.from_url(stack["REDIS_URL"])
+        state = redis.Redis.from_url(stack["REDIS_URL"], password=stack["REDIS_PASSWORD"])
         [claim] = state.keys(f"stockpred:idempotency:{user.user_id}:*")
         assert 0 < state.pttl(claim) <= 2000, "a claim must not outlive a dead request for long"
         result = trading.execute(user.user_id, "SPX", "buy", 1, key)

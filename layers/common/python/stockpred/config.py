@@ -51,6 +51,13 @@ class Settings:
     cache_shards: tuple[str, ...] = ()
     cache_mode: str = "shards"
     cache_cluster_url: str | None = None
+    # Their AUTH tokens are secrets (stockpred.secrets.redis_auth_token / cache_auth_token): the
+    # URLs carry none. No ARN: no password, except in local mode, where REDIS_PASSWORD and
+    # CACHE_REDIS_PASSWORD may give one (a developer's own Redis may need none).
+    redis_auth_secret_arn: str | None = None
+    cache_auth_secret_arn: str | None = None
+    redis_password: str | None = field(default=None, repr=False)
+    cache_redis_password: str | None = field(default=None, repr=False)
 
     # ---- MongoDB, AWS ----------------------------------------------------------------------
     mongo_db: str = "stockpred"
@@ -297,6 +304,10 @@ def from_environ(environ: Mapping[str, str]) -> Settings:
         cache_shards=r.items("CACHE_SHARDS"),
         cache_mode=cache_mode,
         cache_cluster_url=cache_cluster_url,
+        redis_auth_secret_arn=r.text("REDIS_AUTH_SECRET_ARN"),
+        cache_auth_secret_arn=r.text("CACHE_AUTH_SECRET_ARN"),
+        redis_password=r.local_only("REDIS_PASSWORD"),
+        cache_redis_password=r.local_only("CACHE_REDIS_PASSWORD"),
         mongo_db=r.text("MONGO_DB", "stockpred") or "stockpred",
         aws_region=r.text("AWS_DEFAULT_REGION", "us-east-1") or "us-east-1",
         aws_endpoint_url=r.text("AWS_ENDPOINT_URL", "http://127.0.0.1:4566" if r.local else None),

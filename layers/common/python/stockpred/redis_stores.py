@@ -9,6 +9,11 @@
 With Sentinels (REDIS_SENTINELS) every client finds the current master through them and retries
 a failed command with backoff for a bounded time (about 5 s), which covers a failover; cache
 reads may fall back to the shard's replica meanwhile.
+
+Every client authenticates with its Redis's AUTH token (default user), read from Secrets Manager
+on first use (stockpred.secrets.redis_auth_token for the state, cache_auth_token for the cache);
+none when no secret is configured. A password in a URL itself wins over the secret. The
+Sentinels (local only: ElastiCache has none) require the state Redis's token.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 from uhashring import HashRing
 
-from stockpred import config
+from stockpred import config, secrets
 
 TIMEOUTS = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}
 
@@ -47,17 +52,26 @@ class Shard:
     replica: redis.Redis | None = None
 
 
+def _password(token: str | None) -> dict[str, str]:
+    """`password=` for a client when there is a token (the username stays `default`)."""
+    return {"password": token} if token else {}
+
+
 @functools.cache
 def sentinel(addresses: tuple[tuple[str, int], ...]) -> Sentinel:
-    return Sentinel(list(addresses), sentinel_kwargs=TIMEOUTS, **TIMEOUTS)
+    return Sentinel(list(addresses), sentinel_kwargs={**TIMEOUTS, **_password(secrets.redis_auth_token())},
+                    **TIMEOUTS)
 
 
 def shard(name_or_url: str, sentinels: tuple[tuple[str, int], ...] = ()) -> Shard:
+    auth = _password(secrets.cache_auth_token())
     if sentinels:
         s = sentinel(sentinels)
-        return Shard(name_or_url, s.master_for(name_or_url, **TIMEOUTS, **_retry(**CACHE_RETRY)),
-                     s.slave_for(name_or_url, **TIMEOUTS))
-    return Shard(name_or_url, redis.Redis.from_url(name_or_url, **TIMEOUTS, **_retry(**CACHE_RETRY)))
+        return Shard(name_or_url,
+                     s.master_for(name_or_url, **TIMEOUTS, **auth, **_retry(**CACHE_RETRY)),
+                     s.slave_for(name_or_url, **TIMEOUTS, **auth))
+    return Shard(name_or_url,
+                 redis.Redis.from_url(name_or_url, **TIMEOUTS, **auth, **_retry(**CACHE_RETRY)))
 
 
 class CacheRing:
@@ -103,7 +117,8 @@ def cache_ring(urls: tuple[str, ...] | None = None) -> CacheRing:
     if urls is None and settings.cache_mode == "cluster" and settings.cache_cluster_url:
         from redis.cluster import RedisCluster
 
-        client = RedisCluster.from_url(settings.cache_cluster_url, **TIMEOUTS)
+        client = RedisCluster.from_url(settings.cache_cluster_url, **TIMEOUTS,
+                                       **_password(secrets.cache_auth_token()))
         return CacheRing([Shard("cluster", client)])
     if urls is None and settings.redis_sentinels and settings.cache_shards:
         return CacheRing([shard(n, settings.redis_sentinels) for n in settings.cache_shards])
@@ -113,7 +128,8 @@ def cache_ring(urls: tuple[str, ...] | None = None) -> CacheRing:
 @functools.cache
 def state(url: str | None = None) -> redis.Redis:
     settings = config.load()
+    auth = _password(secrets.redis_auth_token())
     if url is None and settings.redis_sentinels:
         return sentinel(settings.redis_sentinels).master_for(settings.state_service, **TIMEOUTS,
-                                                             **_retry())
-    return redis.Redis.from_url(url or settings.redis_url, **TIMEOUTS, **_retry())
+                                                             **auth, **_retry())
+    return redis.Redis.from_url(url or settings.redis_url, **TIMEOUTS, **auth, **_retry())

@@ -11,6 +11,9 @@ Shapes:
     DATABASE_SECRET_ARN   {"username", "password", "host", "port", "dbname"} (RDS) or {"url"}
     MONGO_SECRET_ARN      {"username", "password", "host", "port"} (DocumentDB) or {"url"} (Atlas)
     ALPHAVANTAGE_SECRET_ARN   {"api_key"}; an empty key turns the provider off
+    REDIS_AUTH_SECRET_ARN, CACHE_AUTH_SECRET_ARN   a plain string: the AUTH token of the state
+        Redis and of the cache (ElastiCache); optional: no ARN (and, in local mode, no
+        REDIS_PASSWORD / CACHE_REDIS_PASSWORD) means a Redis that asks for no password
 
 Only in local mode, a secret without an ARN falls back to its old plain variable (JWT_SECRET,
 SERVICE_TOKEN, PSEUDONYM_KEY, DATABASE_URL, MONGO_URL, ALPHAVANTAGE_API_KEY, ORIGIN_VERIFY_SECRET);
@@ -175,6 +178,30 @@ def mongo_url() -> str:
     if s.mongo_secret_arn:
         return _mongo_url(s.mongo_secret_arn, get(s.mongo_secret_arn))
     return _plain(None, "MONGO_SECRET_ARN", s.mongo_url, "MONGO_URL")
+
+
+def redis_auth_token() -> str | None:
+    """The state Redis's AUTH token (REDIS_AUTH_SECRET_ARN), or None: no password."""
+    s = config.load()
+    return _auth_token(s.redis_auth_secret_arn, "REDIS_AUTH_SECRET_ARN", s.redis_password)
+
+
+def cache_auth_token() -> str | None:
+    """The cache Redis's AUTH token (CACHE_AUTH_SECRET_ARN), or None: no password."""
+    s = config.load()
+    return _auth_token(s.cache_auth_secret_arn, "CACHE_AUTH_SECRET_ARN", s.cache_redis_password)
+
+
+def _auth_token(arn: str | None, arn_var: str, local_value: str | None) -> str | None:
+    # Optional, unlike _plain's secrets: an operator's own Redis (StateRedisUrl) may ask for none.
+    if arn:
+        value = get(arn)
+        if not value.strip():
+            raise ConfigError(f"secret {arn} ({arn_var}) is empty")
+        return value.strip()
+    if config.load().local and local_value:
+        return local_value
+    return None
 
 
 @functools.lru_cache(maxsize=4)
