@@ -14,16 +14,19 @@ from chalice import Chalice, Response
 from stockml import signals
 from stockml.registry import ArtifactRejected, ModelNotFound
 from stockpred import config, market, realtime, training_budget
-from stockpred.handlers import ApiError, install, json_response, market_errors, query_int, symbol_param
+from stockpred.handlers import (
+    ApiError,
+    client_address,
+    install,
+    json_response,
+    market_errors,
+    query_int,
+    symbol_param,
+)
 from stockpred.market import History
 
 app = Chalice(app_name="predict")
 log = install(app, "predict")
-
-
-def _client() -> str:
-    """The caller's address as API Gateway saw it (never a header the caller chose)."""
-    return app.current_request.context.get("identity", {}).get("sourceIp") or "unknown"
 
 
 def _budget_spent(symbol: str, spent: training_budget.BudgetSpent) -> ApiError:
@@ -45,7 +48,7 @@ def predict(symbol: str) -> Response:
     hist = _history(symbol)
     try:
         body, created = signals.predict(hist, train_on_demand=config.load().train_on_demand,
-                                        client=_client())
+                                        client=client_address(app.current_request))
     except signals.TrainingStarted as training:
         wait = signals.TRAINING_RETRY_AFTER_S
         return json_response(202, {
