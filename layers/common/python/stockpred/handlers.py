@@ -102,7 +102,7 @@ def install(app: Chalice, service: str) -> logging.Logger:
 
 # Headers a browser script on the dashboard may read, and send, across origins.
 CORS_EXPOSE_HEADERS = "X-Correlation-Id, X-Cache, Retry-After, WWW-Authenticate"
-CORS_ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key, X-Correlation-Id"
+CORS_ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key, X-Correlation-Id, X-Device-Token"
 CORS_ALLOW_METHODS = "GET, POST, OPTIONS"
 CORS_MAX_AGE = "600"
 

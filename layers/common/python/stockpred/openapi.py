@@ -86,7 +86,10 @@ SCHEMAS: dict[str, Any] = {
                       "retry_after": INTEGER, "started_by_this_request": BOOLEAN}),
     "Registered": _obj({"message": {"const": "User registered successfully"}, "user_id": STRING}),
     "LoggedIn": _obj({"message": {"const": "Login successful"}, "token": STRING,
-                      "expires_in": INTEGER}),
+                      "expires_in": INTEGER},
+                     {"device_token": {"type": "string", "description":
+                                       "this device's token: send it back as X-Device-Token (browsers "
+                                       "get it as the HttpOnly cookie stockpred_device)"}}),
     "Profile": _obj({"user_id": STRING, "name": STRING, "email": STRING},
                     {"roles": {"type": "array", "items": STRING}}),
     "Holding": _obj({"symbol": STRING, "shares": INTEGER, "cost_basis": MONEY,
@@ -139,6 +142,10 @@ IDEMPOTENCY_KEY = {"name": "Idempotency-Key", "in": "header", "required": False,
                    "description": "the same key with the same order replays its first answer; "
                                   "with another order it is a 422",
                    "schema": {"type": "string", "minLength": 1, "maxLength": 255}}
+DEVICE_TOKEN = {"name": "X-Device-Token", "in": "header", "required": False,
+                "description": "the device_token of an earlier login to this account: its failed "
+                               "logins are then counted for this device alone, not for its address",
+                "schema": STRING}
 BEARER = [{"bearerAuth": []}]
 LOG_WINDOW = [{"name": n, "in": "query", "required": False, "schema": STRING,
                "description": "an ISO 8601 time or a duration back from now: 15m, 2h, 7d"}
@@ -263,7 +270,7 @@ def _paths() -> dict[str, Any]:
                 "400": INVALID, "409": _error("User already exists"), "413": TOO_LARGE,
                 "429": _throttled("registrations")}}},
         "/api/users/login": {"post": {
-            "operationId": "login", "tags": ["users"], "security": [],
+            "operationId": "login", "tags": ["users"], "security": [], "parameters": [DEVICE_TOKEN],
             "requestBody": _body(_obj({"email": STRING, "password": STRING})),
             "responses": {
                 "200": _json(_ref("LoggedIn"), "a bearer token (HS256 JWT)", links=AFTER_LOGIN),
