@@ -141,14 +141,24 @@ def test_a_secret_that_cannot_be_read_is_a_config_error_naming_it(env):
         secrets.jwt_secret()
 
 
-def test_database_and_mongo_urls_from_their_json_shapes(env, sm):
+def test_database_and_mongo_urls_from_their_json_shapes(env, sm, tmp_path, monkeypatch):
     rds = new_secret(sm, json.dumps({"engine": "postgres", "username": "app", "password": "pa:ss@w/rd",
                                      "host": "127.0.0.1", "port": 5432, "dbname": "stockpred"}))
     atlas = "mongodb+srv://u:p@cluster0.example.mongodb.net/?retryWrites=true&w=majority"
-    env.set(DATABASE_SECRET_ARN=rds, MONGO_SECRET_ARN=new_secret(sm, json.dumps({"url": atlas})))
-    parts = urlsplit(secrets.database_url())
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    secrets.documentdb_ca_bundle.cache_clear()
+    try:
+        with serving(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n") as url:
+            env.set(DATABASE_SECRET_ARN=rds, MONGO_SECRET_ARN=new_secret(sm, json.dumps({"url": atlas})),
+                    DOCUMENTDB_CA_BUNDLE_URL=url)
+            parts = urlsplit(secrets.database_url())
+    finally:
+        secrets.documentdb_ca_bundle.cache_clear()
     assert (parts.hostname, parts.port, parts.path) == ("127.0.0.1", 5432, "/stockpred")
     assert unquote(parts.username) == "app" and unquote(parts.password) == "pa:ss@w/rd"
+    # RDS refuses plain connections (rds.force_ssl): verified TLS against the RDS CA bundle.
+    assert parse_qs(parts.query) == {"sslmode": ["verify-full"],
+                                     "sslrootcert": [str(tmp_path / "rds-global-bundle.pem")]}
     assert secrets.mongo_url() == atlas
     env.set(DATABASE_SECRET_ARN=new_secret(sm, "not json"))
     with pytest.raises(ConfigError, match="JSON object"):
@@ -192,7 +202,7 @@ def test_documentdb_secret_gives_a_tls_url_with_the_fetched_ca_bundle(env, sm, t
         parts = urlsplit(mongo_url)
         query = parse_qs(parts.query)
         assert query["tls"] == ["true"] and query["retryWrites"] == ["false"]
-        assert query["replicaSet"] == ["rs0"] and query["readPreference"] == ["secondaryPreferred"]
+        assert query["replicaSet"] == ["rs0"] and query["readPreference"] == ["primary"]
         assert unquote(parts.password) == password and mongo_url.count("@") == 1
         bundle = tmp_path / "rds-global-bundle.pem"
         assert query["tlsCAFile"] == [str(bundle)] and bundle.read_bytes() == pem

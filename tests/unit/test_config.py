@@ -102,10 +102,12 @@ def test_service_endpoint_overrides():
 def test_rds_secret_becomes_a_postgresql_url_with_quoted_credentials():
     url = secrets.database_url_from({"engine": "postgres", "username": "app", "password": "p@ss:w/rd?#%",
                                      "host": "db.cluster.rds.amazonaws.com", "port": 5432,
-                                     "dbname": "stockpred"})
+                                     "dbname": "stockpred"}, ca_file="/opt/rds ca.pem")
     parts = urlsplit(url)
     assert parts.scheme == "postgresql" and parts.hostname == "db.cluster.rds.amazonaws.com"
     assert parts.port == 5432 and parts.path == "/stockpred"
+    # The stack's RDS has rds.force_ssl: verified TLS, against Amazon's RDS CA bundle.
+    assert parse_qs(parts.query) == {"sslmode": ["verify-full"], "sslrootcert": ["/opt/rds ca.pem"]}
     assert unquote(parts.username) == "app" and unquote(parts.password) == "p@ss:w/rd?#%"
     assert secrets.database_url_from({"url": "postgresql://a:b@h:1/x"}) == "postgresql://a:b@h:1/x"
 
@@ -121,7 +123,7 @@ def test_documentdb_secret_becomes_a_tls_url_trusting_the_rds_bundle():
     assert url.count("@") == 1 and " " not in url  # quoted: the userinfo ends at the only '@'
     query = parse_qs(parts.query)
     assert query == {"tls": ["true"], "tlsCAFile": ["/tmp/rds-global-bundle.pem"], "replicaSet": ["rs0"],
-                     "readPreference": ["secondaryPreferred"], "retryWrites": ["false"]}
+                     "readPreference": ["primary"], "retryWrites": ["false"]}
     atlas = "mongodb+srv://u:p@cluster0.example.mongodb.net/?retryWrites=true"
     assert secrets.mongo_url_from({"url": atlas}) == atlas
 

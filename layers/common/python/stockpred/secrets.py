@@ -226,14 +226,19 @@ def _userinfo(user: str, password: str) -> str:
     return f"{quote(user, safe='')}:{quote(password, safe='')}"
 
 
-def database_url_from(secret: dict[str, Any], secret_id: str = "database secret") -> str:
-    """{"url"} as it is; RDS's {"username","password","host","port","dbname"} as a postgresql:// URL."""
+def database_url_from(secret: dict[str, Any], secret_id: str = "database secret",
+                      ca_file: str | None = None) -> str:
+    """{"url"} as it is; RDS's {"username","password","host","port","dbname"} as a postgresql://
+    URL over verified TLS (the stack's RDS refuses plain connections: rds.force_ssl), trusting
+    Amazon's RDS CA bundle as DocumentDB's URL does."""
     if secret.get("url"):
         return str(secret["url"])
     user, password, host = _fields(secret, secret_id, "username", "password", "host")
     port = int(secret.get("port") or 5432)
     dbname = str(secret.get("dbname") or "stockpred")
-    return f"postgresql://{_userinfo(user, password)}@{host}:{port}/{quote(dbname, safe='')}"
+    ca = ca_file or str(documentdb_ca_bundle())
+    return (f"postgresql://{_userinfo(user, password)}@{host}:{port}/{quote(dbname, safe='')}"
+            f"?sslmode=verify-full&sslrootcert={quote(ca, safe='/')}")
 
 
 def mongo_url_from(secret: dict[str, Any], ca_file: str | None = None,
@@ -246,7 +251,7 @@ def mongo_url_from(secret: dict[str, Any], ca_file: str | None = None,
     port = int(secret.get("port") or 27017)
     ca = ca_file or str(documentdb_ca_bundle())
     return (f"mongodb://{_userinfo(user, password)}@{host}:{port}/?tls=true"
-            f"&tlsCAFile={quote(ca, safe='/')}&replicaSet=rs0&readPreference=secondaryPreferred"
+            f"&tlsCAFile={quote(ca, safe='/')}&replicaSet=rs0&readPreference=primary"
             "&retryWrites=false")
 
 
