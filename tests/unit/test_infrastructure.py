@@ -47,6 +47,8 @@ SECRET_USES: dict[str, list[tuple[str, str | None]]] = {
     "JwtSecret": [(SECRETS, "jwt_secret")],
     "PseudonymKeySecret": [(SECRETS, "pseudonym_key")],
     "ServiceTokenSecret": [(SECRETS, "service_token")],
+    "RedisAuthSecret": [(SECRETS, "redis_auth_token"), (SECRETS, "cache_auth_token")],
+    "OriginVerifySecret": [(SECRETS, "origin_verify_secret")],
 }
 # Every push and disconnect goes through the management API client.
 PUSH_USES: list[tuple[str, str | None]] = [(f"{LAYER}/realtime.py", "management")]
