@@ -151,24 +151,21 @@ if [ ! -d "$runtime_dir" ]; then
     mv "$runtime_dir.tmp" "$runtime_dir"
 fi
 
-if [ "$(.tools/sam/bin/sam --version 2>/dev/null)" != "SAM CLI, version $SAM_CLI_VERSION" ]; then
-    say "installing aws-sam-cli $SAM_CLI_VERSION into .tools/sam (its own virtualenv: its pins differ from ours)"
-    start=$(date +%s)
-    [ -x .tools/sam/bin/python ] || "$PYTHON" -m venv .tools/sam
-    .tools/sam/bin/pip install -q --disable-pip-version-check "aws-sam-cli==$SAM_CLI_VERSION"
-    say "aws-sam-cli installed in $(( $(date +%s) - start ))s"
-fi
-
-# checkov, the outside judge of template.yaml (tests/unit/test_template_safety.py), in its own
-# virtualenv as aws-sam-cli is: its pins differ from ours.
+# Tools with pins of their own, each in its own virtualenv under .tools/<name>:
+# aws-sam-cli, and checkov, the outside judge of template.yaml (tests/unit/test_template_safety.py).
 CHECKOV_VERSION="3.3.30"
-if [ "$(.tools/checkov/bin/checkov --version 2>/dev/null)" != "$CHECKOV_VERSION" ]; then
-    say "installing checkov $CHECKOV_VERSION into .tools/checkov (its own virtualenv)"
+tool_venv() {  # tool_venv NAME PACKAGE==VERSION: (re)installs it unless `--version` already says VERSION
+    local name=$1 spec=$2 start
     start=$(date +%s)
-    [ -x .tools/checkov/bin/python ] || "$PYTHON" -m venv .tools/checkov
-    .tools/checkov/bin/pip install -q --disable-pip-version-check "checkov==$CHECKOV_VERSION"
-    say "checkov installed in $(( $(date +%s) - start ))s"
-fi
+    say "installing $spec into .tools/$name (its own virtualenv: its pins differ from ours)"
+    [ -x ".tools/$name/bin/python" ] || "$PYTHON" -m venv ".tools/$name"
+    ".tools/$name/bin/pip" install -q --disable-pip-version-check "$spec"
+    say "$spec installed in $(( $(date +%s) - start ))s"
+}
+[ "$(.tools/sam/bin/sam --version 2>/dev/null)" == "SAM CLI, version $SAM_CLI_VERSION" ] \
+    || tool_venv sam "aws-sam-cli==$SAM_CLI_VERSION"
+[ "$(.tools/checkov/bin/checkov --version 2>/dev/null)" == "$CHECKOV_VERSION" ] \
+    || tool_venv checkov "checkov==$CHECKOV_VERSION"
 
 # The dashboard's browser libraries (lightweight-charts, axe-core): `npm ci` installs exactly the
 # lock file, again whenever the lock changes (the stamp holds the lock's hash).
