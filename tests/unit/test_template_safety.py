@@ -31,6 +31,7 @@ from tests.unit.test_infrastructure import (
     run_tool,
     sub_text,
     template,
+    translated,
 )
 
 CHECKOV = REPO_ROOT / ".tools/checkov/bin/checkov"
@@ -313,6 +314,26 @@ def test_traces_and_access_logs_follow_every_request():
     ws = json.loads(props("WebSocketStage")["AccessLogSettings"]["Format"])
     assert rest["requestId"] == ws["requestId"] == "$context.requestId"
     assert rest["xrayTraceId"] == "$context.xrayTraceId" and ws["connectionId"] == "$context.connectionId"
+
+
+def test_what_sam_makes_may_deliver_the_logs_and_traces_the_template_asks_for(tmp_path):
+    """Read in SAM's output, where a missing permission fails the deploy: the state machine's role
+    may deliver its execution log (vended-log delivery takes `*`) and write traces, and the REST
+    stage that logs waits for API Gateway's account CloudWatch role."""
+    cfn = translated(tmp_path)
+    role = cfn["TradeStateMachineRole"]["Properties"]
+    actions = {a for p in role["Policies"] for st in p["PolicyDocument"]["Statement"]
+               for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])
+               if st.get("Resource") == "*"}
+    assert {"logs:CreateLogDelivery", "logs:PutResourcePolicy", "logs:DescribeLogGroups"} <= actions
+    assert any(a.endswith("/AWSXrayWriteOnlyAccess") for a in role["ManagedPolicyArns"])
+    (stage,) = [r["Properties"] for r in cfn.values() if r["Type"] == "AWS::ApiGateway::Stage"]
+    assert stage["AccessLogSetting"] and stage["TracingEnabled"] is True
+    assert "ApiGatewayAccount" in json.dumps(stage["Variables"]), "the stage may log before the role is set"
+    for lid, r in cfn.items():
+        if r["Type"] == "AWS::Lambda::Function":
+            assert r["Properties"]["TracingConfig"] == {"Mode": "Active"}, lid
+            assert getatt(r["Properties"]["DeadLetterConfig"]["TargetArn"])[0] == "AsyncFailureQueue", lid
 
 
 def test_no_asynchronous_failure_is_silent():
