@@ -185,6 +185,22 @@ def test_one_front_door_a_regional_api_behind_cloudfront_with_a_secret_header():
     assert ref(env("StocksFunction")["ORIGIN_VERIFY_SECRET_ARN"]) == "OriginVerifySecret"
 
 
+def test_the_dashboard_on_its_own_domain_needs_tls_1_2_and_may_have_a_web_acl():
+    config = props("DashboardDistribution")["DistributionConfig"]
+    condition, own, default = condition_if(config["ViewerCertificate"])
+    assert condition == "HasDashboardDomain"
+    assert own["MinimumProtocolVersion"] == "TLSv1.2_2021" and own["SslSupportMethod"] == "sni-only"
+    assert ref(own["AcmCertificateArn"]) == "DashboardCertificateArn"
+    assert default == {"CloudFrontDefaultCertificate": True}
+    assert condition_if(config["Aliases"])[0] == "HasDashboardDomain"
+    condition, acl, _ = condition_if(config["WebACLId"])
+    assert (condition, ref(acl)) == ("HasDashboardWebAcl", "DashboardWebAclArn")
+    certificate = template()["Parameters"]["DashboardCertificateArn"]["AllowedPattern"]
+    assert re.fullmatch(certificate, "arn:aws:acm:us-east-1:123456789012:certificate/0a1b-2c3d")
+    assert not re.fullmatch(certificate, "arn:aws:acm:eu-west-1:123456789012:certificate/0a1b"), \
+        "CloudFront takes certificates from us-east-1 only"
+
+
 def test_the_stage_is_throttled_and_the_functions_that_must_not_run_wild_are_reserved():
     (settings,) = template()["Globals"]["Api"]["MethodSettings"]
     assert settings["ResourcePath"] == "/*" and settings["HttpMethod"] == "*"
