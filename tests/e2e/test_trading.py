@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 
 import boto3
@@ -280,3 +281,43 @@ def test_store_refuses_malformed_records_without_writing(gateway, stack, change)
     assert r.status_code == 400 and r.json()["error"].startswith("Invalid input data")
     assert ledger_rows(stack, user) == []
     assert gateway.post("/api/transactions/store", data=b"{oops", headers=service).status_code == 400
+
+
+def trades_in_doubt_points(gateway, since: int) -> list[int]:
+    """The TradesInDoubt values RecoveryFunction wrote (Embedded Metric Format) after `since`,
+    waiting up to 10 s for the first (the worker's output reaches the log on its own thread)."""
+    deadline = time.monotonic() + 10
+    while True:
+        with open(gateway.log, "rb") as f:
+            f.seek(since)
+            text = f.read().decode(errors="replace")
+        if '"TradesInDoubt"' in text or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    points = []
+    for line in text.splitlines():
+        start = line.find('{"_aws"')
+        if start >= 0 and '"TradesInDoubt"' in line:
+            doc = json.loads(line[start:])
+            (directive,) = doc["_aws"]["CloudWatchMetrics"]
+            assert directive["Metrics"] == [{"Name": "TradesInDoubt", "Unit": "Count"}]
+            points.append(doc["TradesInDoubt"])
+    return points
+
+
+def test_recovery_publishes_how_many_trades_it_found_in_doubt(gateway, stack):
+    """The TradesInDoubt alarm's metric: above 0 when a crash left a trade in doubt, 0 once
+    recovery has finished it."""
+    user, h = register(gateway)
+    assert trade(gateway, "buy", user, h, quantity=1).status_code == 200
+    set_faults(stack, "coordinator.after_decision")
+    try:
+        assert trade(gateway, "sell", user, h, quantity=1).status_code == 500
+    finally:
+        set_faults(stack)
+    mark = gateway.log.stat().st_size
+    assert run_recovery(gateway)["finished"]
+    assert max(trades_in_doubt_points(gateway, mark)) >= 1
+    mark = gateway.log.stat().st_size
+    assert run_recovery(gateway)["finished"] == {}
+    assert 0 in trades_in_doubt_points(gateway, mark)
