@@ -31,7 +31,6 @@ import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 
-import redis
 import requests
 
 from bench._load import load
@@ -39,7 +38,7 @@ from bench._timing import Call, interleaved, p, timed
 from devstack.events import rest_proxy_event
 from devstack.lambda_worker import LambdaContext
 from devstack.runtime import import_handler
-from devstack.services import REPO_ROOT, ephemeral_stack, free_port, served_template
+from devstack.services import REPO_ROOT, ephemeral_stack, free_port, redis_client, served_template
 from devstack.template import Template
 
 SYMBOL = "SPX"
@@ -105,13 +104,13 @@ def _log_lines_to_devnull() -> None:
                     h.setStream(devnull)
 
 
-def redis_call(cache_urls: str, password: str | None) -> Call:
+def redis_call(env: dict[str, str]) -> Call:
     from stockpred import cache
     from stockpred.redis_stores import CacheRing
 
     quote_key = cache.key("quote", SYMBOL)
-    node = CacheRing.from_urls(tuple(cache_urls.split(","))).node_for(quote_key)
-    client = redis.Redis.from_url(node, password=password)
+    node = CacheRing.from_urls(tuple(env["CACHE_REDIS_URLS"].split(","))).node_for(quote_key)
+    client = redis_client(env, node, cache=True)
 
     def call() -> None:
         if client.get(quote_key) is None:
@@ -207,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
         calls = {
             HTTP: http_call(requests.Session(), url),
             INPROC: in_process_call(),
-            REDIS: redis_call(env["CACHE_REDIS_URLS"], env.get("CACHE_REDIS_PASSWORD")),
+            REDIS: redis_call(env),
         }
         for call in calls.values():
             timed(call, args.warmup)

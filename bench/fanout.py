@@ -35,14 +35,13 @@ import uuid
 
 import aiohttp
 import boto3
-import redis
 import requests
 from botocore.config import Config
 
 from bench._accounts import sign_up
 from bench._cpu import StackCpu, delta
 from bench._timing import p
-from devstack.services import ephemeral_stack
+from devstack.services import ephemeral_stack, redis_client
 
 ROOM = "FANOUT"
 PREDICT_SYMBOL = "SPX"
@@ -65,7 +64,7 @@ class Subscribers:
 
     def __init__(self, env: dict[str, str], token: str, user: str) -> None:
         self.env, self.token, self.user = env, token, user
-        self.state = redis.Redis.from_url(env["REDIS_URL"], password=env.get("REDIS_PASSWORD"))
+        self.state = redis_client(env)
         self.arrivals: list[tuple[float, dict]] = []
         self.sockets: list[aiohttp.ClientWebSocketResponse] = []
 

@@ -6,6 +6,12 @@ root (`.local/` for `make run`, a temporary folder for tests), a readiness check
 deadline, and a stop by PID. Where an environment variable already points at a running service
 (DATABASE_URL, REDIS_URL, MONGO_URL, OPENSEARCH_URL, AWS_ENDPOINT_URL / LOCALSTACK_HOST), that
 service is used and nothing is started for it.
+
+The stack's own Redis processes (servers and Sentinels) speak TLS only, as ElastiCache does with
+in-transit encryption: a CA and a server certificate for 127.0.0.1/localhost are made at the
+stack's first start (`tls/` in its folder, keys 0600) and reused after; clients get rediss://
+URLs and the CA's file (REDIS_TLS_CA_FILE). `redis_client` makes a client of them from the
+stack's environment, for devstack's own checks, the tools, benchmarks and tests.
 """
 
 from __future__ import annotations
@@ -24,9 +30,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import redis
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FERRETDB_VERSION = os.environ.get("FERRETDB_VERSION", "v1.24.2")
@@ -46,6 +56,10 @@ CACHE_PORT_BASE = 56380
 REPLICA_PORT_BASE = 56400
 SENTINEL_PORT_BASE = 56420
 SENTINELS = 3
+# The stack's certificates: made once, reused while they have this long left.
+TLS_CA_DAYS = 3650
+TLS_SERVER_DAYS = 825
+TLS_RENEW_BEFORE_DAYS = 7
 
 
 class ServiceError(RuntimeError):
@@ -316,7 +330,7 @@ class Stack:
         ext = self.external()
         gateway = f"http://127.0.0.1:{p['gateway']}"
         cache_urls = ",".join(
-            f"redis://127.0.0.1:{p[f'redis-{m}']}/0" for m in self.cache_masters()
+            f"rediss://127.0.0.1:{p[f'redis-{m}']}/0" for m in self.cache_masters()
         )
         env = {
             "STOCKPRED_ENV": "local",
@@ -324,7 +338,7 @@ class Stack:
             "DATABASE_URL": ext.get(
                 "DATABASE_URL", f"postgresql://postgres@127.0.0.1:{p['postgres']}/stockpred"
             ),
-            "REDIS_URL": ext.get("REDIS_URL", f"redis://127.0.0.1:{p['redis-state']}/0"),
+            "REDIS_URL": ext.get("REDIS_URL", f"rediss://127.0.0.1:{p['redis-state']}/0"),
             "CACHE_REDIS_URLS": self.environ.get("CACHE_REDIS_URLS")
             or (ext.get("REDIS_URL", cache_urls)),
             "MONGO_URL": ext.get("MONGO_URL", f"mongodb://127.0.0.1:{p['ferretdb']}/"),
@@ -377,13 +391,29 @@ class Stack:
 
     def _redis_passwords(self) -> dict[str, str]:
         """REDIS_PASSWORD / CACHE_REDIS_PASSWORD: for the local tools and tests that connect
-        directly (the functions read the secrets REDIS_SECRETS names when moto holds them).
+        directly (the functions read the secrets REDIS_SECRETS names when moto holds them), and
+        REDIS_TLS_CA_FILE, the stack's CA, for every client (functions included).
         Redis the stack did not start: whatever the environment gives, if anything."""
         if self.runs_redis():
             return {"REDIS_PASSWORD": self.redis_password("state"),
-                    "CACHE_REDIS_PASSWORD": self.redis_password("cache")}
-        return {var: self.environ[var] for var in ("REDIS_PASSWORD", "CACHE_REDIS_PASSWORD")
+                    "CACHE_REDIS_PASSWORD": self.redis_password("cache"),
+                    "REDIS_TLS_CA_FILE": str(self.tls_files()["ca"])}
+        return {var: self.environ[var]
+                for var in ("REDIS_PASSWORD", "CACHE_REDIS_PASSWORD", "REDIS_TLS_CA_FILE")
                 if self.environ.get(var)}
+
+    def tls_files(self) -> dict[str, Path]:
+        """The stack's CA ("ca"), and the certificate ("cert") and key ("key") every one of its
+        Redis processes serves: made at first use in `tls/`, reused after (renewed when the
+        certificate nears its end). Keys 0600."""
+        folder = self.path("tls")
+        files = {"ca": folder / "ca.pem", "ca_key": folder / "ca-key.pem",
+                 "cert": folder / "server.pem", "key": folder / "server-key.pem"}
+        if not all(f.exists() for f in files.values()) or _expires_soon(files["cert"]):
+            self.ensure_root()
+            folder.mkdir(mode=0o700, exist_ok=True)
+            _make_tls_files(files)
+        return files
 
     def _sentinel_env(self, ext: dict[str, str]) -> dict[str, str]:
         if not self.ha or "REDIS_URL" in ext:
@@ -538,6 +568,7 @@ class Stack:
         data = self.path("data", name)
         conf = data / "auth.conf"
         password = self.redis_password(which)
+        tls = self.tls_files()
 
         def prepare() -> None:
             data.mkdir(parents=True, exist_ok=True)
@@ -545,11 +576,15 @@ class Stack:
             write_private(conf, f"requirepass {password}\nmasterauth {password}\n")
 
         def ready() -> bool:
-            import redis
 
-            return bool(redis.Redis(port=port, password=password, socket_timeout=1).ping())
+            return bool(self._redis_client(port, which).ping())
 
-        argv = [shutil.which("redis-server") or "redis-server", str(conf), "--port", str(port),
+        # TLS only (no plain port); replicas reach their master over TLS too. Clients need no
+        # certificate of their own: they authenticate with the password.
+        argv = [shutil.which("redis-server") or "redis-server", str(conf), "--port", "0",
+                "--tls-port", str(port), "--tls-cert-file", str(tls["cert"]),
+                "--tls-key-file", str(tls["key"]), "--tls-ca-cert-file", str(tls["ca"]),
+                "--tls-auth-clients", "no", "--tls-replication", "yes",
                 "--bind", "127.0.0.1", "--dir", str(data), "--save", "",
                 "--appendonly", "yes" if persistent else "no", "--daemonize", "no"]
         if not persistent:
@@ -568,10 +603,15 @@ class Stack:
         # Sentinels require the state's password too (clients and each other): an open Sentinel
         # would let anyone reconfigure which master the clients are sent to.
         own = self.redis_password("state")
+        tls = self.tls_files()
 
         def prepare() -> None:
             data.mkdir(parents=True, exist_ok=True)
-            lines = [f"port {port}", "bind 127.0.0.1", f"dir {data}", f"requirepass {own}",
+            # TLS only, to clients, servers and the other Sentinels alike (tls-replication).
+            lines = ["port 0", f"tls-port {port}", f"tls-cert-file {tls['cert']}",
+                     f"tls-key-file {tls['key']}", f"tls-ca-cert-file {tls['ca']}",
+                     "tls-auth-clients no", "tls-replication yes",
+                     "bind 127.0.0.1", f"dir {data}", f"requirepass {own}",
                      f"sentinel sentinel-pass {own}"]
             for master, master_port in monitored.items():
                 lines += [f"sentinel monitor {master} 127.0.0.1 {master_port} 2",
@@ -584,13 +624,19 @@ class Stack:
             write_private(conf, "\n".join(lines) + "\n")
 
         def ready() -> bool:
-            import redis
 
-            masters = redis.Redis(port=port, password=own, socket_timeout=1).sentinel_masters()
+            masters = self._redis_client(port, "state").sentinel_masters()
             return set(masters) == set(monitored)
 
         argv = [shutil.which("redis-sentinel") or "redis-sentinel", str(conf)]
         return Service(name, argv, ready, prepare=prepare)
+
+    def _redis_client(self, port: int, which: str) -> redis.Redis:
+        """A client of one of the stack's Redis processes (a Sentinel: `which`="state")."""
+        return redis_client({"REDIS_PASSWORD": self.redis_password("state"),
+                             "CACHE_REDIS_PASSWORD": self.redis_password("cache"),
+                             "REDIS_TLS_CA_FILE": str(self.tls_files()["ca"])},
+                            port=port, cache=which == "cache", socket_timeout=1)
 
     def _ferretdb(self) -> Service:
         port = self.ports["ferretdb"]
@@ -915,6 +961,94 @@ def write_private(path: Path, text: str) -> None:
         raise
 
 
+def redis_client(env: Mapping[str, str], url: str | None = None, *, port: int | None = None,
+                 cache: bool = False, **kwargs: object) -> redis.Redis:
+    """A client of the local stack's Redis from its environment (client_env, env.json): `url`
+    (default REDIS_URL), or the process on 127.0.0.1:`port` (a replica, a Sentinel), with the
+    state's password (REDIS_PASSWORD) or, `cache`, the cache's (CACHE_REDIS_PASSWORD), and TLS
+    verified against REDIS_TLS_CA_FILE when there is one (the stack's own Redis speaks nothing
+    else). `kwargs` go to redis.Redis (socket_timeout=...; password=None for none)."""
+    import redis
+
+    ca_file = env.get("REDIS_TLS_CA_FILE")
+    options: dict[str, object] = {
+        "password": env.get("CACHE_REDIS_PASSWORD" if cache else "REDIS_PASSWORD") or None}
+    if port is not None:
+        url = f"{'rediss' if ca_file else 'redis'}://127.0.0.1:{port}/0"
+    url = url or env["REDIS_URL"]
+    if ca_file and url.startswith("rediss://"):
+        options["ssl_ca_certs"] = ca_file
+    return redis.Redis.from_url(url, **{**options, **kwargs})
+
+
+def _expires_soon(cert_file: Path) -> bool:
+    import datetime as dt
+
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    left = cert.not_valid_after_utc - dt.datetime.now(dt.UTC)
+    return left < dt.timedelta(days=TLS_RENEW_BEFORE_DAYS)
+
+
+def _make_tls_files(files: dict[str, Path]) -> None:
+    """A CA (kept, with its key, if there is one) and a server certificate it signs for
+    127.0.0.1 and localhost: P-256 keys, written 0600."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    def pem_key(key: ec.EllipticCurvePrivateKey) -> str:
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption()).decode()
+
+    def pem(cert: x509.Certificate) -> str:
+        return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    if files["ca"].exists() and files["ca_key"].exists() and not _expires_soon(files["ca"]):
+        ca_key = serialization.load_pem_private_key(files["ca_key"].read_bytes(), None)
+        ca = x509.load_pem_x509_certificate(files["ca"].read_bytes())
+    else:
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "stockpred devstack CA")])
+        ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+              .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+              .not_valid_before(now).not_valid_after(now + dt.timedelta(days=TLS_CA_DAYS))
+              .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+              .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
+                                           key_encipherment=False, data_encipherment=False,
+                                           key_agreement=False, key_cert_sign=True, crl_sign=True,
+                                           encipher_only=False, decipher_only=False), critical=True)
+              .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
+                             critical=False)
+              .sign(ca_key, hashes.SHA256()))
+        write_private(files["ca_key"], pem_key(ca_key))
+        files["ca"].write_text(pem(ca))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + dt.timedelta(days=TLS_SERVER_DAYS))
+            .add_extension(x509.SubjectAlternativeName([
+                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            # Replicas and Sentinels present it as clients too (tls-replication).
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                  ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    write_private(files["key"], pem_key(key))
+    files["cert"].write_text(pem(cert))
+
+
 def redacted(env: dict[str, str]) -> dict[str, str]:
     """client_env fit to print: every secret value replaced."""
     return {k: ("<secret: see env.json>" if k in SECRET_VARS else v) for k, v in env.items()}
@@ -949,7 +1083,7 @@ SERVICE_VARS = ("DATABASE_URL", "REDIS_URL", "CACHE_REDIS_URLS", "MONGO_URL", "O
                 "JWT_SECRET_ARN", "SERVICE_TOKEN_SECRET_ARN", "PSEUDONYM_KEY_SECRET_ARN",
                 "ALPHAVANTAGE_SECRET_ARN", "DATABASE_SECRET_ARN", "MONGO_SECRET_ARN",
                 "REDIS_AUTH_SECRET_ARN", "CACHE_AUTH_SECRET_ARN", "REDIS_PASSWORD",
-                "CACHE_REDIS_PASSWORD")
+                "CACHE_REDIS_PASSWORD", "REDIS_TLS_CA_FILE")
 
 
 def forget_process_clients() -> None:

@@ -28,6 +28,7 @@ from devstack.services import (
     Stack,
     ephemeral_stack,
     forget_process_clients,
+    redis_client,
     served_template,
     wait_until,
 )
@@ -214,9 +215,7 @@ def db(stack: dict[str, str]) -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def state(stack: dict[str, str]) -> Iterator[Any]:
     """The state Redis (rooms, idempotency keys, throttle counters)."""
-    import redis
-
-    r = redis.Redis.from_url(stack["REDIS_URL"], password=stack["REDIS_PASSWORD"])
+    r = redis_client(stack)
     try:
         yield r
     finally:
@@ -235,11 +234,9 @@ def flush_cache(stack: dict[str, str]) -> None:
 def fault_in_this_process(stack: dict[str, str], monkeypatch: pytest.MonkeyPatch,
                           point: str) -> Iterator[None]:
     """`point` fails (stockpred.faults) for code run in the test's own process, then no more."""
-    import redis
-
     from stockpred import config, faults
 
-    state = redis.Redis.from_url(stack["REDIS_URL"], password=stack["REDIS_PASSWORD"])
+    state = redis_client(stack)
     monkeypatch.setenv("FAULT_INJECTION", "on")
     config.load.cache_clear()
     state.sadd(faults.KEY, point)

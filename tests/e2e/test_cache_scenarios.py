@@ -14,7 +14,7 @@ import uuid
 import pytest
 import redis
 
-from devstack.services import wait_until
+from devstack.services import redis_client, wait_until
 from stockpred import cache, redis_stores
 from stockpred.redis_stores import CacheRing, shard
 
@@ -53,7 +53,7 @@ def test_removing_one_of_three_shards_moves_about_a_third_of_the_keys(stack):
 def test_breaker_opens_serves_stale_data_and_closes_when_the_upstream_recovers(gateway, fake_alphavantage,
                                                                               stack):
     symbol = "MSFT"
-    state = redis.Redis.from_url(stack["REDIS_URL"], password=stack["REDIS_PASSWORD"])
+    state = redis_client(stack)
     quote_key = cache.key("quote", symbol)
     ring = redis_stores.cache_ring()
 

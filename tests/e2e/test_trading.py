@@ -18,9 +18,8 @@ import boto3
 import psycopg2
 import pymongo
 import pytest
-import redis
 
-from devstack.services import REPO_ROOT
+from devstack.services import REPO_ROOT, redis_client
 from stockpred import secrets
 from stockpred.accounts import Accounts
 
@@ -85,7 +84,7 @@ def assert_consistent(stack, user, start_cents=START):
 
 
 def set_faults(stack, *points):
-    r = redis.Redis.from_url(stack["REDIS_URL"], password=stack["REDIS_PASSWORD"])
+    r = redis_client(stack)
     r.delete("stockpred:faults")
     if points:
         r.sadd("stockpred:faults", *points)

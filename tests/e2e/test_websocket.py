@@ -14,8 +14,8 @@ import aiohttp
 import boto3
 import jwt
 import pytest
-import redis
 
+from devstack.services import redis_client
 from stockpred import secrets
 
 pytestmark = pytest.mark.usefixtures("flush_cache")
@@ -134,7 +134,7 @@ def test_malformed_frames_and_unknown_actions_get_an_error_and_the_socket_stays_
 
 def test_a_vanished_client_is_cleaned_up_at_the_next_broadcast(gateway, stack):
     _, token = signup(gateway)
-    state = redis.Redis.from_url(stack["REDIS_URL"], password=stack["REDIS_PASSWORD"])
+    state = redis_client(stack)
     ghost = "ghost-" + uuid.uuid4().hex[:8]
     state.sadd("stockpred:ws:room:IXIC", ghost)
     state.sadd(f"stockpred:ws:rooms:{ghost}", "IXIC")
@@ -160,7 +160,7 @@ def test_a_vanished_client_is_cleaned_up_at_the_next_broadcast(gateway, stack):
 
 def test_disconnect_leaves_every_room(gateway, stack):
     _, token = signup(gateway)
-    state = redis.Redis.from_url(stack["REDIS_URL"], password=stack["REDIS_PASSWORD"])
+    state = redis_client(stack)
 
     async def scenario():
         async with aiohttp.ClientSession() as s:
@@ -255,7 +255,7 @@ def test_a_push_that_cannot_be_delivered_is_tried_again_until_it_is(gateway, sta
     """At least once: while every PostToConnection fails, the event waits on the queue (retried
     after 1, 2, 4 s); once deliveries work again, it arrives."""
     _, token = signup(gateway)
-    state = redis.Redis.from_url(stack["REDIS_URL"], password=stack["REDIS_PASSWORD"])
+    state = redis_client(stack)
 
     async def scenario():
         async with aiohttp.ClientSession() as s:

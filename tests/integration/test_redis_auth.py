@@ -13,7 +13,7 @@ import boto3
 import pytest
 import redis
 
-from devstack.services import SECRET_VARS, redacted
+from devstack.services import SECRET_VARS, redacted, redis_client
 from localstack.provision import REDIS_SECRETS
 from stockpred import config, redis_stores, secrets
 from stockpred.config import ConfigError
@@ -25,7 +25,7 @@ def sentinel_ports(stack: dict[str, str]) -> list[int]:
 
 def server_ports(stack: dict[str, str]) -> dict[str, list[int]]:
     """The state's and the cache's redis-server ports, replicas included (from the Sentinels)."""
-    s = redis.Redis(port=sentinel_ports(stack)[0], password=stack["REDIS_PASSWORD"])
+    s = redis_client(stack, port=sentinel_ports(stack)[0])
     ports: dict[str, list[int]] = {"state": [], "cache": []}
     for name, master in s.sentinel_masters().items():
         group = ports["state" if name == "state" else "cache"]
@@ -61,15 +61,17 @@ def test_every_redis_server_and_sentinel_refuses_a_client_without_the_password(s
     ports = server_ports(stack)
     assert len(ports["state"]) == 2 and len(ports["cache"]) == 6  # 3 shards, each with a replica
     for group, password in (("state", stack["REDIS_PASSWORD"]), ("cache", stack["CACHE_REDIS_PASSWORD"])):
+        cache = group == "cache"
         for port in ports[group]:
             with pytest.raises(redis.AuthenticationError):
-                redis.Redis(port=port, socket_timeout=2).ping()
+                redis_client(stack, port=port, cache=cache, password=None, socket_timeout=2).ping()
             with pytest.raises(redis.AuthenticationError):
-                redis.Redis(port=port, password="not-" + password, socket_timeout=2).ping()
-            assert redis.Redis(port=port, password=password, socket_timeout=2).ping()
+                redis_client(stack, port=port, cache=cache, password="not-" + password,
+                             socket_timeout=2).ping()
+            assert redis_client(stack, port=port, cache=cache, socket_timeout=2).ping()
     for port in sentinel_ports(stack):
         with pytest.raises(redis.AuthenticationError):
-            redis.Redis(port=port, socket_timeout=2).sentinel_masters()
+            redis_client(stack, port=port, password=None, socket_timeout=2).sentinel_masters()
 
 
 def test_the_url_clients_refuse_no_password_and_the_state_and_cache_passwords_differ(stack):
@@ -77,9 +79,9 @@ def test_the_url_clients_refuse_no_password_and_the_state_and_cache_passwords_di
     for url in (stack["REDIS_URL"], *stack["CACHE_REDIS_URLS"].split(",")):
         assert "@" not in url  # as on AWS: the URLs carry no password
         with pytest.raises(redis.AuthenticationError):
-            redis.Redis.from_url(url, socket_timeout=2).ping()
+            redis_client(stack, url, password=None, socket_timeout=2).ping()
     with pytest.raises(redis.AuthenticationError):
-        redis.Redis.from_url(stack["REDIS_URL"], password=stack["CACHE_REDIS_PASSWORD"]).ping()
+        redis_client(stack, cache=True).ping()  # the cache's password, at the state
 
 
 def test_the_stacks_own_clients_read_the_passwords_from_secrets_manager_and_get_in(stack, sm, fresh):
@@ -139,7 +141,7 @@ def test_no_password_in_a_log_line_an_error_or_a_command_line(stack, sm, fresh, 
     # A wrong password: the error says so, without either.
     wrong = "wrong-" + uuid.uuid4().hex
     with pytest.raises(redis.AuthenticationError) as refused:
-        redis.Redis.from_url(stack["REDIS_URL"], password=wrong, socket_timeout=2).ping()
+        redis_client(stack, password=wrong, socket_timeout=2).ping()
     assert wrong not in str(refused.value) and not any(p in str(refused.value) for p in passwords)
     # A kept token that cannot be refreshed goes on serving; the warning names the secret only.
     name = f"test/{uuid.uuid4().hex[:12]}"

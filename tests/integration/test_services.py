@@ -13,11 +13,10 @@ from pathlib import Path
 import boto3
 import psycopg2
 import pymongo
-import redis
 import requests
 from opensearchpy import OpenSearch
 
-from devstack.services import DEFAULT_PORTS, OPENSEARCH_VERSION, Stack, pid_alive, wait_until
+from devstack.services import DEFAULT_PORTS, OPENSEARCH_VERSION, Stack, pid_alive, redis_client, wait_until
 
 
 def test_postgres_allows_two_phase_commit_for_every_connection(stack):
@@ -78,9 +77,8 @@ class pytest_raises_duplicate:
 
 
 def test_state_and_cache_are_separate_redis_servers(stack):
-    state = redis.Redis.from_url(stack["REDIS_URL"], password=stack["REDIS_PASSWORD"])
-    cache = redis.Redis.from_url(stack["CACHE_REDIS_URLS"].split(",")[0],
-                                 password=stack["CACHE_REDIS_PASSWORD"])
+    state = redis_client(stack)
+    cache = redis_client(stack, stack["CACHE_REDIS_URLS"].split(",")[0], cache=True)
     key = f"probe:{uuid.uuid4()}"
     state.set(key, "state")
     assert cache.get(key) is None

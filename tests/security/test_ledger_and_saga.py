@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pymongo
 import pytest
-import redis
 
+from devstack.services import redis_client
 from stockpred import config, ledger, secrets, trading, warehouse
 from stockpred.accounts import Accounts
 from stockpred.money import client_price_cents
@@ -67,7 +67,7 @@ def entries(stack, user):
 
 
 def set_faults(stack, *points):
-    r = redis.Redis.from_url(stack["REDIS_URL"], password=stack["REDIS_PASSWORD"])
+    r = redis_client(stack)
     r.delete("stockpred:faults")
     if points:
         r.sadd("stockpred:faults", *points)
@@ -134,7 +134,7 @@ def test_a_claim_left_by_a_killed_request_expires_in_seconds(gateway, stack, mon
         with pytest.raises(Killed):
             trading.execute(user.user_id, "SPX", "buy", 1, key)
         monkeypatch.setattr(trading.faults, "check", real_check)
-        state = redis.Redis.from_url(stack["REDIS_URL"], password=stack["REDIS_PASSWORD"])
+        state = redis_client(stack)
         [claim] = state.keys(f"stockpred:idempotency:{user.user_id}:*")
         assert 0 < state.pttl(claim) <= 2000, "a claim must not outlive a dead request for long"
         result = trading.execute(user.user_id, "SPX", "buy", 1, key)

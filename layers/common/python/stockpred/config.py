@@ -58,6 +58,10 @@ class Settings:
     cache_auth_secret_arn: str | None = None
     redis_password: str | None = field(default=None, repr=False)
     cache_redis_password: str | None = field(default=None, repr=False)
+    # The CA that signs the Redis servers' certificates, for rediss:// (and Sentinels when
+    # REDIS_URL is rediss://): devstack's own CA locally. Unset (AWS): the system's trust store,
+    # which verifies ElastiCache's certificates.
+    redis_tls_ca_file: str | None = None
 
     # ---- MongoDB, AWS ----------------------------------------------------------------------
     mongo_db: str = "stockpred"
@@ -308,6 +312,7 @@ def from_environ(environ: Mapping[str, str]) -> Settings:
         cache_auth_secret_arn=r.text("CACHE_AUTH_SECRET_ARN"),
         redis_password=r.local_only("REDIS_PASSWORD"),
         cache_redis_password=r.local_only("CACHE_REDIS_PASSWORD"),
+        redis_tls_ca_file=r.text("REDIS_TLS_CA_FILE"),
         mongo_db=r.text("MONGO_DB", "stockpred") or "stockpred",
         aws_region=r.text("AWS_DEFAULT_REGION", "us-east-1") or "us-east-1",
         aws_endpoint_url=r.text("AWS_ENDPOINT_URL", "http://127.0.0.1:4566" if r.local else None),

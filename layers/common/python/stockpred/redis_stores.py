@@ -14,6 +14,12 @@ Every client authenticates with its Redis's AUTH token (default user), read from
 on first use (stockpred.secrets.redis_auth_token for the state, cache_auth_token for the cache);
 none when no secret is configured. A password in a URL itself wins over the secret. The
 Sentinels (local only: ElastiCache has none) require the state Redis's token.
+
+TLS follows the URLs: rediss:// (ElastiCache with in-transit encryption, and devstack's Redis)
+verifies the server's certificate against the system's trust store, or against
+REDIS_TLS_CA_FILE when set (devstack's own CA). Through Sentinels, which have no URL, the
+Sentinels and the state's servers speak TLS when REDIS_URL is rediss://, the cache shards' when
+CACHE_REDIS_URLS are.
 """
 
 from __future__ import annotations
@@ -57,9 +63,27 @@ def _password(token: str | None) -> dict[str, str]:
     return {"password": token} if token else {}
 
 
+def _tls(url: str) -> dict[str, object]:
+    """For a client of `url`: the CA to verify its certificate with (REDIS_TLS_CA_FILE) when it
+    is rediss:// and one is set; rediss:// itself turns TLS on."""
+    ca_file = config.load().redis_tls_ca_file
+    return {"ssl_ca_certs": ca_file} if ca_file and _is_tls(url) else {}
+
+
+def _tls_like(url: str) -> dict[str, object]:
+    """For a client found through the Sentinels (no URL of its own): TLS as `url` has it."""
+    return {"ssl": True, **_tls(url)} if _is_tls(url) else {}
+
+
+def _is_tls(url: str) -> bool:
+    return url.startswith("rediss://")
+
+
 @functools.cache
 def sentinel(addresses: tuple[tuple[str, int], ...]) -> Sentinel:
-    return Sentinel(list(addresses), sentinel_kwargs={**TIMEOUTS, **_password(secrets.redis_auth_token())},
+    return Sentinel(list(addresses),
+                    sentinel_kwargs={**TIMEOUTS, **_password(secrets.redis_auth_token()),
+                                     **_tls_like(config.load().redis_url)},
                     **TIMEOUTS)
 
 
@@ -67,11 +91,14 @@ def shard(name_or_url: str, sentinels: tuple[tuple[str, int], ...] = ()) -> Shar
     auth = _password(secrets.cache_auth_token())
     if sentinels:
         s = sentinel(sentinels)
+        urls = config.load().cache_redis_urls
+        tls = _tls_like(urls[0]) if urls else {}
         return Shard(name_or_url,
-                     s.master_for(name_or_url, **TIMEOUTS, **auth, **_retry(**CACHE_RETRY)),
-                     s.slave_for(name_or_url, **TIMEOUTS, **auth))
+                     s.master_for(name_or_url, **TIMEOUTS, **auth, **tls, **_retry(**CACHE_RETRY)),
+                     s.slave_for(name_or_url, **TIMEOUTS, **auth, **tls))
     return Shard(name_or_url,
-                 redis.Redis.from_url(name_or_url, **TIMEOUTS, **auth, **_retry(**CACHE_RETRY)))
+                 redis.Redis.from_url(name_or_url, **TIMEOUTS, **auth, **_tls(name_or_url),
+                                      **_retry(**CACHE_RETRY)))
 
 
 class CacheRing:
@@ -118,7 +145,8 @@ def cache_ring(urls: tuple[str, ...] | None = None) -> CacheRing:
         from redis.cluster import RedisCluster
 
         client = RedisCluster.from_url(settings.cache_cluster_url, **TIMEOUTS,
-                                       **_password(secrets.cache_auth_token()))
+                                       **_password(secrets.cache_auth_token()),
+                                       **_tls(settings.cache_cluster_url))
         return CacheRing([Shard("cluster", client)])
     if urls is None and settings.redis_sentinels and settings.cache_shards:
         return CacheRing([shard(n, settings.redis_sentinels) for n in settings.cache_shards])
@@ -130,6 +158,7 @@ def state(url: str | None = None) -> redis.Redis:
     settings = config.load()
     auth = _password(secrets.redis_auth_token())
     if url is None and settings.redis_sentinels:
-        return sentinel(settings.redis_sentinels).master_for(settings.state_service, **TIMEOUTS,
-                                                             **auth, **_retry())
-    return redis.Redis.from_url(url or settings.redis_url, **TIMEOUTS, **auth, **_retry())
+        return sentinel(settings.redis_sentinels).master_for(
+            settings.state_service, **TIMEOUTS, **auth, **_tls_like(settings.redis_url), **_retry())
+    url = url or settings.redis_url
+    return redis.Redis.from_url(url, **TIMEOUTS, **auth, **_tls(url), **_retry())
