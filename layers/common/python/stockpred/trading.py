@@ -294,8 +294,39 @@ class IdempotencyConflict(Exception):
     """The Idempotency-Key was used before for a different request."""
 
 
-def _record_intent(txid: str, user_id: str, symbol: str, side: str, quantity: int) -> None:
+class _KeyTaken(Exception):
+    """PostgreSQL's record of the Idempotency-Key names another trade: this one must not start."""
+
+
+# The key's durable record (idempotency_keys), taken in the intent's own transaction: a new key
+# inserts it; a retry that settled the key's failed trade (`previous`) replaces it; a record older
+# than the key's window (KEY_TTL_S) is replaced as if absent. Anything else: another trade holds it.
+_TAKE_KEY = """INSERT INTO idempotency_keys AS k
+                   (user_id, key_hash, symbol, side, quantity, transaction_id, phase)
+               VALUES (%(user_id)s, %(key_hash)s, %(symbol)s, %(side)s, %(quantity)s, %(txid)s,
+                       'started')
+               ON CONFLICT (user_id, key_hash) DO UPDATE
+                   SET symbol = EXCLUDED.symbol, side = EXCLUDED.side, quantity = EXCLUDED.quantity,
+                       transaction_id = EXCLUDED.transaction_id, phase = 'started', result = NULL,
+                       created_at = CASE WHEN k.transaction_id = %(previous)s THEN k.created_at
+                                         ELSE now() END,
+                       updated_at = now()
+                   WHERE (k.transaction_id = %(previous)s AND k.phase <> 'done')
+                      OR k.updated_at < now() - make_interval(secs => %(window)s)
+               RETURNING 1"""
+
+
+def _record_intent(txid: str, user_id: str, symbol: str, side: str, quantity: int,
+                   key_hash: str | None = None, previous: str | None = None) -> None:
+    """Records the intent and, with an Idempotency-Key, the key's record, in one transaction;
+    raises _KeyTaken (nothing written) when the key's record belongs to another trade."""
     with postgres.transaction() as cur:
+        if key_hash is not None:
+            cur.execute(_TAKE_KEY, {"user_id": user_id, "key_hash": key_hash, "symbol": symbol,
+                                    "side": side, "quantity": quantity, "txid": txid,
+                                    "previous": previous, "window": KEY_TTL_S})
+            if cur.fetchone() is None:
+                raise _KeyTaken(txid)
         cur.execute("""INSERT INTO trade_intents (transaction_id, user_id, symbol, side, quantity)
                        VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING""",
                     (txid, user_id, symbol, side, quantity))
@@ -312,8 +343,9 @@ def execution_arn(txid: str) -> str:
     return state_machine_arn().replace(":stateMachine:", ":execution:") + f":{txid}"
 
 
-def start(txid: str, user_id: str, symbol: str, side: str, quantity: int) -> None:
-    _record_intent(txid, user_id, symbol, side, quantity)
+def start(txid: str, user_id: str, symbol: str, side: str, quantity: int,
+          key_hash: str | None = None, previous: str | None = None) -> None:
+    _record_intent(txid, user_id, symbol, side, quantity, key_hash, previous)
     trade = {"transaction_id": txid, "user_id": user_id, "symbol": symbol, "side": side,
              "quantity": quantity}
     log.info("trade started", extra={"fields": {
@@ -478,32 +510,44 @@ def execute(user_id: str, symbol: str, side: str, quantity: int, idempotency_key
             deadline_s: float = 25.0) -> TradeResult:
     """Runs one trade to its end; with an Idempotency-Key, a repeat returns the first result.
 
-    The key's record (state Redis) goes through phases: `claimed` (expires after
+    The key's record goes through phases: `claimed` (state Redis only, expiring after
     IDEMPOTENCY_CLAIM_SECONDS, so a request that dies before starting blocks nobody for long),
     `started` (a day; set by compare-and-swap before the execution starts, so a claim that expired
     meanwhile is never started twice), `failed` (the trade ended without an answer worth
-    repeating), or a final result. A retry waits for a running trade, repeats a final result, and
-    after a failure settles the old trade by its decision: if it committed, that is the answer;
-    if not, it is aborted everywhere and the retry runs the order afresh.
+    repeating), or `done` with a final result. From `started` on, the record is also in
+    PostgreSQL (idempotency_keys), inserted in the same transaction as the trade's intent and
+    unique per user and key: the state Redis is the fast path in front, and when it has lost its
+    copy (failover, eviction, flush) the record is read back from PostgreSQL, and a second trade
+    for the key is refused by PostgreSQL before it starts. A retry waits for a running trade,
+    repeats a final result, and after a failure settles the old trade by its decision: if it
+    committed, that is the answer; if not, it is aborted everywhere and the retry runs the order
+    afresh.
     """
     if not idempotency_key:
         txid = str(uuid.uuid4())
         start(txid, user_id, symbol, side, quantity)
         return wait(txid, deadline_s)
-    key = f"stockpred:idempotency:{user_id}:{hashlib.sha256(idempotency_key.encode()).hexdigest()}"
+    key_hash = hashlib.sha256(idempotency_key.encode()).hexdigest()
+    key = f"stockpred:idempotency:{user_id}:{key_hash}"
     fingerprint = _fingerprint(user_id, symbol, side, quantity)
     state = redis_stores.state()
     claim_s = config.load().idempotency_claim_s
     end = time.monotonic() + deadline_s
     replayed = False
+    order = (user_id, key_hash, symbol, side, quantity)
     while True:
         raw = state.get(key)
         if raw is None:
+            stored = _stored_key(user_id, key_hash)
+            if stored is not None:  # Redis lost its copy: put the durable record back, go on
+                record, ttl_s = stored
+                state.set(key, json.dumps(record), nx=True, px=max(1, int(ttl_s * 1000)))
+                continue
             txid = str(uuid.uuid4())
             claim = {"transaction_id": txid, "fingerprint": fingerprint, "phase": "claimed"}
             claim_raw = json.dumps(claim)
             if state.set(key, claim_raw, nx=True, px=int(claim_s * 1000)):
-                result = _run(state, key, claim, claim_raw, user_id, symbol, side, quantity, end)
+                result = _run(state, key, claim, claim_raw, order, end, None)
                 if result is not None:
                     result.replayed = replayed
                     return result
@@ -532,7 +576,7 @@ def execute(user_id: str, symbol: str, side: str, quantity: int, idempotency_key
             result.replayed = True
             if result.status == "pending":
                 return result
-            _swap(state, key, raw, _record(record, result), KEY_TTL_S)
+            _remember(state, key, raw, user_id, key_hash, _record(record, result))
             if _final(result):
                 return result
             continue
@@ -542,14 +586,15 @@ def execute(user_id: str, symbol: str, side: str, quantity: int, idempotency_key
             continue
         settled = _settle(txid, user_id)  # failed, or never started: finish it everywhere first
         if settled.status == "committed":
-            _swap(state, key, raw, _record(record, settled), KEY_TTL_S)
+            _remember(state, key, raw, user_id, key_hash, _record(record, settled))
             settled.replayed = True
             return settled
+        previous = txid
         txid = str(uuid.uuid4())
         claim = {"transaction_id": txid, "fingerprint": fingerprint, "phase": "claimed"}
         claim_raw = _swap(state, key, raw, claim, claim_s)
         if claim_raw is not None:
-            result = _run(state, key, claim, claim_raw, user_id, symbol, side, quantity, end)
+            result = _run(state, key, claim, claim_raw, order, end, previous)
             if result is not None:
                 return result  # a new trade in place of the failed one: not a replay
 
@@ -560,9 +605,51 @@ def _record(record: dict[str, Any], result: TradeResult) -> dict[str, Any]:
             "phase": phase, "result": asdict(result)}
 
 
-def _run(state: Any, key: str, claim: dict[str, Any], claim_raw: str, user_id: str, symbol: str,
-         side: str, quantity: int, end: float) -> TradeResult | None:
-    """Starts the claimed trade and waits for it; None if the claim was lost before the start."""
+def _stored_key(user_id: str, key_hash: str) -> tuple[dict[str, Any], float] | None:
+    """PostgreSQL's record of the key, as the state Redis holds it, and the seconds left of its
+    window; None when there is none, or only one older than the window (ignored, as if expired)."""
+    with postgres.transaction() as cur:
+        cur.execute("""SELECT symbol, side, quantity, transaction_id::text, phase, result,
+                              extract(epoch FROM updated_at)::float8,
+                              extract(epoch FROM now() - updated_at)::float8
+                       FROM idempotency_keys WHERE user_id = %s AND key_hash = %s""",
+                    (user_id, key_hash))
+        row = cur.fetchone()
+    if row is None or row[7] >= KEY_TTL_S:
+        return None
+    symbol, side, quantity, txid, phase, result, updated, age = row
+    record = {"transaction_id": txid, "fingerprint": _fingerprint(user_id, symbol, side, quantity),
+              "phase": phase, "started_at": updated}
+    if result:
+        record["result"] = result
+    return record, KEY_TTL_S - age
+
+
+def _store_key(user_id: str, key_hash: str, record: dict[str, Any]) -> None:
+    """Writes a `failed` or `done` phase (and its result) to the key's PostgreSQL record, if that
+    record is still this trade's and not already done."""
+    with postgres.transaction() as cur:
+        cur.execute("""UPDATE idempotency_keys SET phase = %s, result = %s::jsonb, updated_at = now()
+                       WHERE user_id = %s AND key_hash = %s AND transaction_id = %s
+                         AND phase <> 'done'""",
+                    (record["phase"], json.dumps(record["result"]) if record.get("result") else None,
+                     user_id, key_hash,
+                     record["transaction_id"]))
+
+
+def _remember(state: Any, key: str, old: str | bytes, user_id: str, key_hash: str,
+              record: dict[str, Any]) -> None:
+    """A key's new phase: in PostgreSQL first (the record that counts), then the state Redis."""
+    _store_key(user_id, key_hash, record)
+    _swap(state, key, old, record, KEY_TTL_S)
+
+
+def _run(state: Any, key: str, claim: dict[str, Any], claim_raw: str,
+         order: tuple[str, str, str, str, int], end: float, previous: str | None) -> TradeResult | None:
+    """Starts the claimed trade and waits for it; None if the claim was lost before the start, or
+    PostgreSQL's record of the key names another trade (`previous`: the settled trade this one
+    replaces)."""
+    user_id, key_hash, symbol, side, quantity = order
     txid = claim["transaction_id"]
     started_raw = None
     try:
@@ -571,16 +658,29 @@ def _run(state: Any, key: str, claim: dict[str, Any], claim_raw: str, user_id: s
         started_raw = _swap(state, key, claim_raw, started, KEY_TTL_S)
         if started_raw is None:
             return None  # the claim expired and another request holds the key now
-        start(txid, user_id, symbol, side, quantity)
+        start(txid, user_id, symbol, side, quantity, key_hash, previous)
+    except _KeyTaken:  # Redis had lost the key and another trade holds it: mirror that, go on
+        stored = _stored_key(user_id, key_hash)
+        if stored is not None:
+            _swap(state, key, started_raw or claim_raw, stored[0], stored[1])
+        else:
+            _swap(state, key, started_raw or claim_raw, None, 1)
+        return None
     except Exception:
         if started_raw is None:  # release the claim: a retry need not wait for it to expire
             _swap(state, key, claim_raw, None, 1)
         else:  # it may or may not have started: the next retry settles it
-            _swap(state, key, started_raw, {**claim, "phase": "failed"}, KEY_TTL_S)
+            failed = {**claim, "phase": "failed"}
+            try:
+                _store_key(user_id, key_hash, failed)
+            except psycopg2.Error as exc:  # still `started` there: a retry settles it the same way
+                log.warning("could not record the key's failure: %s", exc,
+                            extra={"fields": {"transaction_id": txid}})
+            _swap(state, key, started_raw, failed, KEY_TTL_S)
         raise
     result = wait(txid, max(0.0, end - time.monotonic()))
     if result.status != "pending":
-        _swap(state, key, started_raw, _record(claim, result), KEY_TTL_S)
+        _remember(state, key, started_raw, user_id, key_hash, _record(claim, result))
     return result
 
 
@@ -591,6 +691,7 @@ def recover(older_than_s: float = 30.0, stuck_after_s: float = 300.0) -> dict[st
     Where no decision exists, recovery writes abort first; if the coordinator wrote one first,
     recovery follows it. A trade whose execution still runs is left alone until `stuck_after_s`,
     when its execution is stopped and it is finished like the others.
+    Idempotency-Key records past their window are deleted (`expired_keys`).
     """
     sfn = aws.client("stepfunctions")
     done: dict[str, str] = {}
@@ -620,7 +721,19 @@ def recover(older_than_s: float = 30.0, stuck_after_s: float = 300.0) -> dict[st
         done[txid] = _finish(txid, user_id)
     if done:
         log.info("recovery finished trades", extra={"fields": {"trades": done}})
-    return {"finished": done}
+    expired = expire_keys()
+    if expired:
+        log.info("recovery deleted expired idempotency keys", extra={"fields": {"keys": expired}})
+    return {"finished": done, "expired_keys": expired}
+
+
+def expire_keys() -> int:
+    """Deletes the Idempotency-Key records older than the key's window (KEY_TTL_S, as long as the
+    state Redis keeps its copy): execute ignores them already, so a deletion changes no answer."""
+    with postgres.transaction() as cur:
+        cur.execute("""DELETE FROM idempotency_keys
+                       WHERE updated_at < now() - make_interval(secs => %s)""", (KEY_TTL_S,))
+        return cur.rowcount
 
 
 def _finish(txid: str, user_id: str | None) -> str:
