@@ -160,3 +160,17 @@ def test_the_on_demand_training_caps_default_to_20_an_hour_and_3_per_address():
 def test_a_bad_on_demand_training_cap_is_named(name, raw):
     with pytest.raises(ConfigError, match=name):
         from_environ({name: raw})
+
+
+def test_a_training_lease_lasts_30_s_renewed_and_90_s_before_the_training_starts():
+    s = from_environ({})
+    assert (s.training_lease_s, s.training_first_lease_s) == (30.0, 90.0)
+    s = from_environ({"TRAINING_LEASE_SECONDS": "1.5", "TRAINING_FIRST_LEASE_SECONDS": "900"})
+    assert (s.training_lease_s, s.training_first_lease_s) == (1.5, 900.0)
+
+
+@pytest.mark.parametrize("name", ["TRAINING_LEASE_SECONDS", "TRAINING_FIRST_LEASE_SECONDS"])
+@pytest.mark.parametrize("raw", ["0", "0.5", "-1", "nan", "inf", "soon", "901"])
+def test_a_bad_training_lease_is_named(name, raw):
+    with pytest.raises(ConfigError, match=name):
+        from_environ({name: raw})

@@ -123,6 +123,13 @@ class Settings:
     # model, or whose training already runs, costs nothing.
     train_on_demand_max_per_hour: int = 20
     train_on_demand_max_per_client_per_hour: int = 3
+    # The lease a training holds on its symbol (stockml.signals): the retrain function renews it
+    # every third of TRAINING_LEASE_SECONDS while it trains, so a training that was killed (timeout,
+    # out of memory, `make stop`) frees its symbol within that. The first lease, taken by the
+    # request that starts the training, lasts TRAINING_FIRST_LEASE_SECONDS: long enough for the
+    # asynchronous invoke to be queued and the retrain function (2 GB, scikit-learn) to start cold.
+    training_lease_s: float = 30.0
+    training_first_lease_s: float = 90.0
     # Largest exposure a model's sizing may recommend: 1.0 holds at most all of one's capital;
     # above 1 is leverage, up to MAX_LEVERAGE.
     max_exposure: float = 1.0
@@ -282,6 +289,8 @@ MIN_EXPOSURE = 0.01
 MAX_LEVERAGE = 4.0
 # The largest TRAIN_ON_DEMAND_MAX_*_PER_HOUR (0 lets requests start no training at all).
 MAX_TRAININGS_PER_HOUR = 100_000
+# The longest training lease: the retrain function's Timeout (900 s), which no training outlives.
+MAX_TRAINING_LEASE_S = 900.0
 
 
 def log_level(environ: Mapping[str, str] | None = None) -> str:
@@ -359,6 +368,10 @@ def from_environ(environ: Mapping[str, str]) -> Settings:
                                                maximum=MAX_TRAININGS_PER_HOUR),
         train_on_demand_max_per_client_per_hour=r.integer(
             "TRAIN_ON_DEMAND_MAX_PER_CLIENT_PER_HOUR", 3, minimum=0, maximum=MAX_TRAININGS_PER_HOUR),
+        training_lease_s=r.number("TRAINING_LEASE_SECONDS", 30.0, minimum=1,
+                                  maximum=MAX_TRAINING_LEASE_S),
+        training_first_lease_s=r.number("TRAINING_FIRST_LEASE_SECONDS", 90.0, minimum=1,
+                                        maximum=MAX_TRAINING_LEASE_S),
         max_exposure=r.number("MAX_EXPOSURE", 1.0, minimum=MIN_EXPOSURE, maximum=MAX_LEVERAGE),
         train_function_name=r.text("TRAIN_FUNCTION_NAME", "RetrainFunction") or "RetrainFunction",
         retrain_symbols=tuple(s.upper() for s in r.items("RETRAIN_SYMBOLS")),
