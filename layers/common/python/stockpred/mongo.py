@@ -1,7 +1,8 @@
 """MongoDB adapter (pymongo only): FerretDB locally, MongoDB Atlas or DocumentDB on AWS.
 
 One client per process (per URL: it comes from the mongo secret), and the indexes the domain
-relies on: the unique normalised email of `users`, and the account entries' order.
+relies on: the unique normalised email of `users`, the account entries' order, and the expiry of
+`revocations` (logged-out tokens, stockpred.auth): a TTL index where the server has them.
 """
 
 from __future__ import annotations
@@ -56,6 +57,17 @@ def is_duplicate_key(exc: pymongo.errors.PyMongoError) -> bool:
         exc.code == 11000 or "duplicate key value violates unique constraint" in str(exc))
 
 
+NOT_IMPLEMENTED = 238
+
+
 def ensure_indexes(database: Database) -> None:
     database.users.create_index("email_normalised", unique=True, name="users_email_unique")
     database.account_entries.create_index([("account", 1), ("seq", 1)], name="entries_by_account")
+    try:
+        database.revocations.create_index("expireAt", expireAfterSeconds=0, name="revocations_ttl")
+    except pymongo.errors.OperationFailure as exc:
+        # FerretDB 1.x: 'Index option "expireAfterSeconds" is not implemented yet'. auth then
+        # filters on expireAt and deletes the expired records itself, by this index.
+        if exc.code != NOT_IMPLEMENTED:
+            raise
+        database.revocations.create_index("expireAt", name="revocations_expiry")

@@ -101,10 +101,8 @@ def authorised(conn_id: str) -> bool:
 
 
 def _revoked(user_id: str, jti: str, token_version: int) -> bool:
-    """auth.verify's revocation checks, for a token already verified at $connect."""
-    if redis_stores.state().exists(f"stockpred:revoked-jti:{jti}"):
-        return True
-    return token_version < auth._token_version(user_id)
+    """auth.verify's revocation checks (the durable store's), for a token verified at $connect."""
+    return auth.ended(user_id, jti, token_version)
 
 
 def user_of(conn_id: str) -> str | None:

@@ -402,7 +402,8 @@ class Users:
         except (VerificationError, InvalidHashError):
             raise InvalidCredentials() from None
         attempt.succeeded()
-        return SignedIn(auth.issue(user["_id"]), devices.issue(user["_id"]))
+        return SignedIn(auth.issue(user["_id"], int(user.get("token_version") or 0)),
+                        devices.issue(user["_id"]))
 
     def profile(self, user_id: str) -> Profile:
         user = self.db.users.find_one({"_id": user_id})
@@ -474,6 +475,10 @@ class Users:
         except (VerificationError, InvalidHashError):
             raise InvalidCredentials() from None
         attempt.succeeded()
-        self.db.users.update_one({"_id": user_id}, {"$set": {
-            "password_hash": _hasher.hash(new), "updated_at": dt.datetime.now(dt.UTC)}})
-        auth.revoke_all(user_id)
+        # One update: the new hash never lands without the token version that ends every older
+        # token (stockpred.auth), both in the durable store.
+        result = self.db.users.update_one({"_id": user_id}, {
+            "$set": {"password_hash": _hasher.hash(new), "updated_at": dt.datetime.now(dt.UTC)},
+            "$inc": {"token_version": 1}})
+        if result.matched_count == 0:
+            raise UserNotFound(user_id)
