@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -39,22 +38,6 @@ def sm(stack):
     return boto3.client("secretsmanager", endpoint_url=stack["AWS_ENDPOINT_URL"],
                         region_name=stack["AWS_DEFAULT_REGION"], aws_access_key_id="test",
                         aws_secret_access_key="test")
-
-
-@pytest.fixture
-def fresh(stack, monkeypatch) -> Iterator[pytest.MonkeyPatch]:
-    """Settings, kept secrets and clients forgotten before and after the test."""
-    def forget() -> None:
-        config.load.cache_clear()
-        secrets.cache_clear()
-        redis_stores.state.cache_clear()
-        redis_stores.cache_ring.cache_clear()
-        redis_stores.sentinel.cache_clear()
-
-    forget()
-    yield monkeypatch
-    monkeypatch.undo()
-    forget()
 
 
 def test_every_redis_server_and_sentinel_refuses_a_client_without_the_password(stack):

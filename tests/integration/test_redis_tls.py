@@ -7,33 +7,16 @@ from __future__ import annotations
 
 import stat
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
 from devstack.services import Stack
-from stockpred import config, redis_stores, secrets
+from stockpred import config, redis_stores
 from tests.integration.test_redis_auth import sentinel_ports, server_ports
 
 REFUSED = (redis.ConnectionError, redis.TimeoutError)
-
-
-@pytest.fixture
-def fresh(stack, monkeypatch) -> Iterator[pytest.MonkeyPatch]:
-    """Settings, kept secrets and clients forgotten before and after the test."""
-    def forget() -> None:
-        config.load.cache_clear()
-        secrets.cache_clear()
-        redis_stores.state.cache_clear()
-        redis_stores.cache_ring.cache_clear()
-        redis_stores.sentinel.cache_clear()
-
-    forget()
-    yield monkeypatch
-    monkeypatch.undo()
-    forget()
 
 
 def test_the_urls_are_rediss_and_the_ca_is_the_stacks_own(stack):

@@ -24,31 +24,11 @@ from stockml.sizing import SizingRule
 from stockpred import aws, config, market, redis_stores, training_budget
 from stockpred.cache import ReadThroughCache
 from stockpred.market import MarketData
-from stockpred.prices import SymbolInfo, quote_from_bars
-from stockpred.sample_data import load_series
+from tests.fakes.market import AnySymbol
 
 ROOT = Path(__file__).resolve().parents[2]
 ALL = "stockpred:training-budget:all"
 PREFIX = f"B{uuid.uuid4().hex[:3].upper()}"  # every symbol of this module, none of another's
-
-
-class AnySymbol:
-    """The last 900 SPX sample bars under any symbol of this module."""
-
-    name = "any"
-
-    def bars(self):
-        return list(load_series("SPX")[-900:])
-
-    def daily_bars(self, symbol):
-        return self.bars() if symbol.startswith(PREFIX) else None
-
-    def symbols(self):
-        return []
-
-    def quote(self, symbol):
-        info = SymbolInfo(symbol, "Test", "USD", self.name)
-        return quote_from_bars(info, self.bars()) if symbol.startswith(PREFIX) else None
 
 
 class RecordedInvokes:
@@ -97,7 +77,7 @@ def invokes(stack, registry, monkeypatch):
     monkeypatch.setattr(aws, "client", lambda name, *a, **kw: recorded if name == "lambda"
                         else real_client(name, *a, **kw))
     monkeypatch.setattr(signals, "registry", lambda: registry)
-    shared = MarketData([AnySymbol()], ReadThroughCache(redis_stores.cache_ring()))
+    shared = MarketData([AnySymbol(PREFIX)], ReadThroughCache(redis_stores.cache_ring()))
     monkeypatch.setattr(market, "default", lambda: shared)
     caps(monkeypatch, 4, 2)
     state.delete(ALL)
@@ -130,7 +110,7 @@ def predict(app, symbol: str, address: str) -> dict:
 
 
 def publish_model(registry: ModelRegistry, symbol: str) -> None:
-    rows = training_rows(frame_from_bars(AnySymbol().bars()))
+    rows = training_rows(frame_from_bars(AnySymbol(PREFIX).bars()))
     fitted = make_model("logreg").fit(rows.X, rows.direction, rows.next_return)
     registry.publish(artifact.export(fitted), {
         "symbol": symbol, "kind": "logreg", "trained_at": "2026-11-24T09:00:00Z",

@@ -21,31 +21,11 @@ from stockml import signals
 from stockpred import aws, config, market, redis_stores
 from stockpred.cache import ReadThroughCache
 from stockpred.market import MarketData
-from stockpred.prices import SymbolInfo, quote_from_bars
-from stockpred.sample_data import load_series
+from tests.fakes.market import AnySymbol
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = f"L{uuid.uuid4().hex[:3].upper()}"  # every symbol of this module, none of another's
 MARGIN_S = 0.5  # how late an expired key may still be seen (Redis expires keys when read anyway)
-
-
-class AnySymbol:
-    """The last 900 SPX sample bars under any symbol of this module."""
-
-    name = "any"
-
-    def bars(self):
-        return list(load_series("SPX")[-900:])
-
-    def daily_bars(self, symbol):
-        return self.bars() if symbol.startswith(PREFIX) else None
-
-    def symbols(self):
-        return []
-
-    def quote(self, symbol):
-        info = SymbolInfo(symbol, "Test", "USD", self.name)
-        return quote_from_bars(info, self.bars()) if symbol.startswith(PREFIX) else None
 
 
 class RecordedInvokes:
@@ -98,7 +78,7 @@ def invokes(stack, monkeypatch):
             raise signals.ModelNotFound(symbol)
 
     monkeypatch.setattr(signals, "registry", lambda: NoModels())
-    shared = MarketData([AnySymbol()], ReadThroughCache(redis_stores.cache_ring()))
+    shared = MarketData([AnySymbol(PREFIX)], ReadThroughCache(redis_stores.cache_ring()))
     monkeypatch.setattr(market, "default", lambda: shared)
     monkeypatch.setenv("TRAINING_LEASE_SECONDS", "1")
     monkeypatch.setenv("TRAINING_FIRST_LEASE_SECONDS", "1")
