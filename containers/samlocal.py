@@ -41,7 +41,8 @@ COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 # key), not its functions.
 DEVSTACK_ONLY = ("STOCKPRED_SERVE", "STOCKPRED_PROVISION_AWS", "ALPHAVANTAGE_API_KEY")
 SECRET_FILES = {"JWT_SECRET": "jwt-secret", "SERVICE_TOKEN": "service-token",
-                "PSEUDONYM_KEY": "pseudonym-key"}
+                "PSEUDONYM_KEY": "pseudonym-key", "REDIS_PASSWORD": "redis-password",
+                "CACHE_REDIS_PASSWORD": "redis-password"}
 
 
 def containers_home() -> Path:

@@ -12,6 +12,12 @@ if [ -d /run/secrets ]; then
         install -m 0600 "$f" "$STOCKPRED_HOME/$(basename "$f")"
     done
 fi
+# The compose stack's Redis servers and Sentinels share one password: the state's and the cache's.
+if [ -f "$STOCKPRED_HOME/redis-password" ]; then
+    REDIS_PASSWORD=$(cat "$STOCKPRED_HOME/redis-password")
+    CACHE_REDIS_PASSWORD=$REDIS_PASSWORD
+    export REDIS_PASSWORD CACHE_REDIS_PASSWORD
+fi
 if [ -f "$STOCKPRED_HOME/aws-access-key-id" ]; then
     AWS_ACCESS_KEY_ID=$(cat "$STOCKPRED_HOME/aws-access-key-id")
     AWS_SECRET_ACCESS_KEY=$(cat "$STOCKPRED_HOME/aws-secret-access-key")

@@ -16,6 +16,7 @@ import uuid
 
 import aiohttp
 import pytest
+import redis
 import requests
 
 from devstack.services import REPO_ROOT, free_port
@@ -33,6 +34,19 @@ def test_every_container_is_running_with_loopback_ports(compose_stack: ComposeSt
         for mapping in filter(None, row.split(" ", 1)[1:]):
             for port in mapping.split(", "):
                 assert port.startswith("127.0.0.1:"), row
+
+
+def test_the_published_redis_asks_for_the_stacks_password(compose_stack: ComposeStack) -> None:
+    """The compose stack's Redis runs with a password too (containers/redis/server.sh): the
+    published state port refuses a client without it, and the stack itself (details above, the
+    trade below) gets in with it."""
+    port = int(compose_stack.env["STOCKPRED_REDIS_PORT"])
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(port=port, socket_timeout=5).ping()
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(port=port, password="not-the-password", socket_timeout=5).ping()
+    password = (compose_stack.secrets_dir / "redis-password").read_text().strip()
+    assert redis.Redis(port=port, password=password, socket_timeout=5).ping()
 
 
 def test_stock_details_through_the_published_api(compose_stack: ComposeStack) -> None:
