@@ -8,6 +8,7 @@ them and only one applies them.
 from __future__ import annotations
 
 import contextlib
+import select
 import threading
 from collections.abc import Iterator
 from importlib import resources
@@ -64,9 +65,28 @@ def connect(dsn: str | None = None) -> psycopg2.extensions.connection:
     return conn
 
 
+def _hung_up(conn: psycopg2.extensions.connection) -> bool:
+    """Whether the server has closed this idle connection (it restarted, failed over, or an
+    administrator ended the session), seen without a round trip: an idle connection's socket
+    becomes readable only when the server speaks. A notification is consumed and the connection
+    kept; a FATAL goodbye, or an end of stream still waiting after it, means it is gone."""
+    try:
+        if not select.select([conn], [], [], 0)[0]:
+            return bool(conn.closed)
+        seen = len(conn.notices)
+        conn.poll()
+        goodbye = any(n.startswith("FATAL") for n in conn.notices[seen:])
+        return goodbye or bool(select.select([conn], [], [], 0)[0]) or bool(conn.closed)
+    except (psycopg2.Error, OSError, ValueError):
+        return True
+
+
 def connection() -> psycopg2.extensions.connection:
-    """This thread's warm connection, replaced when it has broken."""
+    """This thread's warm connection, replaced when it has broken or the server has hung up, so
+    the first request after a database restart is served, not answered 500 by a dead socket."""
     conn = getattr(_local, "conn", None)
+    if conn is not None and not conn.closed and _hung_up(conn):
+        conn.close()
     if conn is None or conn.closed:
         conn = connect()
         _local.conn = conn
