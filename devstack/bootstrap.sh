@@ -28,6 +28,8 @@ command -v redis-sentinel >/dev/null 2>&1 || need_apt+=(redis-sentinel)
 grep -qs '^JAVA_VERSION="17[."]' /usr/lib/jvm/*/release || need_apt+=(openjdk-17-jre-headless)
 command -v unzip >/dev/null 2>&1 || need_apt+=(unzip)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# The fault matrix (tests/e2e/test_fault_matrix.py) cuts one loopback replication link with it.
+command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || need_apt+=(iptables)
 # The browser tests (tests/browser) drive Debian's chromium with Playwright, which downloads no
 # browser of its own here (never `playwright install`); DejaVu gives the pages a font.
 [ -x /usr/bin/chromium ] || need_apt+=(chromium fonts-dejavu-core)

@@ -14,36 +14,16 @@ import uuid
 import pytest
 import redis
 
+from devstack.chaos import fail_back, sentinel_addresses
 from devstack.services import redis_client, wait_until
 from stockpred import cache, redis_stores
 from stockpred.redis_stores import CacheRing, shard
 
 
-def sentinels(stack):
-    return tuple((h, int(p)) for h, _, p in (a.rpartition(":") for a in stack["REDIS_SENTINELS"].split(",")))
-
-
-def fail_back(sentinel, name: str, address: tuple[str, int]) -> None:
-    """Makes `address` the master of `name` again once it has rejoined as a replica in sync, so a
-    scenario that failed a master over leaves the topology the session started with (clients
-    that reach a server by its URL, not through Sentinel, write to the master they expect)."""
-    if sentinel.discover_master(name) == address:
-        return
-    assert wait_until(lambda: address in sentinel.discover_slaves(name), 30), \
-        f"{name}'s old master {address} did not rejoin"
-    deadline = time.monotonic() + 60
-    while sentinel.discover_master(name) != address:
-        assert time.monotonic() < deadline, f"{name} did not fail back to {address}"
-        # Refused while the replica's link is down or another failover runs: asked again.
-        with contextlib.suppress(redis.RedisError):
-            sentinel.sentinels[0].sentinel_failover(name)
-        wait_until(lambda: sentinel.discover_master(name) == address, 10, interval=0.2)
-
-
 def test_removing_one_of_three_shards_moves_about_a_third_of_the_keys(stack):
     names = stack["CACHE_SHARDS"].split(",")
     assert len(names) == 3
-    ring = CacheRing([shard(n, sentinels(stack)) for n in names])
+    ring = CacheRing([shard(n, sentinel_addresses(stack)) for n in names])
     keys = [f"stockpred:test:ring:{uuid.uuid4().hex}" for _ in range(3000)]
     before = {k: ring.node_for(k) for k in keys}
     pipes = {n: s.master.pipeline() for n, s in ring.shards.items()}
@@ -107,7 +87,7 @@ def test_breaker_opens_serves_stale_data_and_closes_when_the_upstream_recovers(g
 def test_killing_a_shard_master_under_load_fails_over_in_seconds(gateway, stack, stack_handle):
     expected = {s: gateway.get(f"/api/stocks/{s}/details").json()["price"] for s in ("SPX", "IXIC")}
     victim = "cache-0"
-    sentinel = redis_stores.sentinel(sentinels(stack))
+    sentinel = redis_stores.sentinel(sentinel_addresses(stack))
     old_master = sentinel.discover_master(victim)
     results: list[tuple[int, bool]] = []
     stop = threading.Event()
