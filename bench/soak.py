@@ -9,8 +9,10 @@ sell of 1 SPX with its own Idempotency-Key, sent again with the same key until a
 subscribed to SPX, reconnecting when it drops, and one tries two ended tokens (logged out;
 older than a password change) again and again.
 
-At the end, after Recovery has run: for every trader, no reservation pending, no transaction
-prepared, cash and shares equal to the ledger, one transaction per Idempotency-Key, the ledger
+At the end, after Recovery has run, every order is sent once more with its key (a client that lost
+the answer), and then: for every trader, no reservation pending, no transaction
+prepared, cash and shares equal to the ledger, one outcome and one transaction per
+Idempotency-Key, the ledger
 holding exactly the transactions answered 200; no ended token ever accepted; no 5xx or unanswered
 request outside a fault's window (from the fault until GRACE_S after it was healed).
 
@@ -64,6 +66,7 @@ class Trader:
     user_id: str
     headers: dict[str, str]
     answers: dict[str, list[requests.Response]] = field(default_factory=dict)  # key -> finals
+    orders: dict[str, str] = field(default_factory=dict)  # key -> side
 
 
 def new_trader(api: str) -> Trader:
@@ -119,6 +122,7 @@ class Workload:
 
     def settle(self, trader: Trader, side: str, key: str, deadline: float) -> bool:
         """Sends the order with its key until a final answer (200 or 400)."""
+        trader.orders[key] = side
         while time.monotonic() < deadline:
             r = self._call(side, "POST", f"/api/users/{side}",
                            json={"user_id": trader.user_id, "symbol": "SPX", "quantity": 1},
@@ -188,6 +192,20 @@ class Workload:
                 raise RuntimeError(f"{side} {key} never got a final answer")
         self.unsettled.clear()
 
+    def replay(self) -> None:
+        """Sends every order again with its key, as a client that lost the answer does: after a
+        fault that lost the Redis record of a key, this is the retry that once traded twice."""
+        def again(trader: Trader) -> None:
+            for key, side in list(trader.orders.items()):
+                if not self.settle(trader, side, key, time.monotonic() + 30):
+                    raise RuntimeError(f"the replay of {side} {key} got no final answer")
+
+        threads = [threading.Thread(target=again, args=(t,)) for t in self.traders]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
 
 def run_recovery(api: str, env: Mapping[str, str]) -> dict:
     """The Recovery function, now, for every transaction (devstack's Lambda Invoke API)."""
@@ -242,6 +260,9 @@ def _trader_violations(trader: Trader, state, rows: list[tuple], start_cents: in
         ids = {a.json()["transaction_id"] for a in answers if a.status_code == 200}
         if len(ids) > 1:
             found.append(f"{who}: Idempotency-Key {key} traded {len(ids)} times")
+        if len({a.status_code for a in answers}) > 1:
+            found.append(f"{who}: Idempotency-Key {key} answered "
+                         f"{[a.status_code for a in answers]}: a retry changed the outcome")
         traded |= ids
     if {r[0] for r in rows} != traded:
         found.append(f"{who}: the ledger's transactions differ from those answered 200")
@@ -300,6 +321,7 @@ def soak(stack: Stack, env: Mapping[str, str], *, seconds: float, users: int, fa
         load.stop()
     elapsed = time.monotonic() - t0
     run_recovery(api, env)
+    load.replay()
     found = violations(env, load, int(env.get("STARTING_CASH_CENTS", "10000000")))
     windows = [(t0 + at, t0 + healed + GRACE_S) for at, healed, _ in made]
     outside = [r for r in load.records if (r.status == 0 or r.status >= 500)

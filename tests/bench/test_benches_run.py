@@ -21,7 +21,7 @@ SMALL = {
     "fanout": ["--sizes", "1,5", "--predicts", "2"],
     "logs": ["--lines", "1000", "--requests", "3"],
     "predict": ["--requests", "10"],
-    "soak": ["--seconds", "16", "--users", "2", "--fault-every", "6", "--faults", "moto SIGSTOP"],
+    "soak": ["--seconds", "10", "--users", "2", "--fault-every", "4", "--faults", "state redis emptied"],
     "trade": ["--trades", "4", "--concurrency", "2"],
 }
 

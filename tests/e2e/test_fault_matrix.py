@@ -16,10 +16,12 @@ tried again and again. The faults, one per store:
 - moto (Step Functions, Lambda, Secrets Manager): stalled with SIGSTOP;
 - OpenSearch (the logs): stalled with SIGSTOP.
 
-After the fault is healed and Recovery has run, every case asserts (bench.soak.violations): cash
-and shares equal to the ledger, no reservation pending and no transaction left prepared, one
-trade per Idempotency-Key (every 200 for a key names the same transaction, and the ledger holds
-exactly the 200s' transactions), no ended token ever answered 200; and no 5xx or unanswered
+After the fault is healed and Recovery has run, every order is sent once more with its key (the
+retry of a client that lost the answer: after a failover that lost the key's Redis record, this
+once traded twice), and every case asserts (bench.soak.violations): cash and shares equal to the
+ledger, no reservation pending and no transaction left prepared, one outcome per Idempotency-Key
+(every answer for a key has one status, every 200 names the same transaction, and the ledger
+holds exactly the 200s' transactions), no ended token ever answered 200; and no 5xx or unanswered
 request before the fault or after its window (healed + GRACE_S).
 """
 
@@ -63,6 +65,7 @@ def test_no_fault_loses_money_duplicates_a_trade_or_revives_an_ended_token(
         time.sleep(AFTER_S)
         load.stop()  # and settles the orders whose retries ran out during the fault
     run_recovery(gateway.url, stack)
+    load.replay()  # every order once more with its key, as a client that lost the answer
 
     by_route: dict[str, int] = {}
     for rec in load.records:
