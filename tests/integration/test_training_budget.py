@@ -15,7 +15,6 @@ from pathlib import Path
 import boto3
 import pytest
 
-from devstack.events import rest_proxy_event
 from stockml import artifact, signals
 from stockml.features import frame_from_bars
 from stockml.models import make_model, training_rows
@@ -24,7 +23,7 @@ from stockml.sizing import SizingRule
 from stockpred import aws, config, market, redis_stores, training_budget
 from stockpred.cache import ReadThroughCache
 from stockpred.market import MarketData
-from tests.fakes.market import AnySymbol
+from tests.fakes.market import AnySymbol, predict
 
 ROOT = Path(__file__).resolve().parents[2]
 ALL = "stockpred:training-budget:all"
@@ -98,15 +97,6 @@ def new_symbol() -> str:
 
 def lock_of(symbol: str) -> bool:
     return bool(redis_stores.state().exists(f"stockpred:training:{symbol}"))
-
-
-def predict(app, symbol: str, address: str) -> dict:
-    event = rest_proxy_event(method="GET", path=f"/api/predict/{symbol}",
-                             resource="/api/predict/{symbol}", path_params={"symbol": symbol},
-                             headers=[], query=[], body=b"", source_ip=address)
-    out = app(event, None)
-    out["json"] = json.loads(out["body"])
-    return out
 
 
 def publish_model(registry: ModelRegistry, symbol: str) -> None:

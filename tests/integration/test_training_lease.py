@@ -16,12 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from devstack.events import rest_proxy_event
 from stockml import signals
 from stockpred import aws, config, market, redis_stores
 from stockpred.cache import ReadThroughCache
 from stockpred.market import MarketData
-from tests.fakes.market import AnySymbol
+from tests.fakes.market import AnySymbol, predict
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = f"L{uuid.uuid4().hex[:3].upper()}"  # every symbol of this module, none of another's
@@ -113,15 +112,6 @@ def new_symbol() -> str:
 
 def key(symbol: str) -> str:
     return f"stockpred:training:{symbol}"
-
-
-def predict(app, symbol: str, address: str = "10.8.0.1") -> dict:
-    event = rest_proxy_event(method="GET", path=f"/api/predict/{symbol}",
-                             resource="/api/predict/{symbol}", path_params={"symbol": symbol},
-                             headers=[], query=[], body=b"", source_ip=address)
-    out = app(event, None)
-    out["json"] = json.loads(out["body"])
-    return out
 
 
 def gone_within(symbol: str, seconds: float) -> float:
