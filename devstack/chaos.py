@@ -63,13 +63,10 @@ def fail_back(sentinel: Sentinel, name: str, address: tuple[str, int]) -> None:
         wait_until(lambda: sentinel.discover_master(name) == address, 10, interval=0.2)
 
 
-def _service(stack: Stack, name: str):
-    return next(s for s in stack.services() if s.name == name)
-
-
-def _restart(stack: Stack, name: str) -> None:
+def restart(stack: Stack, name: str) -> None:
+    """Starts a service that was killed (its stale pid file removed first)."""
     stack.pidfile(name).unlink(missing_ok=True)
-    stack.start(_service(stack, name))
+    stack.start(next(s for s in stack.services() if s.name == name))
 
 
 def _reap(pid: int) -> None:
@@ -94,7 +91,7 @@ def killed(stack: Stack, name: str, *, group: bool = False, down_s: float = 1.0)
         yield
         time.sleep(down_s)
     finally:
-        _restart(stack, name)
+        restart(stack, name)
 
 
 @contextlib.contextmanager
@@ -168,7 +165,7 @@ def state_failover_losing_writes(stack: Stack, env: Mapping[str, str]) -> Iterat
             raise RuntimeError("the cut did not hold: the replica received the probe")
     finally:
         if not stack.pid(name):
-            _restart(stack, name)  # back, Sentinel makes it a replica of the new master
+            restart(stack, name)  # back, Sentinel makes it a replica of the new master
     fail_back(sentinel, "state", ("127.0.0.1", master_port))
 
 

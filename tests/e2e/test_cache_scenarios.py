@@ -14,7 +14,7 @@ import uuid
 import pytest
 import redis
 
-from devstack.chaos import fail_back, sentinel_addresses
+from devstack.chaos import fail_back, restart, sentinel_addresses
 from devstack.services import redis_client, wait_until
 from stockpred import cache, redis_stores
 from stockpred.redis_stores import CacheRing, shard
@@ -123,9 +123,7 @@ def test_killing_a_shard_master_under_load_fails_over_in_seconds(gateway, stack,
     for t in streams:
         t.join()
     # Bring the old master back: Sentinel turns it into a replica of the new one.
-    svc = next(s for s in stack_handle.services() if s.name == "redis-cache-0")
-    stack_handle.pidfile("redis-cache-0").unlink(missing_ok=True)
-    stack_handle.start(svc)
+    restart(stack_handle, "redis-cache-0")
     fail_back(sentinel, victim, old_master)
     print(f"\nfailover {failover_s:.1f}s; {len(results)} requests, "
           f"{sum(code != 200 for code, _ in results)} failed")
