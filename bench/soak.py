@@ -207,6 +207,18 @@ class Workload:
             t.join()
 
 
+def failed(records: list[Record]) -> list[Record]:
+    """The requests answered 5xx or not at all."""
+    return [r for r in records if r.status == 0 or r.status >= 500]
+
+
+def failed_outside(records: list[Record], faults: list[tuple[float, float]]) -> list[Record]:
+    """The failed requests outside every fault's window: from the fault (monotonic seconds) until
+    GRACE_S after it was healed."""
+    return [r for r in failed(records)
+            if not any(began <= r.at <= healed + GRACE_S for began, healed in faults)]
+
+
 def run_recovery(api: str, env: Mapping[str, str]) -> dict:
     """The Recovery function, now, for every transaction (devstack's Lambda Invoke API)."""
     client = boto3.client("lambda", endpoint_url=api, region_name="us-east-1",
@@ -323,9 +335,7 @@ def soak(stack: Stack, env: Mapping[str, str], *, seconds: float, users: int, fa
     run_recovery(api, env)
     load.replay()
     found = violations(env, load, int(env.get("STARTING_CASH_CENTS", "10000000")))
-    windows = [(t0 + at, t0 + healed + GRACE_S) for at, healed, _ in made]
-    outside = [r for r in load.records if (r.status == 0 or r.status >= 500)
-               and not any(a <= r.at <= b for a, b in windows)]
+    outside = failed_outside(load.records, [(t0 + at, t0 + healed) for at, healed, _ in made])
     found += [f"{r.route} answered {r.status or 'nothing'} at {r.at - t0:.1f}s, outside every "
               f"fault's window" for r in outside[:5]]
     return load, found, report(load, elapsed, made)

@@ -108,16 +108,18 @@ def stalled(stack: Stack, name: str, seconds: float) -> Iterator[None]:
         os.killpg(pid, signal.SIGCONT)
 
 
+_IPTABLES = shutil.which("iptables") or "/usr/sbin/iptables"  # sbin is off some users' PATH
+
+
 def can_cut_links() -> bool:
     """Whether this process may add iptables rules (root, and a working iptables)."""
-    if os.geteuid() != 0 or not shutil.which("iptables"):
+    if os.geteuid() != 0 or not os.access(_IPTABLES, os.X_OK):
         return False
-    return subprocess.run(["iptables", "-w", "-S", "INPUT"], capture_output=True).returncode == 0
+    return subprocess.run([_IPTABLES, "-w", "-S", "INPUT"], capture_output=True).returncode == 0
 
 
 def _iptables(*args: str) -> None:
-    subprocess.run([shutil.which("iptables") or "/usr/sbin/iptables", "-w", *args], check=True,
-                   capture_output=True)
+    subprocess.run([_IPTABLES, "-w", *args], check=True, capture_output=True)
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ import uuid
 import pytest
 import redis
 
-from devstack.chaos import fail_back, restart, sentinel_addresses
+from devstack.chaos import fail_back, restart, sentinel_addresses, stack_sentinel
 from devstack.services import redis_client, wait_until
 from stockpred import cache, redis_stores
 from stockpred.redis_stores import CacheRing, shard
@@ -87,7 +87,7 @@ def test_breaker_opens_serves_stale_data_and_closes_when_the_upstream_recovers(g
 def test_killing_a_shard_master_under_load_fails_over_in_seconds(gateway, stack, stack_handle):
     expected = {s: gateway.get(f"/api/stocks/{s}/details").json()["price"] for s in ("SPX", "IXIC")}
     victim = "cache-0"
-    sentinel = redis_stores.sentinel(sentinel_addresses(stack))
+    sentinel = stack_sentinel(stack)
     old_master = sentinel.discover_master(victim)
     results: list[tuple[int, bool]] = []
     stop = threading.Event()

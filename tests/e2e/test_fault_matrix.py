@@ -28,10 +28,20 @@ request before the fault or after its window (healed + GRACE_S).
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 import pytest
 
-from bench.soak import GRACE_S, Workload, ended_tokens, new_trader, run_recovery, violations
+from bench.soak import (
+    GRACE_S,
+    Workload,
+    ended_tokens,
+    failed,
+    failed_outside,
+    new_trader,
+    run_recovery,
+    violations,
+)
 from devstack import chaos
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("flush_cache")]
@@ -67,15 +77,13 @@ def test_no_fault_loses_money_duplicates_a_trade_or_revives_an_ended_token(
     run_recovery(gateway.url, stack)
     load.replay()  # every order once more with its key, as a client that lost the answer
 
-    by_route: dict[str, int] = {}
-    for rec in load.records:
-        by_route[rec.route] = by_route.get(rec.route, 0) + 1
-    failed = [r for r in load.records if r.status >= 500 or r.status == 0]
-    last = max((r.at - healed for r in failed), default=None)
+    by_route = dict(Counter(r.route for r in load.records))
+    failures = failed(load.records)
+    last = max((r.at - healed for r in failures), default=None)
     print(f"\n{fault}: fault {healed - began:.1f}s; {len(load.records)} requests {by_route}; "
-          f"{len(failed)} failed or unanswered"
+          f"{len(failures)} failed or unanswered"
           + (f", the last {last:+.1f}s after healing" if last is not None else ""))
-    outside = [r for r in failed if r.at < began or r.at > healed + GRACE_S]
+    outside = failed_outside(load.records, [(began, healed)])
     assert not outside, (f"{fault}: 5xx outside the fault's window [{began:.1f}, {healed:.1f}"
                          f" + {GRACE_S}]: {outside[:5]}\n{_log_errors(gateway)}")
     assert not violations(stack, load, int(stack.get("STARTING_CASH_CENTS", "10000000")))
