@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 
 from stockml.edge import (
+    circular_block_indices,
+    holm,
     optimal_block_length,
     plain_words,
     sharpe_difference_test,
-    stationary_bootstrap_indices,
 )
 
 
@@ -67,8 +68,28 @@ def test_block_length_grows_with_dependence_and_matches_arch():
         assert optimal_block_length(x) == pytest.approx(float(reference(x)["stationary"].iloc[0]), rel=0.1)
 
 
-def test_stationary_bootstrap_keeps_blocks_of_the_chosen_mean_length():
-    idx = stationary_bootstrap_indices(1000, 10.0, 200, np.random.default_rng(0))
-    assert idx.shape == (200, 1000) and idx.min() >= 0 and idx.max() < 1000
-    continues = (np.diff(idx, axis=1) % 1000) == 1
-    assert 1 / (1 - continues.mean()) == pytest.approx(10, rel=0.1)
+def test_circular_blocks_are_runs_of_the_chosen_length():
+    idx = circular_block_indices(1000, 10, 200, np.random.default_rng(0))
+    assert idx.shape == (200, 100, 10) and idx.min() >= 0 and idx.max() < 1000
+    assert ((np.diff(idx, axis=2) % 1000) == 1).all()
+    assert len(np.unique(idx[:, :, 0])) > 900  # block starts cover the sample
+
+
+def test_circular_block_length_is_the_stationary_one_scaled_as_in_arch():
+    rng = np.random.default_rng(4)
+    x = np.convolve(rng.standard_normal(3000), np.ones(5), mode="same")
+    assert optimal_block_length(x, "circular") == pytest.approx(
+        optimal_block_length(x) * 1.5 ** (1 / 3), rel=1e-9)
+    reference = pytest.importorskip("arch.bootstrap").optimal_block_length
+    assert optimal_block_length(x, "circular") == pytest.approx(
+        float(reference(x)["circular"].iloc[0]), rel=0.1)
+
+
+def test_holm_adjusts_a_family_step_down():
+    adjusted = holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": None, "e": float("nan")})
+    assert adjusted["a"] == pytest.approx(0.03)  # 3 x 0.01
+    assert adjusted["c"] == pytest.approx(0.06)  # 2 x 0.03
+    assert adjusted["b"] == pytest.approx(0.06)  # max(1 x 0.04, the step before)
+    assert adjusted["d"] is None and adjusted["e"] is None
+    assert holm({"only": 0.2}) == {"only": 0.2}
+    assert holm({"x": 0.6, "y": 0.7}) == {"x": 1.0, "y": 1.0}

@@ -2,6 +2,7 @@
 beat the naive forecast there, forecasts at t ignore every later row, serving replays the fit."""
 
 import functools
+import math
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from stockml.volatility import (
     percent_returns,
     qlike,
 )
-from stockml.volatility_fit import diebold_mariano, fit_garch, walk_forward_volatility
+from stockml.volatility_fit import diebold_mariano, fit_garch, hac_lags, walk_forward_volatility
 from stockpred.sample_data import available, load_series
 
 TRUE = {"omega": 0.02, "alpha": 0.05, "gamma": 0.10, "beta": 0.88}
@@ -93,3 +94,32 @@ def test_serving_forecasts_replay_the_fitted_model_on_closes():
     forecast = stored.forecast_next(close)
     assert forecast["next_day"] == pytest.approx(float(annualised(variance)), rel=1e-9)
     assert 0.05 < forecast["next_day"] < 1.0 and 0.05 < forecast["next_21_days"] < 1.0
+
+
+def test_diebold_mariano_lags_follow_the_loss_differences_own_autocorrelation():
+    rng = np.random.default_rng(7)
+    independent = rng.standard_normal(2500)
+    overlapping = np.convolve(rng.standard_normal(2520), np.ones(21), mode="valid")  # 21-day sums
+    assert hac_lags(independent, horizon=1) <= 3
+    assert hac_lags(independent, horizon=21) == 20  # never fewer than h - 1
+    assert hac_lags(overlapping, horizon=21) > 60
+    assert diebold_mariano(overlapping, np.zeros_like(overlapping), horizon=21)["lags"] > 60
+
+
+def test_data_driven_lags_reject_a_true_null_less_often_than_h_minus_1_lags():
+    """Equal expected loss, loss differences that are overlapping 21-day sums: h-1 lags
+    under-state the variance and over-reject; the data-driven lags come closer to 5%."""
+    rng = np.random.default_rng(11)
+    rejected = {"data": 0, "h-1": 0}
+    simulations = 300
+    for _ in range(simulations):
+        d = np.convolve(rng.standard_normal(2520), np.ones(21), mode="valid")
+        rejected["data"] += diebold_mariano(d, np.zeros_like(d), horizon=21)["p_value"] < 0.05
+        centred = d - d.mean()
+        lrv = centred @ centred / len(d) + sum(2 * (1 - lag / 21) * (centred[lag:] @ centred[:-lag]) / len(d)
+                                               for lag in range(1, 21))
+        rejected["h-1"] += 0.5 * math.erfc(d.mean() / math.sqrt(lrv / len(d)) / math.sqrt(2)) < 0.05
+    rates = {k: v / simulations for k, v in rejected.items()}
+    print(f"DM size at 21 days: {rates}")
+    assert rates["data"] < rates["h-1"]
+    assert rates["data"] < 0.1

@@ -115,22 +115,41 @@ def walk_forward_volatility(returns: np.ndarray, fold_starts: Sequence[int], *,
     return out
 
 
+def hac_lags(d: np.ndarray, horizon: int = 1) -> int:
+    """Newey-West lags for the long-run variance of mean(d), chosen from the data: Andrews' (1991)
+    AR(1) plug-in bandwidth for the Bartlett kernel, 1.1447 (a n)^(1/3) with
+    a = 4 rho^2 / ((1 - rho)^2 (1 + rho)^2), never fewer than horizon - 1 (overlapping h-day
+    targets) and at most n / 4. rho is capped at 0.97 so a near unit root cannot blow it up."""
+    n = len(d)
+    centred = d - d.mean()
+    denominator = float(np.dot(centred[:-1], centred[:-1]))
+    rho = float(np.dot(centred[1:], centred[:-1])) / denominator if denominator > 0 else 0.0
+    rho = min(max(rho, -0.97), 0.97)
+    a = 4 * rho * rho / ((1 - rho) ** 2 * (1 + rho) ** 2)
+    lags = int(1.1447 * (a * n) ** (1 / 3))
+    return int(min(max(lags, horizon - 1, 0), n // 4))
+
+
 def diebold_mariano(loss_a: np.ndarray, loss_b: np.ndarray, horizon: int = 1) -> dict[str, float]:
     """Diebold-Mariano test that forecast b has lower expected loss than forecast a.
 
-    d = loss_a - loss_b; the long-run variance of mean(d) uses Newey-West weights over
-    max(horizon - 1, 0) lags (overlapping h-day targets are autocorrelated up to h-1 lags).
-    Returns the statistic and the one-sided p-value (small: b beats a).
+    d = loss_a - loss_b; the long-run variance of mean(d) uses Bartlett (Newey-West) weights over
+    `hac_lags(d, horizon)` lags, chosen from d's own autocorrelation: overlapping h-day targets
+    make d autocorrelated at least up to h-1 lags, and volatility clustering keeps it so for
+    longer. Returns the statistic, the one-sided p-value (small: b beats a) and the lags used.
     """
     d = np.asarray(loss_a, dtype=float) - np.asarray(loss_b, dtype=float)
     d = d[~np.isnan(d)]
     n = len(d)
+    if n < 10:
+        return {"statistic": math.nan, "p_value": math.nan, "lags": 0}
+    lags = hac_lags(d, horizon)
     centred = d - d.mean()
     lrv = float(np.dot(centred, centred)) / n
-    for lag in range(1, max(horizon - 1, 0) + 1):
-        weight = 1 - lag / horizon
+    for lag in range(1, lags + 1):
+        weight = 1 - lag / (lags + 1)
         lrv += 2 * weight * float(np.dot(centred[lag:], centred[:-lag])) / n
     if lrv <= 0:
-        return {"statistic": math.nan, "p_value": math.nan}
+        return {"statistic": math.nan, "p_value": math.nan, "lags": lags}
     stat = float(d.mean() / math.sqrt(lrv / n))
-    return {"statistic": stat, "p_value": 0.5 * math.erfc(stat / math.sqrt(2))}
+    return {"statistic": stat, "p_value": 0.5 * math.erfc(stat / math.sqrt(2)), "lags": lags}
