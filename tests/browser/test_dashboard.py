@@ -53,11 +53,15 @@ def test_a_new_user_registers_signs_in_and_sees_spx_with_candles_and_signal_mark
     assert abs(shown - prediction["exposure"] * 100) <= 0.5 + 1e-9
     expect(risk).to_contain_text(prediction["sizing"]["reason"])
     expect(risk).to_contain_text("Forecast volatility, a year")
-    edge_words = "beat holding the index after costs" if prediction["edge"] else "No evidence this beats"
+    edge_words = "added to plain volatility targeting" if prediction["edge"] else "No edge: no evidence"
     expect(page.locator("[data-testid=edge]")).to_contain_text(edge_words)
+    expect(page.locator("[data-testid=risk-timing]")).to_contain_text(
+        "Risk timing (volatility targeting, no direction) against holding the index: "
+        + prediction["record"]["risk_timing"]["verdict"])
     expect(page.locator("[data-testid=edge]")).to_contain_text(
         f"p = {prediction['record']['p_value']:.2f}: a strategy with no edge would do at least this well")
     expect(page.locator("[data-testid=record]")).to_contain_text(re.compile("hold", re.I))
+    expect(page.locator("[data-testid=record]")).to_contain_text("Same sizing, no direction")
     expect(page.locator("[data-testid=connection]")).to_have_text(re.compile("live", re.I), timeout=15_000)
     expect(page.locator("[data-testid=symbol-list]")).to_contain_text("SPX")
     screenshot(page, "market-spx-signed-in")

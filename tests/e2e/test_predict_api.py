@@ -62,9 +62,16 @@ def test_predict_answers_the_spec_shape_and_stores_one_row(gateway, stack):
     assert 0 <= body["probability"] <= 1 and body["confidence"] >= 0.5
     assert body["prediction"] == pytest.approx(body["last_close"] * (1 + body["expected_return"]),
                                                rel=1e-4)
+    # One forecast, one story: the predicted close moves the way the action says.
+    assert (body["prediction"] > body["last_close"]) == (body["action"] == "buy")
+    assert f"{body['prediction']:,.2f}" in body["prediction_explained"]
     record = body["record"]
     assert isinstance(body["edge"], bool) and body["edge"] == record["edge"]
-    assert body["edge"] == (record["p_value"] < 0.05)
+    # Direction skill, judged on the symbol's trial record at that judgement's level.
+    judgement = record["edge_judgement"]
+    assert body["edge"] == (judgement["p_value"] < judgement["alpha"] <= 0.05 * 6 / 3.14159 ** 2)
+    assert record["risk_timing"]["against"] == "holding the index"
+    assert record["p_value"] >= record["p_value_uncorrected"]
     low, high = record["sharpe_difference_interval_90"]
     assert low <= record["sharpe_difference"] <= high
     assert 0.4 < record["accuracy"] < 0.65, "an out-of-sample accuracy far from 50% means a leak"

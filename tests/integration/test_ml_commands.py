@@ -19,9 +19,12 @@ def cli(stack, *args, timeout=300):
 
 
 def test_evaluate_prints_model_beside_the_four_baselines_and_writes_files(stack, tmp_path):
-    out = cli(stack, "evaluate", "ixic", "--kind", "logreg", "--first-test-date", "2016-01-04",
+    out = cli(stack, "evaluate", "ixic", "spx", "--kind", "logreg", "--first-test-date", "2016-01-04",
               "--refit-every", "63", "--out", str(tmp_path))
     assert out.returncode == 0, out.stderr
+    assert "2 symbol(s), 8 tests, every p-value Holm-corrected across all of them" in out.stdout
+    spx = json.loads((tmp_path / "evaluate-SPX.json").read_text())
+    assert spx["sizing"]["sized_logreg"]["vs_vol_target"]["tests_in_family"] == 8
     for row in ("logreg", "buy_and_hold", "always_up", "yesterday", "sma_20_50"):
         assert f"\n{row} " in out.stdout
     for section in ("volatility forecasts", "QLIKE 1d", "sized strategies", "vol_target", "sized_logreg",
@@ -29,8 +32,9 @@ def test_evaluate_prints_model_beside_the_four_baselines_and_writes_files(stack,
         assert section in out.stdout, section
     report = json.loads((tmp_path / "evaluate-IXIC.json").read_text())
     assert report["out_of_sample"]["start"] >= "2016-01-04"
-    test = report["sizing"]["sized_logreg"]["vs_buy_and_hold"]
-    assert report["edge"]["logreg"] is (test["p_value"] < 0.05)
+    test = report["sizing"]["sized_logreg"]["vs_vol_target"]
+    assert report["edge"]["logreg"] is (test["p_value_corrected"] < 0.05)
+    assert report["protocol"]["lag"] == 1 and "risk timing" in out.stdout
     assert set(report["baselines"]) == {"buy_and_hold", "always_up", "yesterday", "sma_20_50"}
     assert (tmp_path / "evaluate-IXIC.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -71,7 +75,16 @@ def test_train_publishes_a_model_with_its_record(stack):
     record = meta["record"]
     low, high = record["sharpe_difference_interval_90"]
     assert low <= record["sharpe_difference"] <= high
-    assert record["edge"] is (record["p_value"] < 0.05)
+    judgement = record["edge_judgement"]
+    assert record["edge"] is (judgement["p_value"] < judgement["alpha"])
+    assert judgement["number"] >= 1 and judgement["configurations_tried"] >= 73
+    deflated = record["deflated_sharpe"]
+    assert deflated["trials"] == judgement["configurations_tried"]
+    assert deflated["value"] is None or 0 <= deflated["value"] <= 1
+    assert record["p_value"] >= record["p_value_uncorrected"]
+    assert record["risk_timing"]["against"] == "holding the index"
+    assert record["vs_buy_and_hold"]["against"] == "holding the index"
+    assert "plain volatility targeting" in record["verdict"] + record["edge_means"]
     assert f"p = {record['p_value']:.3f}): edge={record['edge']}" in out.stdout
     assert record["verdict"] in out.stdout and "(at most 1.5)" in out.stdout
     assert meta["sizing"]["max_exposure"] == 1.5

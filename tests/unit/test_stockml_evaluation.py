@@ -13,7 +13,10 @@ from stockml.evaluation import (
     METRIC_KEYS,
     OutOfSample,
     baselines,
+    choose_first_test_date,
+    correct_for_multiple_tests,
     evaluate_with_frames,
+    executed,
     format_table,
     metrics,
     plot_report,
@@ -145,15 +148,29 @@ def oos_frame(realised: np.ndarray, prob_up: np.ndarray, expected: np.ndarray | 
     )
 
 
-def test_a_perfect_predictor_scores_perfectly():
+def test_a_perfect_predictor_scores_perfectly_but_only_if_filled_at_the_close_it_read():
     realised = np.random.default_rng(1).normal(0.0005, 0.01, 500)
-    m = metrics(oos_frame(realised, np.where(realised > 0, 0.99, 0.01)), cost_bps=0)
+    perfect = oos_frame(realised, np.where(realised > 0, 0.99, 0.01))
+    m = metrics(perfect, cost_bps=0, lag=0)
     assert m["accuracy"] == 1.0 and m["balanced_accuracy"] == 1.0
     assert m["brier"] == pytest.approx(0.0001)
     assert m["ic_mean"] == pytest.approx(1.0)
     assert m["max_drawdown"] == 0.0
     assert m["sharpe"] > 10
     assert set(METRIC_KEYS) <= set(m)
+    # Traded a bar later (the default), knowing tomorrow's direction is worth nothing on iid days.
+    late = metrics(perfect, cost_bps=0)
+    assert late["accuracy"] == 1.0
+    assert abs(late["sharpe"]) < 1.5 and late["max_drawdown"] < -0.05
+
+
+def test_executed_positions_are_the_decisions_a_bar_late():
+    decisions = np.array([1.0, 0.0, 0.5, 1.0])
+    np.testing.assert_array_equal(executed(decisions), [0.0, 1.0, 0.0, 0.5])
+    np.testing.assert_array_equal(executed(decisions, 0), decisions)
+    np.testing.assert_array_equal(executed(decisions, 2), [0.0, 0.0, 1.0, 0.0])
+    with pytest.raises(ValueError):
+        executed(decisions, -1)
 
 
 def test_a_coin_flip_is_near_chance_with_uninformative_ic():
@@ -229,19 +246,53 @@ def test_evaluate_report_is_json_and_renders(tmp_path):
     table = format_table(report)
     for name in ("logreg", *BASELINES, "vol_target", "sized_logreg", "gjr", "QLIKE 1d", "90% interval"):
         assert name in table
+    for name in ("Sortino", "DSR (73 trials)", "return by calendar year", "risk timing", "edge of logreg"):
+        assert name in table, name
+    for name in ("vol_target", "sized_logreg"):
+        m = report["sizing"][name]
+        for key in ("sortino", "calmar", "max_drawdown_days", "information_ratio", "beta", "alpha", "psr",
+                    "deflated_sharpe", "yearly"):
+            assert key in m, key
+        assert [row["year"] for row in m["yearly"]] == [2015, 2016]
+        assert 0 <= m["deflated_sharpe"] <= m["psr"] <= 1  # more trials, a higher bar
     png = plot_report(report, series, tmp_path / "report.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @needs_sample
-def test_edge_is_claimed_only_with_a_bootstrap_p_below_five_percent():
+def test_edge_is_direction_skill_over_vol_targeting_with_a_corrected_p_below_five_percent():
     report, _ = small_report()
-    sized = report["sizing"]["sized_logreg"]["vs_buy_and_hold"]
-    assert report["edge"]["logreg"] is (sized["p_value"] < 0.05)
-    low, high = sized["interval_90"]
-    assert low <= sized["difference"] <= high
-    assert report["edge"]["logreg"] is (low > 0)
-    assert "beats holding the index" in sized["words"] or "not enough data" in sized["words"]
+    direction = report["sizing"]["sized_logreg"]["vs_vol_target"]
+    assert report["edge"]["logreg"] is (direction["p_value_corrected"] < 0.05)
+    low, high = direction["interval_90"]
+    assert low <= direction["difference"] <= high
+    assert "plain volatility targeting" in direction["words"]
+    # One family of 4 tests (vol_target and sized_logreg against holding, sized_logreg against
+    # vol_target, logreg long/flat against holding), each p corrected upwards.
+    assert direction["tests_in_family"] == 4
+    for test in (direction, report["sizing"]["vol_target"]["vs_buy_and_hold"],
+                 report["models"]["logreg"]["vs_buy_and_hold"]):
+        assert test["p_value_corrected"] >= test["p_value"]
+    timing = report["risk_timing"]
+    assert timing["edge"] is (report["sizing"]["vol_target"]["vs_buy_and_hold"]["p_value_corrected"] < 0.05)
+    assert "holding the index" in timing["words"]
+    assert report["protocol"]["lag"] == 1 and report["protocol"]["trade_cost_bps"] == 12.5
+
+
+def test_correction_spans_the_symbols_of_one_run():
+    def report(symbol: str, p_direction: float) -> dict:
+        def t(p: float) -> dict:
+            return {"p_value": p, "against": "x"}
+        return {"symbol": symbol, "models": {"logreg": {"vs_buy_and_hold": t(0.5)}},
+                "sizing": {"vol_target": {"vs_buy_and_hold": t(0.5)},
+                           "sized_logreg": {"vs_buy_and_hold": t(0.5), "vs_vol_target": t(p_direction)}}}
+    alone = [report("A", 0.01)]
+    assert correct_for_multiple_tests(alone) == 4
+    assert alone[0]["edge"]["logreg"] is True  # 4 x 0.01
+    together = [report("A", 0.01), report("B", 0.9), report("C", 0.9)]
+    assert correct_for_multiple_tests(together) == 12
+    assert together[0]["edge"]["logreg"] is False  # 12 x 0.01
+    assert together[0]["sizing"]["sized_logreg"]["vs_vol_target"]["p_value_corrected"] == pytest.approx(0.12)
 
 
 @needs_sample
@@ -252,7 +303,8 @@ def test_sized_exposures_stay_within_limits_and_follow_volatility():
     exposure = series.positions["vol_target"]
     forecast = series.volatility[21]
     calm, stormy = forecast < np.quantile(forecast, 0.2), forecast > np.quantile(forecast, 0.8)
-    assert exposure[calm].mean() > exposure[stormy].mean() + 0.1
+    assert exposure[calm].mean() > exposure[stormy].mean() + 0.05
+    assert np.corrcoef(exposure, forecast)[0, 1] < -0.5
 
 
 @needs_sample
@@ -273,3 +325,51 @@ def test_a_target_shifted_one_day_further_than_the_features_reach_gives_chance_l
     # Placebo: features lagged one day (the label is then two days after the data) carry nothing.
     placebo = walk_forward(spx(), "logreg", first_test_date=FIRST_TEST, refit_every=63, leak_shift=-1)
     assert abs(metrics(placebo)["balanced_accuracy"] - 0.5) < 0.04
+
+
+# --- execution lag and short histories --------------------------------------------------------------
+
+def planted_same_close_edge(days: int = 1600, seed: int = 8) -> Frame:
+    """Daily returns r_t = e_t - 0.6 e_(t-1): today's return predicts tomorrow's (autocorrelation
+    -0.44 at one day) and nothing after, so only a fill at the close that was read can use it."""
+    e = np.random.default_rng(seed).normal(0, 0.01, days + 1)
+    returns = e[1:] - 0.6 * e[:-1] + 0.0003
+    close = 100 * np.cumprod(1 + returns)
+    index = pd.bdate_range("2012-01-02", periods=days, name="date")
+    return flat_bars(close, index)
+
+
+def test_a_planted_same_close_edge_is_gone_once_traded_a_bar_later():
+    frame = planted_same_close_edge()
+    kw = {"symbol": "MA1", "kinds": ("logreg",), "refit_every": 63, "resamples": 300,
+          "vol_kinds": ("naive", "garch")}
+    same_close, _ = evaluate_with_frames(frame, lag=0, **kw)
+    traded_late, _ = evaluate_with_frames(frame, **kw)
+    assert same_close["edge"]["logreg"] is True
+    assert same_close["sizing"]["sized_logreg"]["vs_vol_target"]["difference"] > 1.0
+    assert traded_late["edge"]["logreg"] is False
+    late = traded_late["sizing"]["sized_logreg"]["vs_vol_target"]
+    assert late["difference"] < 0.3 and late["p_value_corrected"] > 0.2
+    assert traded_late["models"]["logreg"]["accuracy"] > 0.6  # the skill is real, just not tradeable
+
+
+def test_a_stock_listed_after_the_first_test_date_evaluates_from_its_own_history():
+    frame = planted_same_close_edge(days=5 * 252, seed=9)  # five years, from 2012
+    report, _ = evaluate_with_frames(frame, symbol="NEW", kinds=("logreg",), first_test_date="2009-02-09",
+                                     refit_every=63, resamples=100, vol_kinds=("naive",))
+    protocol = report["protocol"]
+    usable_start = np.datetime64(protocol["train_start"])
+    assert np.busday_count(usable_start, np.datetime64(protocol["first_test_date"])) == 504
+    assert protocol["first_test_date_reason"].startswith("moved from 2009-02-09")
+    assert report["out_of_sample"]["days"] > 600
+
+
+def test_first_test_date_choice_says_why_and_refuses_too_little_history():
+    usable = pd.bdate_range("2020-01-01", periods=700).to_numpy().astype("datetime64[D]")
+    date, why = choose_first_test_date(usable, None, min_train_days=504)
+    assert date == usable[504] and "504 days of history" in why
+    assert choose_first_test_date(usable, usable[550]) == (usable[550], "as asked")
+    with pytest.raises(ValueError, match="fewer than 126 out-of-sample days"):
+        choose_first_test_date(usable, usable[650])
+    with pytest.raises(ValueError, match="need at least 630 days"):
+        choose_first_test_date(usable[:629])

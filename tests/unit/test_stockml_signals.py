@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import stockml
@@ -76,7 +77,7 @@ def fake_registry(monkeypatch):
     return install
 
 
-ENOUGH_BARS = [object()] * (504 + signals.MIN_TEST_DAYS)
+ENOUGH_BARS = [object()] * (signals.WARMUP_ROWS + 504 + signals.MIN_TEST_DAYS + 1)  # 680
 
 
 @pytest.mark.parametrize("error", [ModelNotFound("models/SPX/latest.json"), OutdatedArtifact("format None")])
@@ -103,3 +104,24 @@ def test_without_training_on_demand_the_registry_error_stands(fake_registry, err
     fake_registry(error)
     with pytest.raises(type(error)):
         signals.current_model("SPX", ENOUGH_BARS, train_on_demand=False)
+
+
+@pytest.mark.parametrize("prob_up", [0.01, 0.3, 0.499, 0.5, 0.501, 0.502, 0.7, 0.99])
+@pytest.mark.parametrize("volatility", [0.16, None])
+def test_the_predicted_close_never_points_against_the_action(prob_up, volatility):
+    close = 2500 * np.exp(np.cumsum(np.random.default_rng(3).normal(0, 0.01, 60)))
+    move = signals.expected_move(prob_up, volatility, close)
+    action = signals.action_for(prob_up)
+    assert (move > 0) == (action == "buy")
+    if prob_up == 0.5:
+        assert move == 0.0
+    if volatility:  # 16% a year is about 1% a day; E|r| = 1% x sqrt(2/pi), times the lean 2p - 1
+        assert move == pytest.approx((2 * prob_up - 1) * 0.16 / np.sqrt(252) * np.sqrt(2 / np.pi))
+
+
+def test_the_prediction_is_explained_in_words():
+    words = signals.prediction_words(0.502, 0.00005, 2505.34, {"volatility": {"next_day": 0.16}})
+    assert "50.2% chance of an up day" in words and "+0.005%" in words and "2,505.34" in words
+    assert "same way as the buy/sell call" in words
+    down = signals.prediction_words(0.3, -0.003, 99.7, None)
+    assert "70.0% chance of a down day" in down and "-0.300%" in down

@@ -1,30 +1,34 @@
 // The signal panel of a symbol: today's action and confidence, how much of one's capital to hold
-// and why (exposure, volatility forecasts), the evidence for an edge in words (its p-value and
-// interval), and the out-of-sample record beside buy-and-hold. Pure rendering: market.js feeds it.
+// and why (exposure, volatility forecasts), the evidence for an edge in words (direction skill:
+// the sized signal against the same sizing with no direction, its corrected p-value and interval),
+// risk timing apart (volatility targeting against holding), and the out-of-sample record beside
+// both. Pure rendering: market.js feeds it.
 
 import { h, replace } from '../dom.js';
 import { money, percent, timestamp } from '../format.js';
 
-const EDGE_TRUE = "On this symbol's past, following the sized signal beat holding the index after costs, by more than luck would explain — past, not a promise.";
-const EDGE_FALSE = 'No evidence this beats holding the index: read the signal as a coin flip with a slight lean.';
+const EDGE_TRUE = "Edge: on this symbol's past, the model's buy/sell calls added to plain volatility targeting after costs, traded a day late, by more than luck across every test made would explain — past, not a promise.";
+const EDGE_FALSE = "No edge: no evidence the model's buy/sell calls add anything to plain volatility targeting; read them as a coin flip with a slight lean.";
 
 /** The panel's fixed parts; fill them with show()/training()/failed(). */
 export function signalPanel() {
   const body = h('div', { class: 'signal-body', 'aria-live': 'polite' }, h('p', { class: 'status' }, 'Loading the signal…'));
   const risk = h('div', { class: 'risk', dataset: { testid: 'risk' } });
   const edge = h('p', { class: 'edge', dataset: { testid: 'edge' } });
+  const timing = h('p', { class: 'risk-timing', dataset: { testid: 'risk-timing' } });
   const record = h('div', { class: 'record' });
   const liveLine = h('p', { class: 'signal-live', 'aria-live': 'polite', dataset: { testid: 'signal-live' } });
   const el = h('section', { class: 'card signal', 'aria-labelledby': 'signal-title' },
     h('h2', { id: 'signal-title' }, "Today's signal"),
     h('div', { dataset: { testid: 'signal' } }, body),
-    risk, edge, record, liveLine);
+    risk, edge, timing, record, liveLine);
   return {
     el,
     show(p) {
       replace(body, actionLine(p), details(p));
       replace(risk, ...riskLines(p));
       edge.textContent = edgeWords(p);
+      timing.textContent = timingWords(p.record);
       replace(record, p.record ? recordTable(p.record) : h('p', {}, 'No out-of-sample record for this model.'));
     },
     training(seconds) {
@@ -78,7 +82,8 @@ function volatilityModel(kind) {
   return { garch: 'GARCH(1,1)', gjr: 'GJR-GARCH', har: 'HAR of realised variance', naive: '21-day average' }[kind] || kind || 'model not recorded';
 }
 
-/** The edge in words, with the evidence: p-value and the Sharpe difference's 90% interval. */
+/** The edge (direction skill) in words, with the evidence: the corrected p-value and the 90%
+ * interval of the Sharpe difference to plain volatility targeting. */
 function edgeWords(p) {
   const base = p.edge === true ? EDGE_TRUE : p.edge === false ? EDGE_FALSE : '';
   const r = p.record || {};
@@ -87,8 +92,16 @@ function edgeWords(p) {
   const chance = Math.max(1, Math.round(r.p_value * 100));
   const luck = `a strategy with no edge would do at least this well about ${chance} times in 100`;
   const interval = low === null || low === undefined ? ''
-    : ` The Sharpe ratio's difference to holding the index is likely between ${fixed(low)} and ${fixed(high)}.`;
+    : ` The Sharpe ratio's difference to the same sizing with no direction is likely between ${fixed(low)} and ${fixed(high)}.`;
   return `${base} (p = ${fixed(r.p_value, 2)}: ${luck}.)${interval}`;
+}
+
+/** Risk timing, apart from the edge: what holding less when swings are forecast large did
+ * against holding the index; nothing for a record made before it was reported. */
+function timingWords(r) {
+  const t = r && r.risk_timing;
+  if (!t) return '';
+  return `Risk timing (volatility targeting, no direction) against holding the index: ${t.verdict}.`;
 }
 
 function fixed(value, digits = 2) {
@@ -103,12 +116,16 @@ function recordTable(r) {
     h('thead', {}, h('tr', {},
       h('th', { scope: 'col' }, 'Measure'),
       h('th', { scope: 'col', class: 'num' }, 'Following the signal'),
+      h('th', { scope: 'col', class: 'num' }, 'Same sizing, no direction'),
       h('th', { scope: 'col', class: 'num' }, 'Holding the index (buy and hold, always up)'))),
     h('tbody', {},
       h('tr', {}, h('th', { scope: 'row' }, 'Sharpe ratio after costs'),
-        h('td', { class: 'num' }, fixed(r.sharpe)), h('td', { class: 'num' }, fixed(r.buy_and_hold_sharpe))),
+        h('td', { class: 'num' }, fixed(r.sharpe)), h('td', { class: 'num' }, fixed(r.vol_target_sharpe)),
+        h('td', { class: 'num' }, fixed(r.buy_and_hold_sharpe))),
       h('tr', {}, h('th', { scope: 'row' }, 'Average exposure'),
-        h('td', { class: 'num' }, percent(r.mean_exposure, 0)), h('td', { class: 'num' }, '100%')),
+        h('td', { class: 'num' }, percent(r.mean_exposure, 0)), h('td', { class: 'num' }, '—'),
+        h('td', { class: 'num' }, '100%')),
       h('tr', {}, h('th', { scope: 'row' }, 'Direction accuracy'),
-        h('td', { class: 'num' }, percent(r.accuracy)), h('td', { class: 'num' }, percent(r.always_up_accuracy)))));
+        h('td', { class: 'num' }, percent(r.accuracy)), h('td', { class: 'num' }, '—'),
+        h('td', { class: 'num' }, percent(r.always_up_accuracy)))));
 }

@@ -189,12 +189,15 @@ def holm(p_values: dict[str, float | None]) -> dict[str, float | None]:
 
 
 def plain_words(test: dict[str, Any], benchmark: str = "holding the index") -> str:
-    """One sentence a non-statistician reads, e.g. "no evidence this beats holding the index"."""
-    p = test.get("p_value")
+    """One sentence a non-statistician reads, e.g. "no evidence this beats holding the index".
+    Uses the corrected p-value when the test has one (`p_value_corrected`, see `holm`)."""
+    p = test.get("p_value_corrected", test.get("p_value"))
     if p is None or not math.isfinite(p):
         return "not enough data to tell"
+    tests = test.get("tests_in_family")
+    corrected = f", corrected for {tests} tests" if "p_value_corrected" in test and tests else ""
     if p < EDGE_P_VALUE:
-        return f"evidence this beats {benchmark} (p = {p:.3f})"
+        return f"evidence this beats {benchmark} (p = {p:.3f}{corrected})"
     if p < 0.2:
-        return f"weak, inconclusive evidence this beats {benchmark} (p = {p:.2f})"
-    return f"no evidence this beats {benchmark} (p = {p:.2f})"
+        return f"weak, inconclusive evidence this beats {benchmark} (p = {p:.2f}{corrected})"
+    return f"no evidence this beats {benchmark} (p = {p:.2f}{corrected})"

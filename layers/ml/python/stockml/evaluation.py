@@ -3,14 +3,21 @@
 Protocol: the model is refitted every `refit_every` trading days on bars that end at least `gap`
 days before the fold it predicts, then predicts each day of that fold. Every number reported here
 comes from those out-of-sample predictions and is compared with simple baselines on the same days.
-The strategy is "long on buy, flat on sell", paying `cost_bps` per side on every position change.
+The strategy is "long on buy, flat on sell". Every strategy trades a bar late: a decision made
+from close t is filled at close t+1 (`lag`, default one bar) and earns close t+1 to close t+2,
+paying `cost_bps` plus half of `spread_bps` per unit of turnover.
 Beside it: volatility forecasts (stockml.volatility) scored with QLIKE and MSE against the next 1,
 5 and 21 days' squared returns, with Diebold-Mariano tests against the naive forecast; and sized
 strategies (stockml.sizing): plain volatility targeting and, per model, volatility targeting
-scaled by its conviction, paying `cost_bps` per unit of turnover. Every choice behind them (the
+scaled by its conviction, with the same costs and lag. Every choice behind them (the
 volatility model, the target, the horizon, the conviction strength) is made at each refit from
-days before it only. Each is tested against buy and hold with a stationary block bootstrap
-(stockml.edge); `edge` is true only when p < 0.05.
+days before it only. Each is tested against buy and hold and each sized model against plain
+volatility targeting with a studentised block bootstrap (stockml.edge); every p-value of an
+evaluation is Holm-corrected as one family (`correct_for_multiple_tests`, also across the symbols
+of one run). `edge` is direction skill: a model's sized strategy beat plain volatility targeting
+with a corrected p < 0.05. What volatility targeting does against holding is "risk timing",
+reported on its own. Too short a history moves the first test date to the first day with
+`min_train_days` of usable history before it, and the report says so.
 Training-side tooling: numpy and scikit-learn's metrics, no pandas; `plot_report` imports
 matplotlib only when called.
 """
@@ -19,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,7 +34,7 @@ import numpy as np
 from sklearn.metrics import log_loss
 
 from stockml.artifact import action_for
-from stockml.edge import DEFAULT_RESAMPLES, plain_words, sharpe_difference_test
+from stockml.edge import DEFAULT_RESAMPLES, EDGE_P_VALUE, holm, plain_words, sharpe_difference_test
 from stockml.features import (
     FEATURE_NAMES,
     DatedRows,
@@ -39,6 +46,7 @@ from stockml.features import (
     usable_rows,
 )
 from stockml.models import MODEL_KINDS, make_model
+from stockml.performance import summary
 from stockml.sizing import (
     CONVICTION_STRENGTHS,
     DEFAULT_MAX_EXPOSURE,
@@ -59,6 +67,13 @@ from stockml.volatility import (
 from stockml.volatility_fit import diebold_mariano, walk_forward_volatility
 
 TRADING_DAYS = 252
+EXECUTION_LAG = 1
+DEFAULT_COST_BPS = 10.0
+DEFAULT_SPREAD_BPS = 5.0
+DEFAULT_MIN_TRAIN_DAYS = 504
+MIN_TEST_DAYS = 126
+HOLDING = "holding the index"
+VOL_TARGETING = "plain volatility targeting"
 DEFAULT_ROLLING_DAYS = 5 * TRADING_DAYS
 MIN_IC_DAYS = 10
 BASELINES = ("buy_and_hold", "always_up", "yesterday", "sma_20_50")
@@ -194,6 +209,41 @@ def walk_forward(frame: Frame, kind: str, *, first_test_date: Any, refit_every: 
     )
 
 
+def executed(position: np.ndarray, lag: int = EXECUTION_LAG) -> np.ndarray:
+    """The exposure held from each close to the next when the decision made at close t is filled
+    `lag` closes later: flat until the first decision is filled."""
+    position = np.asarray(position, dtype=float)
+    if lag < 0:
+        raise ValueError("lag must be 0 or more bars")
+    if lag == 0:
+        return position
+    held = np.zeros_like(position)
+    held[lag:] = position[:-lag]
+    return held
+
+
+def choose_first_test_date(usable: np.ndarray, wanted: Any = None,
+                           min_train_days: int = DEFAULT_MIN_TRAIN_DAYS) -> tuple[np.datetime64, str]:
+    """The first out-of-sample day and why: `wanted` when at least `min_train_days` usable rows
+    come before it, else the first day that has them (a stock listed later still evaluates);
+    ValueError when the history cannot give MIN_TEST_DAYS out-of-sample days after that."""
+    usable = np.asarray(usable, dtype="datetime64[D]")
+    needed = min_train_days + MIN_TEST_DAYS
+    if len(usable) < needed:
+        raise ValueError(f"need at least {needed} days with features and a known next day "
+                         f"({min_train_days} to train, {MIN_TEST_DAYS} to test), have {len(usable)}")
+    earliest = usable[min_train_days]
+    if wanted is None:
+        return earliest, f"the first day with {min_train_days} days of history before it"
+    wanted = as_day(wanted)
+    if wanted < earliest:
+        return earliest, (f"moved from {wanted} to {earliest}: the first day with {min_train_days} days "
+                          f"of history before it (the history's first usable day is {usable[0]})")
+    if wanted > usable[-MIN_TEST_DAYS]:
+        raise ValueError(f"first test date {wanted} leaves fewer than {MIN_TEST_DAYS} out-of-sample days")
+    return wanted, "as asked"
+
+
 def strategy_returns(position: np.ndarray, realised: np.ndarray, cost_bps: float = 10) -> np.ndarray:
     """Daily net returns of holding `position` (0..1) from each close to the next.
 
@@ -270,8 +320,9 @@ def _directional(pred_up: np.ndarray, direction: np.ndarray) -> dict[str, float]
     return {"accuracy": float((pred == truth).mean()), "balanced_accuracy": float(np.mean(recalls))}
 
 
-def metrics(oos: OutOfSample, *, cost_bps: float = 10) -> dict[str, Any]:
-    """Directional, probabilistic, ranking (monthly IC) and after-cost strategy metrics of oos rows."""
+def metrics(oos: OutOfSample, *, cost_bps: float = 10, lag: int = EXECUTION_LAG) -> dict[str, Any]:
+    """Directional, probabilistic and ranking (monthly IC) metrics of oos rows, and the after-cost
+    metrics of trading them `lag` bars late (long on buy, flat on sell)."""
     direction = oos.direction.astype(int)
     prob = oos.prob_up.astype(float)
     ic = monthly_ic(oos.dates, oos.expected_return, oos.realised_return)
@@ -285,16 +336,17 @@ def metrics(oos: OutOfSample, *, cost_bps: float = 10) -> dict[str, Any]:
         "ic_ir": float(ic.mean() / ic_std) if len(ic) > 1 and ic_std > 0 else math.nan,
         "ic_months": len(ic),
     })
-    out.update(strategy_metrics(oos.buy.astype(float), oos.realised_return, cost_bps))
+    out.update(strategy_metrics(executed(oos.buy.astype(float), lag), oos.realised_return, cost_bps))
     return out
 
 
-def baselines(frame: Frame, oos_dates: np.ndarray, cost_bps: float = 10) -> dict[str, dict[str, Any]]:
+def baselines(frame: Frame, oos_dates: np.ndarray, cost_bps: float = 10,
+              lag: int = EXECUTION_LAG) -> dict[str, dict[str, Any]]:
     """Naive rules on the same out-of-sample days, with the same metric keys (None where undefined).
 
     buy_and_hold: always long. always_up: predict up every day (trades as buy and hold).
     yesterday: predict the direction of the return that ended at t. sma_20_50: long when the
-    20-day average close is above the 50-day one at t.
+    20-day average close is above the 50-day one at t. Rules trade `lag` bars late, as models do.
     """
     oos_dates = np.asarray(oos_dates, dtype="datetime64[D]")
     at = np.searchsorted(frame.dates, oos_dates)
@@ -308,9 +360,9 @@ def baselines(frame: Frame, oos_dates: np.ndarray, cost_bps: float = 10) -> dict
         up_today[1:] = close[1:] / close[:-1] - 1 > 0
         sma_up = rolling_mean(close, 20) > rolling_mean(close, 50)
     signals = {
-        "always_up": np.ones(len(at), dtype=bool),
-        "yesterday": up_today[at],
-        "sma_20_50": sma_up[at],
+        "always_up": np.ones(len(close), dtype=bool),
+        "yesterday": up_today,
+        "sma_20_50": sma_up,
     }
     out = {}
     for name in BASELINES:
@@ -318,8 +370,9 @@ def baselines(frame: Frame, oos_dates: np.ndarray, cost_bps: float = 10) -> dict
         if name == "buy_and_hold":
             row.update(strategy_metrics(np.ones(len(at)), realised, cost_bps))
         else:
-            row.update(_directional(signals[name], direction))
-            row.update(strategy_metrics(signals[name].astype(float), realised, cost_bps))
+            row.update(_directional(signals[name][at], direction))
+            held = executed(signals[name].astype(float), lag)[at]
+            row.update(strategy_metrics(held, realised, cost_bps))
         out[name] = row
     return out
 
@@ -403,7 +456,8 @@ def select_volatility_kind(forecasts: dict[str, dict[int, np.ndarray]], returns:
 
 @dataclass
 class SizedStrategies:
-    """Positions of the sized strategies on every frame row (0 before the first decision), the
+    """Decided positions of the sized strategies on every frame row (0 before the first decision;
+    a model's sized strategy holds plain volatility targeting's before its first judged day), the
     choices made at each decision row, and the next-day simple return of every row."""
 
     positions: dict[str, np.ndarray]
@@ -413,14 +467,19 @@ class SizedStrategies:
 
 def size_strategies(frame: Frame, forecasts: dict[str, dict[int, np.ndarray]], returns: np.ndarray,
                     prob_up: dict[str, np.ndarray], *, start: int, first_judged: int, refit_every: int,
-                    cost_bps: float, max_exposure: float = DEFAULT_MAX_EXPOSURE) -> SizedStrategies:
+                    cost_bps: float, max_exposure: float = DEFAULT_MAX_EXPOSURE,
+                    lag: int = EXECUTION_LAG) -> SizedStrategies:
     """Plain volatility targeting ("vol_target") and, per direction model, volatility targeting
     scaled by its conviction ("sized_<kind>"), every choice made on past days only (nested).
 
-    At each decision row d: the volatility kind with the lowest past QLIKE; then the rule
-    (target multiple x horizon, and for a model the conviction strength) whose after-cost Sharpe
-    over rows before d was highest, among candidates with at least MIN_SELECTION_DAYS past days
-    (else the default rule). `prob_up[kind]` is NaN where the model made no out-of-sample call.
+    At each decision row d: the volatility kind with the lowest past QLIKE; then for plain
+    volatility targeting the rule (target multiple x horizon) whose after-cost Sharpe over rows
+    before d was highest, among candidates with at least MIN_SELECTION_DAYS past days (else the
+    default rule), each candidate traded `lag` bars late; and for a model, on top of that very
+    rule, the conviction strength chosen the same way. A model's sized strategy thus differs from
+    plain volatility targeting by its direction calls alone: with strength 0 they are the same.
+    Positions are the decisions (`executed` gives what is held). `prob_up[kind]` is NaN where the
+    model made no out-of-sample call.
     """
     n = len(frame)
     next_return = build_targets(frame).next_return
@@ -428,50 +487,63 @@ def size_strategies(frame: Frame, forecasts: dict[str, dict[int, np.ndarray]], r
     decisions = _decision_rows(first_judged, start, n, refit_every)
     vol_choice = {d: select_volatility_kind(forecasts, returns, start, d) for d in decisions}
 
-    def candidate_positions(kind_prob: np.ndarray | None,
-                            strengths: Sequence[float]) -> dict[SizingRule, np.ndarray]:
+    def plain_candidates() -> dict[SizingRule, np.ndarray]:
         out = {}
         for m in TARGET_MULTIPLES:
             for h in SIZING_HORIZONS:
-                for s in strengths:
-                    rule = SizingRule(m, h, s, max_exposure)
-                    pos = np.zeros(n)
-                    for d, end in zip(decisions, [*decisions[1:], n], strict=True):
-                        f = forecasts[vol_choice[d]][h][d:end]
-                        pos[d:end] = exposure(f, m * target_vol[d:end], rule,
-                                              None if kind_prob is None else kind_prob[d:end])
-                    out[rule] = pos
+                rule = SizingRule(m, h, 0.0, max_exposure)
+                pos = np.zeros(n)
+                for d, end in zip(decisions, [*decisions[1:], n], strict=True):
+                    pos[d:end] = exposure(forecasts[vol_choice[d]][h][d:end], m * target_vol[d:end], rule)
+                out[rule] = pos
         return out
 
-    def best_rule(nets: dict[SizingRule, np.ndarray], past: slice) -> SizingRule | None:
-        scores = {rule: _mean_sharpe(net[past]) for rule, net in nets.items()}
-        finite = {rule: v for rule, v in scores.items() if math.isfinite(v)}
+    def best(nets: dict[Any, np.ndarray], past: slice) -> Any:
+        scores = {key: _mean_sharpe(net[past]) for key, net in nets.items()}
+        finite = {key: v for key, v in scores.items() if math.isfinite(v)}
         return max(finite, key=finite.__getitem__) if finite else None
 
-    def compose(name: str, cands: dict[SizingRule, np.ndarray], first: int,
-                default: Callable[[int], SizingRule]) -> np.ndarray:
+    def compose(name: str, cands: dict[Any, np.ndarray], first: int, default: Callable[[int], Any],
+                rule_at: Callable[[Any, int], SizingRule], before: np.ndarray | None = None) -> np.ndarray:
         known = np.nan_to_num(next_return)
-        nets = {rule: strategy_returns(pos, known, cost_bps) for rule, pos in cands.items()}
-        final = np.zeros(n)
+        nets = {key: strategy_returns(executed(pos, lag), known, cost_bps) for key, pos in cands.items()}
+        final = np.zeros(n) if before is None else before.copy()
         choices[name] = []
         for d, end in zip(decisions, [*decisions[1:], n], strict=True):
             if d < first:
                 continue
-            rule = best_rule(nets, slice(first, d)) if d - first >= MIN_SELECTION_DAYS else None
-            rule = rule or default(d)
-            final[d:end] = cands[rule][d:end]
-            choices[name].append({"row": d, "volatility": vol_choice[d], **rule.to_dict()})
+            key = best(nets, slice(first, d)) if d - first >= MIN_SELECTION_DAYS else None
+            key = default(d) if key is None else key
+            final[d:end] = cands[key][d:end]
+            choices[name].append({"row": d, "volatility": vol_choice[d], **rule_at(key, d).to_dict()})
         return final
+
+    def conviction_candidates(prob: np.ndarray) -> dict[float, np.ndarray]:
+        """Per conviction strength: plain volatility targeting's own rule at every decision,
+        scaled by the model's conviction (strength 0 is plain volatility targeting itself)."""
+        out = {}
+        for strength in CONVICTION_STRENGTHS:
+            pos = np.zeros(n)
+            for d, end in zip(decisions, [*decisions[1:], n], strict=True):
+                rule = with_strength(strength, d)
+                f = forecasts[vol_choice[d]][rule.horizon][d:end]
+                pos[d:end] = exposure(f, rule.target_multiple * target_vol[d:end], rule, prob[d:end])
+            out[strength] = pos
+        return out
 
     choices: dict[str, list[dict[str, Any]]] = {}
     plain_default = SizingRule(DEFAULT_RULE.target_multiple, DEFAULT_RULE.horizon, 0.0, max_exposure)
-    positions = {"vol_target": compose("vol_target", candidate_positions(None, (0.0,)), start,
-                                       lambda d: plain_default)}
+    positions = {"vol_target": compose("vol_target", plain_candidates(), start,
+                                       lambda d: plain_default, lambda rule, d: rule)}
     plain_rule = {c["row"]: SizingRule(c["target_multiple"], c["horizon"], 0.0, max_exposure)
                   for c in choices["vol_target"]}
+
+    def with_strength(strength: float, d: int) -> SizingRule:
+        return replace(plain_rule[d], conviction_strength=strength)
+
     for kind, prob in prob_up.items():
-        positions[f"sized_{kind}"] = compose(f"sized_{kind}", candidate_positions(prob, CONVICTION_STRENGTHS),
-                                             first_judged, plain_rule.__getitem__)
+        positions[f"sized_{kind}"] = compose(f"sized_{kind}", conviction_candidates(prob), first_judged,
+                                             lambda d: 0.0, with_strength, before=positions["vol_target"])
     return SizedStrategies(positions, choices, next_return)
 
 
@@ -499,13 +571,17 @@ class Evaluation:
 
 
 def evaluate_with_frames(frame: Frame, *, symbol: str, kinds: Sequence[str] = MODEL_KINDS,
-                         first_test_date: Any = "2009-02-09", refit_every: int = 21, gap: int = 1,
-                         window: Window = "expanding", cost_bps: float = 10,
+                         first_test_date: Any = None, refit_every: int = 21, gap: int = 1,
+                         window: Window = "expanding", cost_bps: float = DEFAULT_COST_BPS,
+                         spread_bps: float = DEFAULT_SPREAD_BPS, lag: int = EXECUTION_LAG,
+                         min_train_days: int = DEFAULT_MIN_TRAIN_DAYS,
                          vol_kinds: Sequence[str] = VOLATILITY_KINDS, vol_refit_every: int = VOL_REFIT_EVERY,
                          max_exposure: float = DEFAULT_MAX_EXPOSURE, resamples: int = DEFAULT_RESAMPLES,
                          progress: Progress | None = None) -> tuple[dict[str, Any], Evaluation]:
     """Like `evaluate`, also returning the series behind it (for `plot_report`)."""
     usable = frame.dates[usable_rows(build_features(frame), build_targets(frame))]
+    first_test_date, first_test_reason = choose_first_test_date(usable, first_test_date, min_train_days)
+    trade_cost = cost_bps + spread_bps / 2
     n_folds = len(walk_forward_splits(usable, first_test_date=first_test_date, refit_every=refit_every,
                                       gap=gap, window=window))
     first_row = int(np.searchsorted(frame.dates, usable[np.searchsorted(usable, as_day(first_test_date))]))
@@ -545,33 +621,43 @@ def evaluate_with_frames(frame: Frame, *, symbol: str, kinds: Sequence[str] = MO
         p[rows] = oos.prob_up
         prob_up[kind] = p
     sized = size_strategies(frame, forecasts, returns, prob_up, start=vol_start, first_judged=first_judged,
-                            refit_every=refit_every, cost_bps=cost_bps, max_exposure=max_exposure)
+                            refit_every=refit_every, cost_bps=trade_cost, max_exposure=max_exposure, lag=lag)
     realised = sized.next_return[rows]
-    judged_positions = {name: pos[rows] for name, pos in sized.positions.items()}
-    judged_positions = {"buy_and_hold": np.ones(len(rows)), **judged_positions}
+    held = {name: executed(pos, lag)[rows] for name, pos in sized.positions.items()}
+    held = {"buy_and_hold": np.ones(len(rows)), **held}
 
-    models = {kind: metrics(oos, cost_bps=cost_bps) for kind, oos in frames.items()}
-    base = baselines(frame, oos_dates, cost_bps=cost_bps)
-    net = {name: strategy_returns(pos, realised, cost_bps) for name, pos in judged_positions.items()}
+    models = {kind: metrics(oos, cost_bps=trade_cost, lag=lag) for kind, oos in frames.items()}
+    base = baselines(frame, oos_dates, cost_bps=trade_cost, lag=lag)
+    net = {name: strategy_returns(pos, realised, trade_cost) for name, pos in held.items()}
+
+    def test(name: str, against: str) -> dict[str, Any]:
+        result = sharpe_difference_test(net[name], net[against], resamples=resamples)
+        return {**result, "against": HOLDING if against == "buy_and_hold" else VOL_TARGETING}
+
+    trials = configurations_tried(len(kinds), len(vol_kinds))
+
+    def performance(name: str) -> dict[str, Any]:
+        """Sortino, Calmar, drawdown duration, information ratio, beta and alpha against holding,
+        PSR and the deflated Sharpe ratio for this evaluation's trials, and a row per year."""
+        return summary(oos_dates, net[name], net["buy_and_hold"], trials=trials)
+
     sizing = {}
-    for name, pos in judged_positions.items():
-        row: dict[str, Any] = strategy_metrics(pos, realised, cost_bps)
+    for name, pos in held.items():
+        row: dict[str, Any] = strategy_metrics(pos, realised, trade_cost)
+        row.update({k: v for k, v in performance(name).items() if k not in row})
         if name != "buy_and_hold":
-            row["vs_buy_and_hold"] = sharpe_difference_test(net[name], net["buy_and_hold"],
-                                                            resamples=resamples)
-            row["vs_buy_and_hold"]["words"] = plain_words(row["vs_buy_and_hold"])
+            row["vs_buy_and_hold"] = test(name, "buy_and_hold")
         if name.startswith("sized_"):
-            row["vs_vol_target"] = sharpe_difference_test(net[name], net["vol_target"], resamples=resamples)
-            row["vs_vol_target"]["words"] = plain_words(row["vs_vol_target"], "plain volatility targeting")
+            row["vs_vol_target"] = test(name, "vol_target")
         if name in sized.choices:
             row["choices"] = _choice_summary(sized.choices[name], frame.dates, first_judged)
         sizing[name] = row
-    long_flat = {kind: sharpe_difference_test(strategy_returns(oos.buy.astype(float), realised, cost_bps),
-                                              net["buy_and_hold"], resamples=resamples)
-                 for kind, oos in frames.items()}
-    for kind, test in long_flat.items():
-        models[kind]["vs_buy_and_hold"] = test
-    edge = {kind: bool(sizing[f"sized_{kind}"]["vs_buy_and_hold"]["edge"]) for kind in frames}
+    for kind, oos in frames.items():
+        long_flat = executed(oos.buy.astype(float), lag)
+        net[f"long_flat_{kind}"] = strategy_returns(long_flat, realised, trade_cost)
+        models[kind]["vs_buy_and_hold"] = test(f"long_flat_{kind}", "buy_and_hold")
+        models[kind].update({k: v for k, v in performance(f"long_flat_{kind}").items()
+                             if k not in models[kind]})
     report = {
         "symbol": symbol,
         "out_of_sample": {"start": str(oos_dates[0]), "end": str(oos_dates[-1]), "days": len(oos_dates)},
@@ -580,6 +666,8 @@ def evaluate_with_frames(frame: Frame, *, symbol: str, kinds: Sequence[str] = MO
             "validation": f"walk-forward, {window} window, refit every {refit_every} trading days, "
                           f"last training row {gap} day(s) before each fold",
             "first_test_date": str(as_day(first_test_date)),
+            "first_test_date_reason": first_test_reason,
+            "min_train_days": min_train_days,
             "train_start": str(usable[0]),
             "window": window, "refit_every": refit_every, "gap": gap,
             "folds": math.ceil(len(oos_dates) / refit_every),
@@ -587,15 +675,24 @@ def evaluate_with_frames(frame: Frame, *, symbol: str, kinds: Sequence[str] = MO
             "sized_strategy": "exposure = target volatility / forecast volatility, in [0, max exposure], "
                               "optionally scaled by the direction model's conviction; volatility model, "
                               "target, horizon and conviction chosen every refit on past days only",
+            "execution": f"a decision made from close t is filled at close t+{lag} and earns the returns "
+                         "after it" if lag else "filled at the very close the decision was made from "
+                         "(lag 0: not tradeable, for research only)",
+            "lag": lag,
             "max_exposure": max_exposure,
             "cost_bps": cost_bps,
-            "cost": "cost_bps per unit of turnover (|change of exposure|)",
+            "spread_bps": spread_bps,
+            "trade_cost_bps": trade_cost,
+            "cost": "cost_bps plus half the spread per unit of turnover (|change of exposure|)",
             "volatility": f"{', '.join(vol_kinds)} refitted every {vol_refit_every} trading days on the "
                           f"returns before each fold (the first from {frame.dates[vol_start]}), "
                           "forecasts updated daily",
-            "edge_test": "stationary block bootstrap of paired daily returns, one-sided p of "
-                         "'Sharpe not above buy and hold', 90% basic interval; edge = p < 0.05",
+            "edge_test": "studentised circular block bootstrap of paired daily returns (Ledoit-Wolf), "
+                         "one-sided p of 'Sharpe not above the benchmark', 90% interval; every p of the "
+                         "evaluation Holm-corrected as one family; edge = a sized model beats plain "
+                         "volatility targeting with a corrected p < 0.05",
             "resamples": resamples,
+            "configurations": trials,
             "features": list(FEATURE_NAMES),
         },
         "params": {kind: make_model(kind).params for kind in kinds},
@@ -603,21 +700,65 @@ def evaluate_with_frames(frame: Frame, *, symbol: str, kinds: Sequence[str] = MO
         "baselines": base,
         "volatility": vol_scores,
         "sizing": sizing,
-        "edge": edge,
     }
-    series = Evaluation(frames, oos_dates, realised, judged_positions,
-                        {h: selected[h][rows] for h in HORIZONS})
+    correct_for_multiple_tests([report])
+    series = Evaluation(frames, oos_dates, realised, held, {h: selected[h][rows] for h in HORIZONS})
     return _clean(report), series
 
 
+def configurations_tried(models: int, volatility_models: int) -> int:
+    """Strategies one evaluation tries, as trials for the deflated Sharpe ratio: every
+    volatility model x target multiple x horizon for plain volatility targeting, and the same with
+    each non-zero conviction strength per direction model; plus each model's long/flat rule."""
+    rules = volatility_models * len(TARGET_MULTIPLES) * len(SIZING_HORIZONS)
+    return rules * (1 + models * (len(CONVICTION_STRENGTHS) - 1)) + models
+
+
+def _tests(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every hypothesis test of a report, by a name unique across symbols."""
+    found = {}
+    for name, row in report["sizing"].items():
+        for key in ("vs_buy_and_hold", "vs_vol_target"):
+            if row.get(key):
+                found[f"{report['symbol']}/{name}/{key}"] = row[key]
+    for kind, row in report["models"].items():
+        if row.get("vs_buy_and_hold"):
+            found[f"{report['symbol']}/{kind}/long_flat/vs_buy_and_hold"] = row["vs_buy_and_hold"]
+    return found
+
+
+def correct_for_multiple_tests(reports: list[dict[str, Any]]) -> int:
+    """Holm-corrects every p-value of `reports` (one or several symbols' evaluations) as one
+    family, in place: each test gets `p_value_corrected`, `tests_in_family`, `edge` (corrected
+    p < 0.05) and its `words`; each report its `edge` per model (direction skill: the sized model
+    against plain volatility targeting) and its `risk_timing` (plain volatility targeting against
+    holding). Returns the family's size."""
+    family = {name: t for report in reports for name, t in _tests(report).items()}
+    corrected = holm({name: t.get("p_value") for name, t in family.items()})
+    size = sum(p is not None for p in corrected.values())
+    for name, t in family.items():
+        t["p_value_corrected"] = corrected[name]
+        t["tests_in_family"] = size
+        t["edge"] = corrected[name] is not None and corrected[name] < EDGE_P_VALUE
+        t["words"] = plain_words(t, t.get("against", HOLDING))
+    for report in reports:
+        report["edge"] = {kind: bool(report["sizing"][f"sized_{kind}"]["vs_vol_target"]["edge"])
+                          for kind in report["models"]}
+        timing = report["sizing"]["vol_target"]["vs_buy_and_hold"]
+        report["risk_timing"] = {"edge": bool(timing["edge"]), "words": timing["words"],
+                                 "what": "plain volatility targeting against holding the index"}
+    return size
+
+
 def evaluate(frame: Frame, *, symbol: str, kinds: Sequence[str] = MODEL_KINDS,
-             first_test_date: Any = "2009-02-09", refit_every: int = 21, cost_bps: float = 10,
+             first_test_date: Any = None, refit_every: int = 21, cost_bps: float = DEFAULT_COST_BPS,
              max_exposure: float = DEFAULT_MAX_EXPOSURE, progress: Progress | None = None) -> dict[str, Any]:
     """JSON-serialisable report: out-of-sample period, protocol, per-model metrics, baselines,
-    volatility forecasts' scores, sized strategies with their bootstrap tests, and edge.
+    volatility forecasts' scores, sized strategies with their bootstrap tests, edge and risk timing.
 
-    `report["edge"][kind]` is True only when the model's sized strategy beat buy and hold's
-    after-cost Sharpe on the same out-of-sample days with a bootstrap p-value below 0.05.
+    `report["edge"][kind]` is True only when the model's sized strategy beat plain volatility
+    targeting's after-cost Sharpe on the same out-of-sample days, traded a bar late, with a
+    Holm-corrected bootstrap p-value below 0.05.
     """
     report, _ = evaluate_with_frames(frame, symbol=symbol, kinds=kinds, first_test_date=first_test_date,
                                      refit_every=refit_every, cost_bps=cost_bps, max_exposure=max_exposure,
@@ -662,7 +803,9 @@ def format_table(report: dict[str, Any]) -> str:
     rule = "-" * len(line(header))
     out = [
         f"{report['symbol']}: out-of-sample {period['start']} to {period['end']} ({period['days']} days)",
-        f"{p['validation']}; {p['strategy']}, {p['cost_bps']:g} bps per side",
+        f"{p['validation']}; {p['strategy']}, {p['trade_cost_bps']:g} bps per unit traded "
+        f"({p['cost_bps']:g} cost + half a {p['spread_bps']:g} bps spread); {p['execution']}",
+        f"first test date {p['first_test_date']}: {p['first_test_date_reason']}",
         rule, line(header), rule,
         *(line(r) for r in body[: len(report["models"])]),
         rule,
@@ -705,30 +848,58 @@ def volatility_table(report: dict[str, Any]) -> list[str]:
 
 
 def sizing_table(report: dict[str, Any]) -> list[str]:
-    """Lines: the sized strategies beside buy and hold, the Sharpe difference with its 90% interval
-    and bootstrap p-value, and a verdict in plain words."""
+    """Lines: the sized strategies beside buy and hold, each Sharpe difference with its 90%
+    interval and Holm-corrected p-value, against holding and against plain volatility targeting;
+    then the verdicts in plain words: edge (direction skill) apart from risk timing."""
     header = ["", "ann. return", "Sharpe", "max DD", "exposure", "turnover", "dSharpe vs hold",
-              "90% interval", "p", "vs vol target p"]
+              "90% interval", "p (corr.)", "dSharpe vs vol target", "90% interval", "p (corr.)"]
     body = []
-    words = []
+
+    def cells(test: dict[str, Any]) -> list[str]:
+        if not test:
+            return ["", "", ""]
+        low, high = test.get("interval_90") or (None, None)
+        return [_fmt(test.get("difference"), "+.3f"), f"[{_fmt(low, '+.3f')}, {_fmt(high, '+.3f')}]",
+                _fmt(test.get("p_value_corrected"), ".3f")]
+
     for name, m in report["sizing"].items():
-        test, vt = m.get("vs_buy_and_hold") or {}, m.get("vs_vol_target") or {}
-        interval = test.get("interval_90")
         body.append([name, _fmt(m["annual_return"], "pct"), _fmt(m["sharpe"], ".2f"),
                      _fmt(m["max_drawdown"], "pct"), _fmt(m["exposure"], ".2f"), _fmt(m["turnover"], ".1f"),
-                     _fmt(test.get("difference"), "+.3f"),
-                     f"[{_fmt(interval[0], '+.3f')}, {_fmt(interval[1], '+.3f')}]" if interval else "",
-                     _fmt(test.get("p_value"), ".3f"), _fmt(vt.get("p_value"), ".3f")])
-        if test:
-            words.append(f"{name}: {'EDGE' if test['edge'] else 'no edge'}, {test['words']}")
+                     *cells(m.get("vs_buy_and_hold") or {}), *cells(m.get("vs_vol_target") or {})])
+    words = []
+    timing = report.get("risk_timing")
+    if timing:
+        words.append(f"risk timing (vol_target against holding): {'yes' if timing['edge'] else 'no'}, "
+                     f"{timing['words']}")
+    for kind, edge in report.get("edge", {}).items():
+        test = report["sizing"][f"sized_{kind}"]["vs_vol_target"]
+        words.append(f"edge of {kind} (direction skill: sized_{kind} against vol_target): "
+                     f"{'EDGE' if edge else 'no edge'}, {test['words']}")
     for kind, m in report["models"].items():
         test = m.get("vs_buy_and_hold") or {}
         if test:
             words.append(f"{kind} long/flat: Sharpe {_fmt(m['sharpe'], '.2f')}, difference "
-                         f"{_fmt(test['difference'], '+.3f')}, p = {_fmt(test['p_value'], '.3f')}")
+                         f"{_fmt(test['difference'], '+.3f')}, {test['words']}")
     p = report["protocol"]
-    return [f"sized strategies: exposure in [0, {p['max_exposure']:g}], {p['cost_bps']:g} bps per unit of "
-            f"turnover; edge = bootstrap p < 0.05", *_aligned(header, body), *words]
+    risk_header = ["", "Sortino", "Calmar", "max DD days", "IR vs hold", "beta", "alpha", "PSR",
+                   f"DSR ({p['configurations']} trials)"]
+    risk_body = [[name, _fmt(m.get("sortino"), ".2f"), _fmt(m.get("calmar"), ".2f"),
+                  _fmt(m.get("max_drawdown_days"), "d"), _fmt(m.get("information_ratio"), "+.2f"),
+                  _fmt(m.get("beta"), ".2f"), _fmt(m.get("alpha"), "pct"), _fmt(m.get("psr"), ".3f"),
+                  _fmt(m.get("deflated_sharpe"), ".3f")] for name, m in report["sizing"].items()]
+    by_year = {name: {row["year"]: row["return"] for row in m.get("yearly") or []}
+               for name, m in report["sizing"].items()}
+    years = sorted({year for returns in by_year.values() for year in returns})
+    year_body = [[str(year), *(_fmt(returns.get(year), "pct") for returns in by_year.values())]
+                 for year in years]
+    words += ["", "risk and performance (IR, beta, alpha against holding; PSR: chance the true Sharpe is "
+              "above 0; DSR: the same against the best of the trials an evaluation makes)",
+              *_aligned(risk_header, risk_body), "", "return by calendar year",
+              *_aligned(["year", *by_year], year_body)]
+    return [f"sized strategies: exposure in [0, {p['max_exposure']:g}], {p['trade_cost_bps']:g} bps per "
+            f"unit of turnover, traded {p['lag']} bar(s) late; p: studentised bootstrap, Holm-corrected "
+            f"across the evaluation's tests; edge = corrected p < 0.05 against vol_target",
+            *_aligned(header, body), *words]
 
 
 def plot_report(report: dict[str, Any], series: Evaluation, path: str | Path) -> Path:
@@ -737,7 +908,7 @@ def plot_report(report: dict[str, Any], series: Evaluation, path: str | Path) ->
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter
 
-    cost = report["protocol"]["cost_bps"]
+    cost = report["protocol"]["trade_cost_bps"]
     fig = Figure(figsize=(11, 10), layout="constrained")
     equity_ax, exposure_ax, vol_ax = fig.subplots(3, 1, sharex=True, height_ratios=[2.2, 1, 1])
     dates = series.dates
@@ -745,14 +916,15 @@ def plot_report(report: dict[str, Any], series: Evaluation, path: str | Path) ->
     for name, pos in series.positions.items():
         curve = (1 + strategy_returns(pos, series.realised, cost)).cumprod()
         m = report["sizing"][name]
-        p_value = (m.get("vs_buy_and_hold") or {}).get("p_value")
+        p_value = (m.get("vs_buy_and_hold") or {}).get("p_value_corrected")
         label = f"{name} (Sharpe {_fmt(m['sharpe'], '.2f')}" + (f", p = {p_value:.2f})" if p_value is not None
                                                                  else ")")
         equity_ax.plot(dates, curve, label=label, **styles.get(name, {"lw": 1}))
         if name != "buy_and_hold":
             exposure_ax.plot(dates, pos, label=name, **styles.get(name, {"lw": 0.8}))
     for kind, oos in series.models.items():
-        curve = (1 + strategy_returns(oos.buy.astype(float), oos.realised_return, cost)).cumprod()
+        held = executed(oos.buy.astype(float), report["protocol"]["lag"])
+        curve = (1 + strategy_returns(held, oos.realised_return, cost)).cumprod()
         equity_ax.plot(oos.dates, curve, lw=0.8, ls="--",
                        label=f"{kind} long/flat (Sharpe {_fmt(report['models'][kind]['sharpe'], '.2f')})")
     equity_ax.set_yscale("log")

@@ -24,6 +24,8 @@ OHLCV = ("open", "high", "low", "close", "volume")
 
 RETURN_WINDOWS = (1, 2, 5, 10, 20)
 SMA_WINDOWS = (10, 20, 50)
+# Rows before the first one with every feature: the longest window (the 50-day average) less one.
+WARMUP_ROWS = max(SMA_WINDOWS) - 1
 
 FEATURE_NAMES: tuple[str, ...] = (
     *(f"ret_{n}" for n in RETURN_WINDOWS),

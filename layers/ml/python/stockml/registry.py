@@ -5,6 +5,8 @@ Layout in the bucket:
     models/<SYMBOL>/<version>/metadata.json   symbol, version, kind, trained_at, training window,
                                               features, params, metrics, format_version, sha256
     models/<SYMBOL>/latest.json               {"version": ...}
+    models/<SYMBOL>/trials.json               every configuration evaluated and every judgement of
+                                              the edge (stockml.trials), across versions
 
 An artifact is loaded only after its sha256, its format version and its feature list have been
 checked against the metadata and this runtime; a mismatch raises ArtifactRejected (OutdatedArtifact
@@ -138,6 +140,17 @@ class ModelRegistry:
             self._loaded[symbol] = loaded
             self._pointer_checked[symbol] = time.monotonic()
         return loaded
+
+    def trials(self, symbol: str) -> dict[str, Any] | None:
+        """The symbol's trial record (stockml.trials), None before its first evaluation."""
+        try:
+            return json.loads(self._get(f"{_prefix(symbol)}/trials.json"))
+        except ModelNotFound:
+            return None
+
+    def save_trials(self, symbol: str, trials: dict[str, Any]) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key=f"{_prefix(symbol)}/trials.json",
+                           Body=json.dumps(trials, indent=2).encode(), ContentType="application/json")
 
     def forget(self, symbol: str | None = None) -> None:
         with self._lock:

@@ -18,11 +18,14 @@ holds its token (compare-and-extend, one Lua script), and frees it (compare-and-
 training ends, trained or not. A training killed midway (timeout, out of memory, a stopped
 devstack) renews nothing more, and its symbol is free again within the lease.
 
-Every prediction carries its model's out-of-sample record with an `edge` flag: true only when
-its sized strategy beat buy-and-hold's after-cost Sharpe with a one-sided bootstrap p below 0.05
-(stockml.edge). It also says how much risk to take: annualised volatility forecasts for the next
-day and the next 21 days and a recommended exposure (fraction of capital, stockml.sizing), sized
-by the model's own volatility model and sizing rule when the prediction is made. A prediction is
+Every prediction carries its model's out-of-sample record with an `edge` flag: direction skill,
+true only when its sized strategy beat plain volatility targeting's after-cost Sharpe, traded a
+bar late, with a Holm-corrected bootstrap p below 0.05 (stockml.training.record_from). Its
+`action` and its predicted close come from one forecast, the direction model's probability of an
+up day (`expected_move`), so they never point opposite ways. It also says how much risk to
+take: annualised volatility forecasts for the next day and the next 21 days and a recommended
+exposure (fraction of capital, stockml.sizing), sized by the model's own volatility model and
+sizing rule when the prediction is made. A prediction is
 stored once per (symbol, as_of, model_version); asking again returns the stored row. Once the next
 day's close is known, the stored row's outcome is filled in.
 
@@ -36,6 +39,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import math
 import threading
 import uuid
 from collections import OrderedDict
@@ -44,9 +48,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from stockml.artifact import action_for
-from stockml.features import build_features, frame_from_bars
+from stockml.features import WARMUP_ROWS, build_features, frame_from_bars
 from stockml.registry import LoadedModel, ModelNotFound, ModelRegistry, OutdatedArtifact
 from stockml.sizing import recommend
+from stockml.volatility import TRADING_DAYS
 from stockpred import aws, config, logs, postgres, redis_stores, training_budget
 from stockpred.logs import get_logger
 
@@ -91,8 +96,10 @@ class TrainingStarted(Exception):
 
 
 def check_history(bars: list[Bar]) -> None:
-    """NotEnoughHistory unless there are enough bars for the record and the final fit."""
-    needed = config.load().min_train_days + MIN_TEST_DAYS
+    """NotEnoughHistory unless there are enough bars for the record and the final fit: the
+    features' warm-up, MIN_TRAIN_DAYS to train on, MIN_TEST_DAYS to judge and the last bar (whose
+    next day is not known yet)."""
+    needed = WARMUP_ROWS + config.load().min_train_days + MIN_TEST_DAYS + 1
     if len(bars) < needed:
         raise NotEnoughHistory(f"need at least {needed} daily bars to train and evaluate a model, "
                                f"have {len(bars)}")
@@ -307,10 +314,10 @@ def predict(history: History, train_on_demand: bool = True,
         row = _stored(cur, symbol, latest.as_of, loaded.version)
         if row is not None:
             return _body(row), False
-        prob_up, expected = loaded.model.predict(latest.features)
-        prob, exp_ret = float(prob_up[0]), float(expected[0])
+        prob = float(loaded.model.predict(latest.features)[0][0])
         record = loaded.metadata["record"]
         risk = risk_for(loaded.metadata, latest.close, prob)
+        exp_ret = expected_move(prob, risk["volatility"]["next_day"], latest.close)
         cur.execute(
             f"""INSERT INTO predictions (id, symbol, as_of, model_version, last_close, predicted_close,
                    expected_return, probability_up, action, edge, record, risk)
@@ -325,6 +332,19 @@ def predict(history: History, train_on_demand: bool = True,
             return _body(row), True
         # A concurrent request stored it after this transaction's first read: read it now.
         return _body(_stored(cur, symbol, latest.as_of, loaded.version)), False
+
+
+def expected_move(prob_up: float, next_day_volatility: float | None, close: np.ndarray) -> float:
+    """The direction model's forecast as a return: (2 p - 1) E|r|, with E|r| = sigma sqrt(2 / pi)
+    for the next day's standard deviation sigma (the model's own volatility forecast, annualised
+    in; the last 21 days' when there is none). Its sign is the action's, so the predicted close
+    never points against the buy/sell call, and it is 0 at p = 1/2."""
+    if next_day_volatility is not None and math.isfinite(next_day_volatility) and next_day_volatility > 0:
+        sigma = next_day_volatility / math.sqrt(TRADING_DAYS)
+    else:
+        recent = np.diff(np.log(close[-22:]))
+        sigma = float(recent.std()) if len(recent) > 1 else 0.0
+    return (2 * prob_up - 1) * sigma * math.sqrt(2 / math.pi)
 
 
 def risk_for(metadata: dict[str, Any], close: np.ndarray, prob_up: float) -> dict[str, Any]:
@@ -378,6 +398,7 @@ def _body(row: tuple) -> dict[str, Any]:
         "probability": round(prob, 4),
         "confidence": round(max(prob, 1 - prob), 4),
         "expected_return": round(exp_ret, 6),
+        "prediction_explained": prediction_words(prob, exp_ret, float(predicted), risk),
         "last_close": round(float(last_close), 4),
         "model_version": version,
         "as_of": as_of.isoformat(),
@@ -393,6 +414,20 @@ def _body(row: tuple) -> dict[str, Any]:
             "correct": correct,
         },
     }
+
+
+def prediction_words(prob_up: float, expected: float, predicted: float, risk: dict[str, Any] | None) -> str:
+    """Why the predicted close is what it is, for a reader who is not a statistician."""
+    vol = (risk or {}).get("volatility") or {}
+    swing = vol.get("next_day")
+    lean = "an up day" if prob_up >= 0.5 else "a down day"
+    chance = prob_up if prob_up >= 0.5 else 1 - prob_up
+    words = f"The model gives a {chance:.1%} chance of {lean}"
+    if swing:
+        words += f"; the next day's swing is forecast at about {swing / math.sqrt(TRADING_DAYS):.2%}"
+    return (words + f". Together that is an expected move of {expected:+.3%}, a predicted close of "
+            f"{predicted:,.2f}: the lean times the typical size of a day's move, so it points the same "
+            "way as the buy/sell call.")
 
 
 def fill_outcomes(symbol: str, bars: list[Bar]) -> int:
