@@ -10,17 +10,22 @@ The API key is sent as a query parameter and never logged.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import math
 from typing import Any
 
 import pybreaker
 import requests
 
 from stockpred import breakers, price_store
+from stockpred.bar_checks import Split, adjust_for_splits
 from stockpred.logs import get_logger
 from stockpred.prices import Bar, ProviderUnavailable, Quote, SymbolInfo
 
 log = get_logger("alphavantage")
 SOURCE = "alphavantage"
+# In TIME_SERIES_DAILY_ADJUSTED rows: new shares per old on the split's first day, else "1.0".
+SPLIT_COEFFICIENT = "8. split coefficient"
 
 
 class UnknownToProvider(LookupError):
@@ -40,18 +45,31 @@ def check_body(body: Any) -> dict[str, Any]:
 
 
 def parse_daily(body: Any) -> list[Bar]:
+    """Bars oldest first, as sent (TIME_SERIES_DAILY is not split-adjusted). Rows that carry
+    `8. split coefficient` (the adjusted series, whose volume is `6. volume`) are adjusted for the
+    splits it gives instead."""
     series = check_body(body).get("Time Series (Daily)")
     if not isinstance(series, dict):
         raise ProviderUnavailable("Alpha Vantage daily answer has no 'Time Series (Daily)'")
     try:
         bars = [
             Bar(dt.date.fromisoformat(day), float(v["1. open"]), float(v["2. high"]),
-                float(v["3. low"]), float(v["4. close"]), int(float(v["5. volume"])))
+                float(v["3. low"]), float(v["4. close"]),
+                int(float(v["6. volume" if "5. adjusted close" in v else "5. volume"])))
             for day, v in series.items()
         ]
+        coefficients = {dt.date.fromisoformat(day): float(v[SPLIT_COEFFICIENT])
+                        for day, v in series.items() if SPLIT_COEFFICIENT in v}
     except (KeyError, TypeError, ValueError) as exc:
         raise ProviderUnavailable(f"Alpha Vantage daily answer is malformed: {exc}") from exc
-    return sorted(bars, key=lambda b: b.date)
+    bars.sort(key=lambda b: b.date)
+    if any(not math.isfinite(c) or c <= 0 for c in coefficients.values()):
+        raise ProviderUnavailable("Alpha Vantage daily answer has a bad split coefficient")
+    # A coefficient on the oldest bar has nothing before it to adjust in this answer.
+    splits = [Split(bar.date, coefficients[bar.date], prev.close / bar.close if bar.close else 0.0)
+              for prev, bar in itertools.pairwise(bars)
+              if coefficients.get(bar.date, 1.0) != 1.0]
+    return adjust_for_splits(bars, splits)
 
 
 def parse_quote(body: Any, name: str | None = None) -> Quote | None:

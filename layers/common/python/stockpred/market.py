@@ -20,9 +20,8 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from stockpred import aws, config, secrets
+from stockpred import aws, bar_checks, config, secrets
 from stockpred import cache as cache_mod
 from stockpred.alphavantage import AlphaVantageProvider
 from stockpred.cache import Lookup, ReadThroughCache
@@ -41,7 +40,7 @@ from stockpred.redis_stores import cache_ring
 from stockpred.sample_data import SampleProvider
 
 log = get_logger("market")
-MARKET_TZ = ZoneInfo("America/New_York")
+MARKET_TZ = bar_checks.MARKET_TZ
 # How long the last good quote/history stays servable (stale) while the providers are down.
 KEEP_LAST_S = 7 * 86_400
 # Decoded histories a warm process keeps (about 2 MB each for twenty years of bars).
@@ -155,11 +154,13 @@ class MarketData:
         return Quote.from_json(got.value), got
 
     def history(self, symbol: str) -> tuple[History, Lookup]:
+        """The daily bars, split-adjusted as they are loaded from a provider (the cache holds them so)."""
         def load() -> dict[str, Any] | None:
             found = self._first("daily_bars", symbol)
             if not found:
                 return None
-            return {"source": found[0], "bars": [b.to_json() for b in found[1]]}
+            bars = split_adjusted(symbol, found[0], found[1])
+            return {"source": found[0], "bars": [b.to_json() for b in bars]}
 
         got = self.cache.get_or_load(cache_mod.key("history", symbol),
                                      seconds_until_next_close(), load, keep_last_s=KEEP_LAST_S,
@@ -189,6 +190,21 @@ class MarketData:
             while len(self._decoded) > DECODED_HISTORIES_KEPT:
                 self._decoded.popitem(last=False)
         return kept
+
+
+def split_adjusted(symbol: str, source: str, bars: list[Bar]) -> list[Bar]:
+    """`bars` adjusted for the splits they show, with a warning per split; a large jump that is
+    no split is logged and left alone (it may be a real crash)."""
+    splits = bar_checks.detect_splits(bars)
+    for split in splits:
+        log.warning("history adjusted for a split", extra={"fields": {
+            "symbol": symbol, "source": source, "date": split.date.isoformat(),
+            "ratio": split.ratio, "observed": round(split.observed, 4)}})
+    for jump in bar_checks.unexplained_jumps(bars, splits):
+        log.warning("history has an unexplained jump", extra={"fields": {
+            "symbol": symbol, "source": source, "date": jump.date.isoformat(),
+            "ratio": round(jump.ratio, 4)}})
+    return bar_checks.adjust_for_splits(bars, splits)
 
 
 def details_body(quote: Quote, got: Lookup | None = None) -> dict[str, Any]:
