@@ -65,6 +65,9 @@ def predict(symbol: str) -> Response:
     except ArtifactRejected as exc:
         log.error("model artifact refused", extra={"fields": {"symbol": symbol, "reason": str(exc)}})
         raise ApiError(503, f"Model artifact refused: {exc}") from None
+    except signals.HistoryBehindModel as exc:
+        log.warning("history behind the model", extra={"fields": {"symbol": symbol, "reason": str(exc)}})
+        raise ApiError(503, f"Cannot predict {symbol}: {exc}", {"Retry-After": "60"}) from None
     # Subscribers see every prediction served; `new` tells a first one from a stored one re-read.
     realtime.publish_to_room(symbol, {"type": "prediction", "new": created, **body})
     return json_response(200, body)

@@ -125,3 +125,36 @@ def test_the_prediction_is_explained_in_words():
     assert "same way as the buy/sell call" in words
     down = signals.prediction_words(0.3, -0.003, 99.7, None)
     assert "70.0% chance of a down day" in down and "-0.300%" in down
+
+
+def bars_until(last: str, days: int = 80) -> list:
+    from stockpred.prices import Bar
+
+    dates = np.busday_offset(last, -np.arange(days)[::-1], roll="backward")
+    return [Bar(d.item(), 100.0 + i, 101.0 + i, 99.0 + i, 100.5 + i, 1e6) for i, d in enumerate(dates)]
+
+
+def test_a_bar_of_a_session_still_open_is_left_out_and_the_history_gets_its_own_version():
+    import datetime as dt
+
+    from stockpred.market import History
+
+    history = History("SPX", "alphavantage", bars_until("2026-07-15"), "v1")
+    during = dt.datetime(2026, 7, 15, 19, 59, tzinfo=dt.UTC)  # 15:59 in New York (EDT)
+    trimmed = signals.completed(history, during)
+    assert trimmed.bars == history.bars[:-1] and trimmed.version == "v1:complete"
+    after = dt.datetime(2026, 7, 15, 20, 0, tzinfo=dt.UTC)  # 16:00 in New York
+    assert signals.completed(history, after) is history
+
+
+def test_a_model_is_never_served_for_a_day_inside_its_training_window(fake_registry, monkeypatch):
+    from stockpred.market import History
+
+    class Loaded:
+        metadata = {"training_window": {"from": "2015-01-02", "to": "2026-03-02"}}
+
+    monkeypatch.setattr(signals, "registry", lambda: type("R", (), {"latest": lambda self, s: Loaded()})())
+    monkeypatch.setattr(signals, "record_model", lambda meta: pytest.fail("must not serve"))
+    history = History("SPX", "csv", bars_until("2026-03-02"), None)
+    with pytest.raises(signals.HistoryBehindModel, match="inside the model's training window"):
+        signals.predict(history, train_on_demand=False)

@@ -36,6 +36,7 @@ bars came from (stockpred.market), so a new as_of or any corrected bar is a new 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import json
@@ -53,6 +54,7 @@ from stockml.registry import LoadedModel, ModelNotFound, ModelRegistry, Outdated
 from stockml.sizing import recommend
 from stockml.volatility import TRADING_DAYS
 from stockpred import aws, config, logs, postgres, redis_stores, training_budget
+from stockpred.bar_checks import complete_bars
 from stockpred.logs import get_logger
 
 if TYPE_CHECKING:
@@ -84,6 +86,17 @@ return 0
 
 class NotEnoughHistory(ValueError):
     """Too few daily bars to train and evaluate a model honestly, or to compute today's features."""
+
+
+class HistoryBehindModel(RuntimeError):
+    """The history's last complete bar is inside the model's training window: the model has seen
+    that day's outcome, so its prediction for it would be an in-sample one (stale data served)."""
+
+    def __init__(self, symbol: str, as_of: dt.date, trained_through: str) -> None:
+        super().__init__(f"the price history of {symbol} ends {as_of}, inside the model's training "
+                         f"window (through {trained_through}): a prediction for it would not be out of "
+                         "sample; ask again once the history is current")
+        self.symbol = symbol
 
 
 class TrainingStarted(Exception):
@@ -302,13 +315,30 @@ class FeatureCache:
 features_cache = FeatureCache()
 
 
+def completed(history: History, now: dt.datetime | None = None) -> History:
+    """The history without a last bar the exchange has not closed yet (stockpred.bar_checks): no
+    prediction is made, and stored, from a partial bar. A trimmed history gets its own version."""
+    bars = complete_bars(history.bars, now)
+    if len(bars) == len(history.bars):
+        return history
+    log.info("partial bar left out", extra={"fields": {"symbol": history.symbol,
+                                                        "date": history.bars[-1].date.isoformat()}})
+    version = None if history.version is None else f"{history.version}:complete"
+    return dataclasses.replace(history, bars=bars, version=version)
+
+
 def predict(history: History, train_on_demand: bool = True,
             client: str | None = None) -> tuple[dict[str, Any], bool]:
-    """The stored prediction for the last bar with the current model, and whether it is new
-    (`client`: the requester's address, whose training budget a training started spends)."""
+    """The stored prediction for the last complete bar with the current model, and whether it is
+    new (`client`: the requester's address, whose training budget a training started spends).
+    HistoryBehindModel when that bar is inside the model's training window."""
     symbol = history.symbol
+    history = completed(history)
     loaded = current_model(symbol, history.bars, train_on_demand, client)
     latest = features_cache.latest(history)
+    trained_through = (loaded.metadata.get("training_window") or {}).get("to")
+    if trained_through and latest.as_of.isoformat() <= trained_through:
+        raise HistoryBehindModel(symbol, latest.as_of, trained_through)
     record_model(loaded.metadata)
     with postgres.transaction() as cur:
         row = _stored(cur, symbol, latest.as_of, loaded.version)
@@ -453,8 +483,9 @@ def fill_outcomes(symbol: str, bars: list[Bar]) -> int:
 
 
 def history(symbol: str, bars: list[Bar], limit: int) -> list[dict[str, Any]]:
-    """The symbol's stored predictions, newest first, with outcomes filled where now known."""
-    fill_outcomes(symbol, bars)
+    """The symbol's stored predictions, newest first, with outcomes filled where now known (from
+    complete bars only: a partial bar's price is not an outcome)."""
+    fill_outcomes(symbol, complete_bars(bars))
     with postgres.transaction() as cur:
         cur.execute(f"SELECT {_COLUMNS} FROM predictions WHERE symbol = %s "
                     "ORDER BY as_of DESC, created_at DESC LIMIT %s", (symbol, limit))

@@ -31,6 +31,7 @@ from stockml.signals import NotEnoughHistory, check_history, record_model, regis
 from stockml.volatility import percent_returns
 from stockml.volatility_fit import fit_volatility
 from stockpred import config
+from stockpred.bar_checks import complete_bars
 from stockpred.logs import get_logger
 
 if TYPE_CHECKING:
@@ -128,6 +129,7 @@ def train(symbol: str, bars: list[Bar], kind: str | None = None, source: str = "
     kind = kind or config.load().model_kind
     max_exposure = config.load().max_exposure if max_exposure is None else max_exposure
     started = time.perf_counter()
+    bars = complete_bars(bars)  # a partial last bar must not label the day before it
     check_history(bars)
     frame = frame_from_bars(bars)
     report, series = evaluate_with_frames(frame, symbol=symbol, kinds=(kind,),
