@@ -321,11 +321,12 @@ def _directional(pred_up: np.ndarray, direction: np.ndarray) -> dict[str, float]
 
 
 def metrics(oos: OutOfSample, *, cost_bps: float = 10, lag: int = EXECUTION_LAG) -> dict[str, Any]:
-    """Directional, probabilistic and ranking (monthly IC) metrics of oos rows, and the after-cost
+    """Directional, probabilistic and ranking metrics of oos rows (the monthly rank IC of the
+    probability of an up day, the forecast that is served, with the next return), and the after-cost
     metrics of trading them `lag` bars late (long on buy, flat on sell)."""
     direction = oos.direction.astype(int)
     prob = oos.prob_up.astype(float)
-    ic = monthly_ic(oos.dates, oos.expected_return, oos.realised_return)
+    ic = monthly_ic(oos.dates, oos.prob_up, oos.realised_return)
     ic_std = ic.std(ddof=1) if len(ic) > 1 else math.nan
     out: dict[str, Any] = dict.fromkeys(METRIC_KEYS)
     out.update(_directional(oos.buy, direction))
