@@ -46,6 +46,8 @@ def test_a_new_user_registers_signs_in_and_sees_spx_with_candles_and_signal_mark
     candles, _, last, markers = SUMMARY.search(summary.inner_text()).groups()
     assert int(candles) > 200 and last == "2018-12-31" and int(markers) >= 1
     expect(page.locator("[data-testid=signal]")).to_contain_text(re.compile(r"\b(buy|sell)\b", re.I))
+    # The predicted close in words, from the same forecast as the action.
+    expect(page.locator("[data-testid=prediction-explained]")).to_have_text(prediction["prediction_explained"])
     # How much to hold and why, and the edge's evidence, in words.
     risk = page.locator("[data-testid=risk]")
     expect(risk).to_contain_text(re.compile(r"Recommended exposure: \d+% of your capital"))

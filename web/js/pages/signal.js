@@ -25,7 +25,8 @@ export function signalPanel() {
   return {
     el,
     show(p) {
-      replace(body, actionLine(p), details(p));
+      replace(body, actionLine(p), details(p),
+        h('p', { class: 'explained', dataset: { testid: 'prediction-explained' } }, p.prediction_explained || ''));
       replace(risk, ...riskLines(p));
       edge.textContent = edgeWords(p);
       timing.textContent = timingWords(p.record);
