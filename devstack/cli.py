@@ -4,8 +4,9 @@
                                          WebSocket API)
     stockpred services up|down|status    the data services alone
     stockpred import-csv DIR             load a folder of daily OHLCV CSV files
+    stockpred universe create|list|show  named sets of symbols to rank against each other
     stockpred train SYMBOL... | --all    train, evaluate and publish models
-    stockpred evaluate SYMBOL            walk-forward report: models, baselines, volatility, sizing
+    stockpred evaluate SYMBOL...         walk-forward report: models, baselines, volatility, sizing
     stockpred cache status               the cache ring, each shard's master and replica, breakers
     stockpred etl run                    one incremental warehouse load (all or nothing)
     stockpred report                     the analytics as a PNG chart and CSV files
@@ -217,6 +218,41 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"(at most {meta['sizing']['max_exposure']:g})\n  edge (direction skill): {rec['verdict']}"
               f"\n  risk timing (volatility targeting against holding): {rec['risk_timing']['verdict']}")
     return 1 if failed else 0
+
+
+def cmd_universe(args: argparse.Namespace) -> int:
+    from stockpred import universes
+
+    _apply_env(_stack(args))
+    try:
+        if args.action == "create":
+            symbols = list(args.symbols)
+            if args.from_csv:
+                folder = Path(args.from_csv)
+                if not folder.is_dir():
+                    print(f"error: {folder} is not a folder", file=sys.stderr)
+                    return 2
+                symbols += universes.symbols_in_folder(folder)
+            made = universes.create(args.name, symbols, replace=args.replace)
+            print(f"universe {made['name']}: {made['size']} symbols "
+                  f"({', '.join(made['symbols'][:10])}{', ...' if made['size'] > 10 else ''})")
+        elif args.action == "list":
+            found = universes.all_universes()
+            for u in found:
+                print(f"{u['name']:<24} {u['size']:>5} symbols  updated {u['updated_at']}")
+            if not found:
+                print("no universes yet: stockpred universe create NAME SYMBOL... | --from-csv DIR")
+        else:
+            u = universes.get(args.name)
+            print(f"{u['name']}: {u['size']} symbols, created {u['created_at']}, updated {u['updated_at']}")
+            print(" ".join(u["symbols"]))
+    except universes.UniverseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except universes.UnknownUniverse as exc:
+        print(f"error: no universe {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -499,6 +535,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="upload to a market data bucket (on AWS: the stack's MarketDataBucket output) "
                         "instead of the local PostgreSQL; the `s3` provider reads prices/<SYMBOL>.csv")
     p.set_defaults(func=cmd_import_csv)
+
+    p = sub.add_parser("universe", help="named sets of symbols to rank against each other",
+                       description="create NAME SYMBOL... stores a universe (2 to 5,000 symbols; "
+                       "--from-csv DIR adds every <SYMBOL>.csv of a folder you imported with "
+                       "import-csv; --replace changes an existing one); list shows them all (also "
+                       "GET /api/universes); show NAME prints one's members.")
+    p.add_argument("action", choices=["create", "list", "show"])
+    p.add_argument("name", nargs="?", help="the universe's name (create, show): letters, digits, - or _")
+    p.add_argument("symbols", nargs="*", help="its symbols (create)")
+    p.add_argument("--from-csv", metavar="DIR", help="add the symbols of DIR's <SYMBOL>.csv files")
+    p.add_argument("--replace", action="store_true", help="replace an existing universe's members")
+    p.set_defaults(func=cmd_universe)
 
     p = sub.add_parser("train", help="train, evaluate walk-forward and publish models",
                        description="For each symbol: a walk-forward evaluation on its history gives "

@@ -1,11 +1,12 @@
-"""Stocks service: symbols, details (the latest quote) and daily history, behind the cache; and
-the OpenAPI document of the whole REST API (stockpred.openapi), which has no store to reach."""
+"""Stocks service: symbols, details (the latest quote) and daily history, behind the cache; the
+universes (named sets of symbols to rank); and the OpenAPI document of the whole REST API
+(stockpred.openapi), which has no store to reach."""
 
 from __future__ import annotations
 
 from chalice import Chalice, Response
 
-from stockpred import market, openapi, realtime
+from stockpred import market, openapi, realtime, universes
 from stockpred.cache import Lookup
 from stockpred.handlers import ApiError, install, json_response, market_errors, query_date, symbol_param
 from stockpred.prices import ProviderUnavailable
@@ -29,6 +30,11 @@ def list_symbols() -> Response:
     return json_response(200, {"symbols": [
         {"symbol": i.symbol, "name": i.name, "currency": i.currency, "source": i.source}
         for i in infos]})
+
+
+@app.route("/api/universes", methods=["GET"])
+def list_universes() -> Response:
+    return json_response(200, {"universes": universes.all_universes()})
 
 
 @app.route("/api/stocks/{symbol}/details", methods=["GET"])

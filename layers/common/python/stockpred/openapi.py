@@ -56,6 +56,8 @@ SCHEMAS: dict[str, Any] = {
         "transaction_id": STRING, "status": STRING}),
     "Message": _obj({"message": STRING}),
     "SymbolInfo": _obj({"symbol": STRING, "name": STRING, "currency": STRING, "source": STRING}),
+    "Universe": _obj({"name": STRING, "symbols": {"type": "array", "items": STRING}, "size": INTEGER,
+                      "created_at": STRING, "updated_at": STRING}),
     "Details": _obj(
         {"id": STRING, "symbol": STRING, "price": STRING, "currency": STRING},
         {"name": STRING, "as_of": DATE, "source": STRING, "previous_close": STRING,
@@ -225,6 +227,11 @@ def _paths() -> dict[str, Any]:
             "responses": {"200": _json(_obj({"symbols": {"type": "array", "items": _ref("SymbolInfo")}}),
                                        "every symbol a provider knows"),
                           "503": UNAVAILABLE}}},
+        "/api/universes": {"get": {
+            "operationId": "listUniverses", "tags": ["stocks"],
+            "summary": "named sets of symbols to rank (stockpred universe create)",
+            "responses": {"200": _json(_obj({"universes": {"type": "array", "items": _ref("Universe")}}),
+                                       "every universe, by name")}}},
         "/api/stocks/{symbol}/details": {"get": {
             "operationId": "details", "tags": ["stocks"], "summary": "the latest quote",
             "parameters": [SYMBOL],
