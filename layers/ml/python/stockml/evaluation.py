@@ -56,6 +56,7 @@ from stockml.sizing import (
     exposure,
     realised_volatility_so_far,
 )
+from stockml.text_tables import aligned, cell
 from stockml.volatility import (
     HORIZONS,
     VOLATILITY_KINDS,
@@ -767,14 +768,6 @@ def evaluate(frame: Frame, *, symbol: str, kinds: Sequence[str] = MODEL_KINDS,
     return report
 
 
-def _fmt(value: Any, style: str) -> str:
-    if value is None:
-        return "-"
-    if style == "pct":
-        return f"{100 * value:.1f}%"
-    return format(value, style)
-
-
 TABLE_COLUMNS = (
     ("accuracy", "accuracy", "pct"),
     ("balanced acc", "balanced_accuracy", "pct"),
@@ -794,37 +787,18 @@ def format_table(report: dict[str, Any]) -> str:
     rows = [(kind, m) for kind, m in report["models"].items()]
     rows += [(name, m) for name, m in report["baselines"].items()]
     header = ["", *(title for title, _, _ in TABLE_COLUMNS)]
-    body = [[name, *(_fmt(m.get(key), style) for _, key, style in TABLE_COLUMNS)] for name, m in rows]
-    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths,
-                                                                                            strict=True)))
-
-    rule = "-" * len(line(header))
+    body = [[name, *(cell(m.get(key), style) for _, key, style in TABLE_COLUMNS)] for name, m in rows]
+    table = aligned(header, body)
+    models = len(report["models"])
     out = [
         f"{report['symbol']}: out-of-sample {period['start']} to {period['end']} ({period['days']} days)",
         f"{p['validation']}; {p['strategy']}, {p['trade_cost_bps']:g} bps per unit traded "
         f"({p['cost_bps']:g} cost + half a {p['spread_bps']:g} bps spread); {p['execution']}",
         f"first test date {p['first_test_date']}: {p['first_test_date_reason']}",
-        rule, line(header), rule,
-        *(line(r) for r in body[: len(report["models"])]),
-        rule,
-        *(line(r) for r in body[len(report["models"]):]),
-        rule,
+        *table[: 3 + models], table[0], *table[3 + models:],  # a rule between models and baselines
     ]
     out += ["", *volatility_table(report), "", *sizing_table(report)]
     return "\n".join(out)
-
-
-def _aligned(header: list[str], body: list[list[str]]) -> list[str]:
-    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths,
-                                                                                            strict=True)))
-    rule = "-" * len(line(header))
-    return [rule, line(header), rule, *(line(r) for r in body), rule]
 
 
 def volatility_table(report: dict[str, Any]) -> list[str]:
@@ -840,12 +814,12 @@ def volatility_table(report: dict[str, Any]) -> list[str]:
         row = [kind]
         for h in horizons:
             s = by_h[h]
-            row += [_fmt(s["qlike"], ".4f"), _fmt(s.get("dm_qlike_p"), ".3f"), _fmt(s["mse"], ".3f"),
-                    _fmt(s.get("dm_mse_p"), ".3f")]
+            row += [cell(s["qlike"], ".4f"), cell(s.get("dm_qlike_p"), ".3f"), cell(s["mse"], ".3f"),
+                    cell(s.get("dm_mse_p"), ".3f")]
         body.append(row)
     return [f"volatility forecasts (variance of percent returns; target: mean squared return of the next "
             f"h days; p: Diebold-Mariano, beats naive), {report['protocol']['volatility']}",
-            *_aligned(header, body)]
+            *aligned(header, body)]
 
 
 def sizing_table(report: dict[str, Any]) -> list[str]:
@@ -860,12 +834,12 @@ def sizing_table(report: dict[str, Any]) -> list[str]:
         if not test:
             return ["", "", ""]
         low, high = test.get("interval_90") or (None, None)
-        return [_fmt(test.get("difference"), "+.3f"), f"[{_fmt(low, '+.3f')}, {_fmt(high, '+.3f')}]",
-                _fmt(test.get("p_value_corrected"), ".3f")]
+        return [cell(test.get("difference"), "+.3f"), f"[{cell(low, '+.3f')}, {cell(high, '+.3f')}]",
+                cell(test.get("p_value_corrected"), ".3f")]
 
     for name, m in report["sizing"].items():
-        body.append([name, _fmt(m["annual_return"], "pct"), _fmt(m["sharpe"], ".2f"),
-                     _fmt(m["max_drawdown"], "pct"), _fmt(m["exposure"], ".2f"), _fmt(m["turnover"], ".1f"),
+        body.append([name, cell(m["annual_return"], "pct"), cell(m["sharpe"], ".2f"),
+                     cell(m["max_drawdown"], "pct"), cell(m["exposure"], ".2f"), cell(m["turnover"], ".1f"),
                      *cells(m.get("vs_buy_and_hold") or {}), *cells(m.get("vs_vol_target") or {})])
     words = []
     timing = report.get("risk_timing")
@@ -879,28 +853,28 @@ def sizing_table(report: dict[str, Any]) -> list[str]:
     for kind, m in report["models"].items():
         test = m.get("vs_buy_and_hold") or {}
         if test:
-            words.append(f"{kind} long/flat: Sharpe {_fmt(m['sharpe'], '.2f')}, difference "
-                         f"{_fmt(test['difference'], '+.3f')}, {test['words']}")
+            words.append(f"{kind} long/flat: Sharpe {cell(m['sharpe'], '.2f')}, difference "
+                         f"{cell(test['difference'], '+.3f')}, {test['words']}")
     p = report["protocol"]
     risk_header = ["", "Sortino", "Calmar", "max DD days", "IR vs hold", "beta", "alpha", "PSR",
                    f"DSR ({p['configurations']} trials)"]
-    risk_body = [[name, _fmt(m.get("sortino"), ".2f"), _fmt(m.get("calmar"), ".2f"),
-                  _fmt(m.get("max_drawdown_days"), "d"), _fmt(m.get("information_ratio"), "+.2f"),
-                  _fmt(m.get("beta"), ".2f"), _fmt(m.get("alpha"), "pct"), _fmt(m.get("psr"), ".3f"),
-                  _fmt(m.get("deflated_sharpe"), ".3f")] for name, m in report["sizing"].items()]
+    risk_body = [[name, cell(m.get("sortino"), ".2f"), cell(m.get("calmar"), ".2f"),
+                  cell(m.get("max_drawdown_days"), "d"), cell(m.get("information_ratio"), "+.2f"),
+                  cell(m.get("beta"), ".2f"), cell(m.get("alpha"), "pct"), cell(m.get("psr"), ".3f"),
+                  cell(m.get("deflated_sharpe"), ".3f")] for name, m in report["sizing"].items()]
     by_year = {name: {row["year"]: row["return"] for row in m.get("yearly") or []}
                for name, m in report["sizing"].items()}
     years = sorted({year for returns in by_year.values() for year in returns})
-    year_body = [[str(year), *(_fmt(returns.get(year), "pct") for returns in by_year.values())]
+    year_body = [[str(year), *(cell(returns.get(year), "pct") for returns in by_year.values())]
                  for year in years]
     words += ["", "risk and performance (IR, beta, alpha against holding; PSR: chance the true Sharpe is "
               "above 0; DSR: the same against the best of the trials an evaluation makes)",
-              *_aligned(risk_header, risk_body), "", "return by calendar year",
-              *_aligned(["year", *by_year], year_body)]
+              *aligned(risk_header, risk_body), "", "return by calendar year",
+              *aligned(["year", *by_year], year_body)]
     return [f"sized strategies: exposure in [0, {p['max_exposure']:g}], {p['trade_cost_bps']:g} bps per "
             f"unit of turnover, traded {p['lag']} bar(s) late; p: studentised bootstrap, Holm-corrected "
             f"across the evaluation's tests; edge = corrected p < 0.05 against vol_target",
-            *_aligned(header, body), *words]
+            *aligned(header, body), *words]
 
 
 def plot_report(report: dict[str, Any], series: Evaluation, path: str | Path) -> Path:
@@ -918,7 +892,7 @@ def plot_report(report: dict[str, Any], series: Evaluation, path: str | Path) ->
         curve = (1 + strategy_returns(pos, series.realised, cost)).cumprod()
         m = report["sizing"][name]
         p_value = (m.get("vs_buy_and_hold") or {}).get("p_value_corrected")
-        label = f"{name} (Sharpe {_fmt(m['sharpe'], '.2f')}" + (f", p = {p_value:.2f})" if p_value is not None
+        label = f"{name} (Sharpe {cell(m['sharpe'], '.2f')}" + (f", p = {p_value:.2f})" if p_value is not None
                                                                  else ")")
         equity_ax.plot(dates, curve, label=label, **styles.get(name, {"lw": 1}))
         if name != "buy_and_hold":
@@ -927,7 +901,7 @@ def plot_report(report: dict[str, Any], series: Evaluation, path: str | Path) ->
         held = executed(oos.buy.astype(float), report["protocol"]["lag"])
         curve = (1 + strategy_returns(held, oos.realised_return, cost)).cumprod()
         equity_ax.plot(oos.dates, curve, lw=0.8, ls="--",
-                       label=f"{kind} long/flat (Sharpe {_fmt(report['models'][kind]['sharpe'], '.2f')})")
+                       label=f"{kind} long/flat (Sharpe {cell(report['models'][kind]['sharpe'], '.2f')})")
     equity_ax.set_yscale("log")
     plain = FuncFormatter(lambda y, _: f"{y:g}")
     equity_ax.yaxis.set_major_formatter(plain)

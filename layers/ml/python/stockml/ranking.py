@@ -80,6 +80,7 @@ from stockml.evaluation import (
 )
 from stockml.panel import Panel
 from stockml.performance import annual_return, drawdown, sharpe, summary
+from stockml.text_tables import aligned, cell
 
 TRADING_DAYS = 252
 MODEL_KINDS = ("ridge", "hgb")
@@ -595,27 +596,6 @@ def evaluate_universe(
 # ----------------------------------------------------------------------------- table and chart
 
 
-def _fmt(value: Any, style: str) -> str:
-    if value is None:
-        return "-"
-    if style == "pct":
-        return f"{100 * value:.1f}%"
-    if style == "bps":
-        return f"{1e4 * value:+.1f}"
-    return format(value, style)
-
-
-def _aligned(header: list[str], body: list[list[str]]) -> list[str]:
-    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
-
-    rule = "-" * len(line(header))
-    return [rule, line(header), rule, *(line(r) for r in body), rule]
-
-
 def format_universe_table(report: dict[str, Any]) -> str:
     """Plain text: rank IC statistics and decay per model, mean next-day excess return by score
     decile, and the portfolios beside the equal-weight universe with the Holm-corrected tests."""
@@ -626,20 +606,20 @@ def format_universe_table(report: dict[str, Any]) -> str:
            f"{p['validation']}; {report['trials']} configuration(s) tried", "",
            "daily rank IC of the score against the next-day excess return"]
     header = ["", "IC mean", "IC std", "ICIR", "t", "t (Newey-West)", "positive", "days"]
-    body = [[kind, _fmt(m["ic"]["ic_mean"], "+.4f"), _fmt(m["ic"]["ic_std"], ".4f"),
-             _fmt(m["ic"]["icir"], "+.3f"), _fmt(m["ic"]["t"], "+.2f"),
-             f"{_fmt(m['ic']['t_newey_west'], '+.2f')} ({m['ic']['newey_west_lags']} lags)",
-             _fmt(m["ic"]["positive"], "pct"), str(m["ic"]["days"])] for kind, m in models.items()]
-    out += _aligned(header, body)
+    body = [[kind, cell(m["ic"]["ic_mean"], "+.4f"), cell(m["ic"]["ic_std"], ".4f"),
+             cell(m["ic"]["icir"], "+.3f"), cell(m["ic"]["t"], "+.2f"),
+             f"{cell(m['ic']['t_newey_west'], '+.2f')} ({m['ic']['newey_west_lags']} lags)",
+             cell(m["ic"]["positive"], "pct"), str(m["ic"]["days"])] for kind, m in models.items()]
+    out += aligned(header, body)
     horizons = list(next(iter(models.values()))["ic_decay"]) if models else []
     out += ["", "IC decay: mean rank IC against the excess return over the next h days (Newey-West t)"]
-    body = [[kind, *(f"{_fmt(d['ic_mean'], '+.4f')} ({_fmt(d['t_newey_west'], '+.1f')})"
+    body = [[kind, *(f"{cell(d['ic_mean'], '+.4f')} ({cell(d['t_newey_west'], '+.1f')})"
                      for d in (m["ic_decay"][h] for h in horizons))] for kind, m in models.items()]
-    out += _aligned(["", *(f"{h}d" for h in horizons)], body)
+    out += aligned(["", *(f"{h}d" for h in horizons)], body)
     out += ["", "mean next-day excess return by score decile (bps; D1 lowest scores)"]
-    body = [[kind, *(_fmt(v, "bps") for v in m["deciles"]), _fmt(m["decile_spread"], "bps")]
+    body = [[kind, *(cell(v, "bps") for v in m["deciles"]), cell(m["decile_spread"], "bps")]
             for kind, m in models.items()]
-    out += _aligned(["", *(f"D{i + 1}" for i in range(DECILES)), "D10-D1"], body)
+    out += aligned(["", *(f"D{i + 1}" for i in range(DECILES)), "D10-D1"], body)
     out += ["", f"portfolios: {p['portfolios']}; {p['execution']}; {p['trade_cost_bps']:g} bps per unit "
                 f"of turnover; p: {p['edge_test']}"]
     header = ["", "ann. return", "gross", "Sharpe", "max DD", "turnover/yr", "IR vs EW", "DSR",
@@ -647,13 +627,13 @@ def format_universe_table(report: dict[str, Any]) -> str:
     body = []
 
     def row(name: str, m: dict[str, Any], test: dict[str, Any] | None) -> list[str]:
-        cells = [name, _fmt(m["annual_return"], "pct"), _fmt(m["gross_annual_return"], "pct"),
-                 _fmt(m["sharpe"], ".2f"), _fmt(m["max_drawdown"], "pct"), _fmt(m["turnover"], ".1f"),
-                 _fmt(m.get("information_ratio"), "+.2f"), _fmt(m.get("deflated_sharpe"), ".3f")]
+        cells = [name, cell(m["annual_return"], "pct"), cell(m["gross_annual_return"], "pct"),
+                 cell(m["sharpe"], ".2f"), cell(m["max_drawdown"], "pct"), cell(m["turnover"], ".1f"),
+                 cell(m.get("information_ratio"), "+.2f"), cell(m.get("deflated_sharpe"), ".3f")]
         if test:
             low, high = test.get("interval_90") or (None, None)
-            cells += [_fmt(test.get("difference"), "+.3f"), f"[{_fmt(low, '+.2f')}, {_fmt(high, '+.2f')}]",
-                      _fmt(test.get("p_value_corrected"), ".3f"), "EDGE" if test.get("edge") else "no"]
+            cells += [cell(test.get("difference"), "+.3f"), f"[{cell(low, '+.2f')}, {cell(high, '+.2f')}]",
+                      cell(test.get("p_value_corrected"), ".3f"), "EDGE" if test.get("edge") else "no"]
         else:
             cells += ["", "", "", ""]
         return cells
@@ -662,7 +642,7 @@ def format_universe_table(report: dict[str, Any]) -> str:
         for style, perf in m["portfolios"].items():
             body.append(row(f"{kind} {style.replace('_', '-')}", perf, perf.get("vs_equal_weight")))
     body.append(row("equal weight", report["equal_weight"], None))
-    out += _aligned(header, body)
+    out += aligned(header, body)
     out.append(f"edge (a long-only portfolio beats the equal-weight universe, corrected p < 0.05): "
                f"{'yes' if report['edge'] else 'no'}")
     return "\n".join(out)
@@ -679,7 +659,7 @@ def plot_universe(report: dict[str, Any], series: UniverseSeries, path: str | Pa
     for kind, ic in series.ic.items():
         stats = report["models"][kind]["ic"]
         ic_ax.plot(series.dates, np.cumsum(np.nan_to_num(ic)), lw=1,
-                   label=f"{kind} (mean {_fmt(stats['ic_mean'], '+.4f')}, t {_fmt(stats['t'], '+.1f')})")
+                   label=f"{kind} (mean {cell(stats['ic_mean'], '+.4f')}, t {cell(stats['t'], '+.1f')})")
     ic_ax.axhline(0, color="grey", lw=0.6)
     ic_ax.set_ylabel("cumulative daily rank IC")
     ic_ax.legend(loc="upper left", fontsize=8)
