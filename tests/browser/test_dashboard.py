@@ -107,9 +107,11 @@ def test_a_prediction_pushed_to_the_room_updates_the_open_page_without_a_reload(
     page.evaluate("window.__loads = (window.__loads || 0) + 1")
     live = page.locator("[data-testid=signal-live]")
     expect(live).to_be_empty()
-    time.sleep(1)  # the page's own subscription is in place before the push
+    # The server has confirmed the page's room: a push from now on must reach it. (A fixed one-second
+    # wait lost the push once on a loaded machine, the subscription not yet confirmed.)
+    expect(page.locator("section.signal[data-room=joined]")).to_have_count(1, timeout=15_000)
     assert gateway.get("/api/predict/SPX").status_code == 200  # someone else's request: a push to the room
-    expect(live).to_contain_text(re.compile(r"\d\d:\d\d:\d\d"), timeout=10_000)
+    expect(live).to_contain_text(re.compile(r"\d\d:\d\d:\d\d"), timeout=20_000)
     assert page.evaluate("window.__loads") == 1, "the page reloaded"
 
 

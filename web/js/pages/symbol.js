@@ -148,6 +148,11 @@ export async function renderSymbol(root, symbol, ctx) {
   };
 
   ctx.onLeave(live.join(symbol));
+  // The panel says when the server has confirmed this symbol's room (data-room="joined"): from
+  // then on a prediction pushed to the room reaches the page (the browser tests wait for it).
+  const joined = () => { if (ctx.alive) panel.el.dataset.room = 'joined'; };
+  ctx.onLeave(live.on('subscribed', (m) => m.symbol === symbol.toUpperCase() && joined()));
+  live.ready(symbol).then((confirmed) => confirmed && joined());
   ctx.onLeave(live.on('quote', onQuote));
   ctx.onLeave(live.on('prediction', onPrediction));
   await Promise.all([loadChart(), loadSignal()]);
