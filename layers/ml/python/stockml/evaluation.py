@@ -379,12 +379,13 @@ def baselines(frame: Frame, oos_dates: np.ndarray, cost_bps: float = 10,
     return out
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe copy: numpy scalars become Python numbers, NaN/inf become None."""
+def json_safe(value: Any) -> Any:
+    """A JSON-safe copy of a report: numpy scalars and arrays as Python numbers and lists, NaN and
+    inf as None (the single-symbol and the universe evaluations both use it)."""
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [json_safe(v) for v in value]
     if isinstance(value, np.bool_ | bool):
         return bool(value)
     if isinstance(value, np.integer):
@@ -705,7 +706,7 @@ def evaluate_with_frames(frame: Frame, *, symbol: str, kinds: Sequence[str] = MO
     }
     correct_for_multiple_tests([report])
     series = Evaluation(frames, oos_dates, realised, held, {h: selected[h][rows] for h in HORIZONS})
-    return _clean(report), series
+    return json_safe(report), series
 
 
 def configurations_tried(models: int, volatility_models: int) -> int:

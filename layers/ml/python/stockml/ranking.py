@@ -76,6 +76,7 @@ from stockml.evaluation import (
     EXECUTION_LAG,
     Split,
     executed,
+    json_safe,
     walk_forward_splits,
 )
 from stockml.panel import Panel
@@ -401,21 +402,6 @@ class UniverseSeries:
     portfolios: dict[str, PortfolioReturns] = field(default_factory=dict)
 
 
-def _json_safe(value: Any) -> Any:
-    """A copy with numpy scalars as Python numbers and NaN / inf as None."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | np.ndarray):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.bool_ | bool):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating | float):
-        return float(value) if math.isfinite(value) else None
-    return value
-
-
 def default_top_k(data: RankingData, rows: np.ndarray) -> int:
     """A decile of the typical out-of-sample cross-section: max(1, round(median symbols / 10))."""
     return max(1, round(float(np.median(data.complete[rows].sum(axis=1))) / DECILES))
@@ -570,7 +556,7 @@ def evaluate_universe_with_series(
     }
     series = UniverseSeries(dates, rows, {kind: s.scores for kind, s in all_scores.items()}, ics, deciles,
                             portfolios)
-    return _json_safe(report), series
+    return json_safe(report), series
 
 
 def evaluate_universe(
