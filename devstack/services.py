@@ -1109,8 +1109,10 @@ def forget_process_clients() -> None:
 @contextlib.contextmanager
 def ephemeral_stack(*, prefix: str = "stockpred-", with_gateway: bool = False,
                     extra_env: dict[str, str] | None = None, cache_shards: int | None = None,
-                    log: Callable[[str], None] = print) -> Iterator[tuple[Stack, dict[str, str]]]:
-    """A throw-away stack on free ports in a temporary folder (tests, benchmarks); removed after."""
+                    log: Callable[[str], None] = print,
+                    keep_logs_in: Path | None = None) -> Iterator[tuple[Stack, dict[str, str]]]:
+    """A throw-away stack on free ports in a temporary folder (tests, benchmarks); removed after,
+    its services' logs first copied to `keep_logs_in` when given (what a failed run leaves to read)."""
     root = Path(tempfile.mkdtemp(prefix=prefix))
     environ = {k: v for k, v in os.environ.items() if k not in SERVICE_VARS}
     environ.update(extra_env or {})
@@ -1120,4 +1122,7 @@ def ephemeral_stack(*, prefix: str = "stockpred-", with_gateway: bool = False,
         yield stack, stack.up()
     finally:
         stack.down()
+        if keep_logs_in is not None and stack.path("log").is_dir():
+            shutil.rmtree(keep_logs_in, ignore_errors=True)
+            shutil.copytree(stack.path("log"), keep_logs_in)
         shutil.rmtree(root, ignore_errors=True)

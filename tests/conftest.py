@@ -55,7 +55,8 @@ def stack() -> Iterator[dict[str, str]]:
     """The data services, started for this session; yields the environment that reaches them."""
     # The cache topology the scenarios need: 3 shards x (master + replica), 3 Sentinels.
     with ephemeral_stack(prefix="stockpred-test-", cache_shards=3,
-                         log=lambda m: print(m, file=sys.stderr)) as (handle, env):
+                         log=lambda m: print(m, file=sys.stderr),
+                         keep_logs_in=REPO_ROOT / "test-results" / "stack-logs") as (handle, env):
         STACKS.append(handle)
         saved = {k: os.environ.get(k) for k in (*env, *SERVICE_VARS)}
         for k in SERVICE_VARS:
