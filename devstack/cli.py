@@ -6,6 +6,7 @@
     stockpred import-csv DIR             load a folder of daily OHLCV CSV files
     stockpred universe create|list|show  named sets of symbols to rank against each other
     stockpred evaluate-universe NAME     rank IC, deciles and top-k portfolios of a universe
+    stockpred train-universe NAME        train its ranker and publish the day's ranking (the API's)
     stockpred train SYMBOL... | --all    train, evaluate and publish models
     stockpred evaluate SYMBOL...         walk-forward report: models, baselines, volatility, sizing
     stockpred cache status               the cache ring, each shard's master and replica, breakers
@@ -298,6 +299,47 @@ def cmd_evaluate_universe(args: argparse.Namespace) -> int:
     png_path = plot_universe(report, series, out / f"evaluate-universe-{args.name}.png")
     print(f"\nreport: {json_path}\nchart:  {png_path}\n({time.perf_counter() - started:.1f} s)")
     return 0
+
+
+def cmd_train_universe(args: argparse.Namespace) -> int:
+    from threadpoolctl import threadpool_limits
+
+    from stockml.universe_data import load_universe_panel
+    from stockml.universe_ranks import rankings
+    from stockml.universe_training import train_universe
+    from stockpred import universes
+
+    _apply_env(_stack(args))
+    try:
+        loaded = load_universe_panel(args.name, progress=_progress(f"{args.name}: loading histories"))
+        for symbol, why in loaded.missing.items():
+            print(f"left out {symbol}: {why}", file=sys.stderr)
+        with threadpool_limits(limits=1, user_api="openmp"):
+            ranking = train_universe(args.name, loaded.panel, kind=args.kind, horizon=args.horizon,
+                                     missing=loaded.missing, progress=_progress(f"{args.name} walk-forward"))
+    except universes.UnknownUniverse:
+        print(f"error: no universe {args.name}: stockpred universe list", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # a bad name, too few members or days
+        print(f"error: {args.name}: {exc}", file=sys.stderr)
+        return 2
+    rankings().publish(args.name, ranking)
+    record, ic = ranking["record"], ranking["record"]["ic"]
+    print(f"universe {args.name}: {ranking['model']['kind']} ranker, {len(ranking['ranking'])} members "
+          f"ranked on {ranking['as_of']} ({ranking['model']['seconds']} s)")
+    print(f"  out of sample: mean daily rank IC {_num(ic['ic_mean'], '+.4f')} "
+          f"(Newey-West t {_num(ic['t_newey_west'], '.2f')}, {ic['days']} days); "
+          f"edge over equal weight after costs: {record['edge']} "
+          f"(corrected p {_num(record['p_value'], '.3f')})")
+    for entry in ranking["ranking"][:5]:
+        print(f"  {entry['rank']:>4}. {entry['symbol']:<8} percentile {entry['percentile']:5.1f}  "
+              f"expected excess {_num(entry['expected_excess_return'], '+.4%')}")
+    print(f"GET /api/universes/{args.name}/ranking serves it")
+    return 0
+
+
+def _num(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -659,6 +701,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bars between a decision's close and its fill (default 1)")
     p.add_argument("--out", default="reports", help="folder for the JSON and PNG (default reports/)")
     p.set_defaults(func=cmd_evaluate_universe)
+
+    p = sub.add_parser("train-universe", help="train a universe's ranker and publish the day's ranking",
+                       description="Evaluates the ranker walk-forward (its out-of-sample rank IC and "
+                       "the mean excess return of each score decile), fits it on all history, ranks "
+                       "the members on the last day and publishes the ranking to the model bucket, "
+                       "where GET /api/universes/NAME/ranking and GET /api/predict/SYMBOL read it. "
+                       "The retrain function does the same after every close.")
+    p.add_argument("name", help="the universe (stockpred universe list)")
+    p.add_argument("--kind", choices=["ridge", "hgb"], default="ridge", help="ranker (default ridge)")
+    p.add_argument("--horizon", type=int, choices=[1, 5], default=1,
+                   help="label: next 1 or 5 days (default 1)")
+    p.set_defaults(func=cmd_train_universe)
 
     p = sub.add_parser("etl", help="load the data warehouse",
                        description="One incremental ETL run: extracts what is new since the stored "

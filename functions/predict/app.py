@@ -1,4 +1,5 @@
-"""Predict service: a buy/sell signal per symbol from its current model, and the stored history.
+"""Predict service: a buy/sell signal per symbol from its current model, the stored history, and
+the rankings of universes (computed after the close by the retrain function, read here).
 
 Serving imports numpy and stockml.signals only. A symbol with no trained model answers 202 with
 Retry-After while one training runs in the retrain function (started by the first such request,
@@ -11,9 +12,9 @@ from __future__ import annotations
 
 from chalice import Chalice, Response
 
-from stockml import signals
-from stockml.registry import ArtifactRejected, ModelNotFound
-from stockpred import config, market, realtime, training_budget
+from stockml import signals, universe_ranks
+from stockml.registry import ArtifactRejected, ModelNotFound, RankingNotFound
+from stockpred import config, market, realtime, training_budget, universes
 from stockpred.handlers import (
     ApiError,
     client_address,
@@ -68,9 +69,23 @@ def predict(symbol: str) -> Response:
     except signals.HistoryBehindModel as exc:
         log.warning("history behind the model", extra={"fields": {"symbol": symbol, "reason": str(exc)}})
         raise ApiError(503, f"Cannot predict {symbol}: {exc}", {"Retry-After": "60"}) from None
+    body["universe_ranks"] = universe_ranks.ranks_of(symbol)
     # Subscribers see every prediction served; `new` tells a first one from a stored one re-read.
     realtime.publish_to_room(symbol, {"type": "prediction", "new": created, **body})
     return json_response(200, body)
+
+
+@app.route("/api/universes/{name}/ranking", methods=["GET"])
+def universe_ranking(name: str) -> Response:
+    try:
+        return json_response(200, universe_ranks.ranking(name))
+    except universes.UniverseError as exc:
+        raise ApiError(400, str(exc)) from None
+    except universes.UnknownUniverse:
+        raise ApiError(404, f"No universe {name}: GET /api/universes lists them") from None
+    except RankingNotFound:
+        raise ApiError(404, f"Universe {name} has no ranking yet: run `stockpred train-universe {name}`, "
+                            "or wait for the retrain after the close") from None
 
 
 @app.route("/api/predictions/{symbol}", methods=["GET"])

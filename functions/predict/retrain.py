@@ -7,6 +7,10 @@ symbol without a model, whose training lease it holds while it trains (stockml.s
 renewed by a thread, so a training killed midway frees the symbol within TRAINING_LEASE_SECONDS)
 and frees when done, trained or not. Stops starting new symbols when the invocation's remaining
 time runs low; what is left is retrained next time.
+
+After the symbols, a scheduled run ranks every stored universe (stockml.universe_training: the
+ranker's walk-forward record, a fit on all history, the day's ranking published for the API);
+`{"universes": [...]}` ranks only those, and no symbol.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from __future__ import annotations
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from stockml import signals, training
-from stockpred import config, market
+from stockml import signals, training, universe_ranks
+from stockml.universe_data import load_universe_panel
+from stockml.universe_training import train_universe
+from stockpred import config, market, universes
 from stockpred.logs import get_logger, lambda_handler
 from stockpred.prices import ProviderUnavailable, UnknownSymbol
 
@@ -25,11 +31,16 @@ RESERVE_MS = 120_000
 
 @lambda_handler
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    on_demand = bool((event or {}).get("on_demand"))
-    requested = [str(s).upper() for s in (event or {}).get("symbols") or []]
-    tokens = {str(s).upper(): str(t) for s, t in ((event or {}).get("lease_tokens") or {}).items()}
-    symbols = requested or list(config.load().retrain_symbols) or [
-        i.symbol for i in market.default().symbols()]
+    event = event or {}
+    on_demand = bool(event.get("on_demand"))
+    requested = [str(s).upper() for s in event.get("symbols") or []]
+    named_universes = [str(u) for u in event.get("universes") or []]
+    tokens = {str(s).upper(): str(t) for s, t in (event.get("lease_tokens") or {}).items()}
+    if named_universes:
+        symbols = []
+    else:
+        symbols = requested or list(config.load().retrain_symbols) or [
+            i.symbol for i in market.default().symbols()]
     done: dict[str, str] = {}
     skipped: dict[str, str] = {}
     for symbol in symbols:
@@ -45,5 +56,28 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 done[symbol] = meta["version"]
         except (UnknownSymbol, ProviderUnavailable, training.NotEnoughHistory) as exc:
             skipped[symbol] = f"{type(exc).__name__}: {exc}"
-    log.info("retrain finished", extra={"fields": {"trained": done, "skipped": skipped}})
-    return {"trained": done, "skipped": skipped}
+    ranked: dict[str, str] = {}
+    if named_universes or not (on_demand or requested):
+        names = named_universes or [u["name"] for u in universes.all_universes()]
+        for name in names:
+            if context is not None and context.get_remaining_time_in_millis() < RESERVE_MS:
+                skipped[f"universe {name}"] = "out of time"
+                continue
+            ranked_as_of = _rank_universe(name, skipped)
+            if ranked_as_of:
+                ranked[name] = ranked_as_of
+    log.info("retrain finished", extra={"fields": {"trained": done, "ranked": ranked, "skipped": skipped}})
+    return {"trained": done, "ranked": ranked, "skipped": skipped}
+
+
+def _rank_universe(name: str, skipped: dict[str, str]) -> str | None:
+    """Trains the universe's ranker and publishes its day's ranking; the ranking's date, or None
+    (the reason in `skipped`)."""
+    try:
+        loaded = load_universe_panel(name)
+        ranking = train_universe(name, loaded.panel, missing=loaded.missing)
+    except (universes.UniverseError, universes.UnknownUniverse, ValueError) as exc:
+        skipped[f"universe {name}"] = f"{type(exc).__name__}: {exc}"
+        return None
+    universe_ranks.rankings().publish(name, ranking)
+    return ranking["as_of"]

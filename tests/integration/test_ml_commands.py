@@ -106,7 +106,9 @@ def test_scheduled_retrain_trains_what_it_can_and_says_why_not_the_rest(gateway)
     assert "FunctionError" not in out
     result = json.loads(out["Payload"].read())
     assert {"SPX", "IXIC"} <= set(result["trained"])
-    assert all("NotEnoughHistory" in why for why in result["skipped"].values())
+    # Universes stored by other tests are ranked too (or skipped with their reason): symbols here.
+    assert all("NotEnoughHistory" in why for name, why in result["skipped"].items()
+               if not name.startswith("universe "))
 
 
 def test_model_bucket_survives_a_restart_through_its_snapshot(stack, tmp_path):

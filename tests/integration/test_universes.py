@@ -1,11 +1,13 @@
 """`stockpred universe` stores named sets of symbols in PostgreSQL; GET /api/universes lists them."""
 
+import json
 import os
 import subprocess
 import sys
 import uuid
 
 import psycopg2
+import pytest
 
 from devstack.services import REPO_ROOT
 
@@ -59,30 +61,34 @@ def test_bad_input_is_refused_with_a_reason_and_stores_nothing(stack):
     assert "ok-name" not in cli(stack, "list").stdout
 
 
-def test_a_user_imports_csvs_creates_a_universe_and_evaluates_it(stack, tmp_path):
-    import json
-
+@pytest.fixture(scope="module")
+def momentum_universe(stack, tmp_path_factory):
+    """30 synthetic stocks over four years with a planted momentum premium, imported from CSV files
+    and made a universe, as a user would: (its name, the folder)."""
     from stockml.synthetic import synthetic_panel, to_bars
 
-    # 30 synthetic stocks over four years with a planted momentum premium, as CSV files.
     planted = synthetic_panel(30, 1000, seed=5, momentum=0.08, start="2012-01-02")
-    folder = tmp_path / "universe"
-    folder.mkdir()
-    names = {}
-    for i, (symbol, bars) in enumerate(to_bars(planted.panel).items()):
-        name = names[symbol] = f"ZZ{i:02d}"
+    folder = tmp_path_factory.mktemp("universe")
+    for i, bars in enumerate(to_bars(planted.panel).values()):
         rows = [f"{b.date},{b.open:.4f},{b.high:.4f},{b.low:.4f},{b.close:.4f},{b.volume}" for b in bars]
-        (folder / f"{name}.csv").write_text("Date,Open,High,Low,Close,Volume\n" + "\n".join(rows) + "\n")
+        (folder / f"ZZ{i:02d}.csv").write_text("Date,Open,High,Low,Close,Volume\n" + "\n".join(rows) + "\n")
     imported = subprocess.run([sys.executable, "-m", "devstack.cli", "import-csv", str(folder)],
                               env={**os.environ, **stack}, capture_output=True, text=True, cwd=REPO_ROOT)
     assert imported.returncode == 0, imported.stderr
     universe = f"momentum-{uuid.uuid4().hex[:6]}"
     assert cli(stack, "create", universe, "--from-csv", str(folder)).returncode == 0
+    return universe, folder
 
-    out = subprocess.run([sys.executable, "-m", "devstack.cli", "evaluate-universe", universe,
-                          "--kind", "ridge", "--refit-every", "126", "--out", str(tmp_path)],
-                         env={**os.environ, **stack}, capture_output=True, text=True, cwd=REPO_ROOT,
-                         timeout=300)
+
+def stockpred(stack, *args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "devstack.cli", *args], env={**os.environ, **stack},
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=timeout)
+
+
+def test_a_user_imports_csvs_creates_a_universe_and_evaluates_it(stack, momentum_universe, tmp_path):
+    universe, _ = momentum_universe
+    out = stockpred(stack, "evaluate-universe", universe, "--kind", "ridge", "--refit-every", "126",
+                    "--out", str(tmp_path))
     assert out.returncode == 0, out.stderr
     print(out.stdout)
     report = json.loads((tmp_path / f"evaluate-universe-{universe}.json").read_text())
@@ -92,6 +98,65 @@ def test_a_user_imports_csvs_creates_a_universe_and_evaluates_it(stack, tmp_path
     assert (tmp_path / f"evaluate-universe-{universe}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "ridge" in out.stdout and "equal" in out.stdout.lower()
 
-    unknown = subprocess.run([sys.executable, "-m", "devstack.cli", "evaluate-universe", "nope-none"],
-                             env={**os.environ, **stack}, capture_output=True, text=True, cwd=REPO_ROOT)
+    unknown = stockpred(stack, "evaluate-universe", "nope-none")
     assert unknown.returncode == 2 and "no universe nope-none" in unknown.stderr
+
+
+def test_a_trained_universe_ranking_is_served_and_each_member_prediction_carries_its_rank(
+        stack, gateway, momentum_universe):
+    universe, _ = momentum_universe
+    before = gateway.get(f"/api/universes/{universe}/ranking")
+    assert before.status_code == 404 and "train-universe" in before.json()["error"]
+
+    trained = stockpred(stack, "train-universe", universe)
+    assert trained.returncode == 0, trained.stderr
+    print(trained.stdout)
+    assert f"universe {universe}: ridge ranker, 30 members ranked on 2015-10-30" in trained.stdout
+
+    served = gateway.get(f"/api/universes/{universe}/ranking")
+    assert served.status_code == 200, served.text
+    ranking = served.json()
+    assert ranking["universe"] == universe and ranking["as_of"] == "2015-10-30"
+    members = ranking["ranking"]
+    assert [m["rank"] for m in members] == list(range(1, 31))
+    assert {m["symbol"] for m in members} == {f"ZZ{i:02d}" for i in range(30)}
+    assert ranking["record"]["ic"]["ic_mean"] > 0.02  # the planted momentum, in the served record
+    assert members[0]["expected_excess_return"] > members[-1]["expected_excess_return"]
+
+    # A member's prediction says where it stands (its own model trained first, as a user would).
+    symbol = members[0]["symbol"]
+    assert stockpred(stack, "train", symbol).returncode == 0
+    predicted = gateway.predict(symbol)
+    assert predicted.status_code == 200, predicted.text
+    ranks = [r for r in predicted.json()["universe_ranks"] if r["universe"] == universe]
+    assert ranks == [{"universe": universe, "as_of": "2015-10-30", "horizon_days": 1, "rank": 1,
+                      "of": 30, "percentile": members[0]["percentile"], "decile": 10,
+                      "expected_excess_return": members[0]["expected_excess_return"],
+                      "edge": ranking["record"]["edge"]}]
+
+    for path, status in ((f"/api/universes/never-{uuid.uuid4().hex[:6]}/ranking", 404),
+                         ("/api/universes/bad%20name/ranking", 400),
+                         ("/api/universes/%E2%80%8Bzero-width/ranking", 400)):
+        answer = gateway.get(path)
+        assert answer.status_code == status, (path, answer.text)
+
+
+def test_the_retrain_function_ranks_a_universe_when_asked(gateway, momentum_universe):
+    import boto3
+
+    from devstack.events import scheduled_event
+
+    universe, _ = momentum_universe
+    client = boto3.client("lambda", endpoint_url=gateway.url, region_name="us-east-1",
+                          aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"])
+    unknown = f"never-{uuid.uuid4().hex[:6]}"
+    event = {**scheduled_event("AfterClose"), "universes": [universe, unknown]}
+    out = client.invoke(FunctionName="RetrainFunction", Payload=json.dumps(event))
+    assert "FunctionError" not in out
+    result = json.loads(out["Payload"].read())
+    assert result["trained"] == {}  # named universes only: no symbol retrained
+    assert result["ranked"] == {universe: "2015-10-30"}
+    assert "UnknownUniverse" in result["skipped"][f"universe {unknown}"]
+    served = gateway.get(f"/api/universes/{universe}/ranking").json()
+    assert served["as_of"] == "2015-10-30" and len(served["ranking"]) == 30

@@ -83,7 +83,24 @@ SCHEMAS: dict[str, Any] = {
                     "properties": {"target_volatility": NULLABLE_NUMBER, "max_exposure": NUMBER,
                                    "horizon_days": INTEGER, "conviction_strength": NUMBER,
                                    "reason": STRING}},
-         "outcome": {"type": ["object", "null"]}}),
+         "outcome": {"type": ["object", "null"]},
+         "universe_ranks": {"type": "array", "items": _ref("UniverseRank"),
+                            "description": "the symbol's place in each universe whose ranking has it"}}),
+    "UniverseRank": _obj({"universe": STRING, "as_of": STRING, "rank": INTEGER, "of": INTEGER,
+                          "percentile": NUMBER, "decile": INTEGER,
+                          "expected_excess_return": NULLABLE_NUMBER, "edge": BOOLEAN},
+                         {"horizon_days": INTEGER}),
+    "RankedMember": _obj({"symbol": STRING, "rank": INTEGER, "of": INTEGER, "percentile": NUMBER,
+                          "decile": INTEGER, "score": NUMBER, "expected_excess_return": NULLABLE_NUMBER}),
+    "UniverseRanking": _obj(
+        {"universe": STRING, "as_of": STRING, "horizon_days": INTEGER,
+         "ranking": {"type": "array", "items": _ref("RankedMember"), "description": "best first"}},
+        {"model": {"type": "object"}, "record": {"type": "object", "description":
+                                                 "the ranker's walk-forward record: rank IC, deciles, "
+                                                 "long-only portfolio against equal weight, edge"},
+         "expected_excess_return_means": STRING,
+         "not_ranked": {"type": "array", "items": STRING},
+         "left_out": {"type": "object"}}),
     "Training": _obj({"symbol": STRING, "status": {"const": "training"}, "message": STRING,
                       "retry_after": INTEGER, "started_by_this_request": BOOLEAN}),
     "Registered": _obj({"message": {"const": "User registered successfully"}, "user_id": STRING}),
@@ -232,6 +249,15 @@ def _paths() -> dict[str, Any]:
             "summary": "named sets of symbols to rank (stockpred universe create)",
             "responses": {"200": _json(_obj({"universes": {"type": "array", "items": _ref("Universe")}}),
                                        "every universe, by name")}}},
+        "/api/universes/{name}/ranking": {"get": {
+            "operationId": "universeRanking", "tags": ["predictions"],
+            "summary": "the day's ranking of a universe's members (stockpred train-universe, or the "
+                       "retrain after the close)",
+            "parameters": [{"name": "name", "in": "path", "required": True,
+                            "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$"}}],
+            "responses": {"200": _json(_ref("UniverseRanking"), "the latest ranking, best first"),
+                          "400": _error("not a universe name"),
+                          "404": _error("no such universe, or no ranking yet")}}},
         "/api/stocks/{symbol}/details": {"get": {
             "operationId": "details", "tags": ["stocks"], "summary": "the latest quote",
             "parameters": [SYMBOL],

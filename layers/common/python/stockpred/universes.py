@@ -84,6 +84,13 @@ def all_universes() -> list[dict[str, Any]]:
         return [_body(r) for r in cur.fetchall()]
 
 
+def containing(symbol: str) -> list[str]:
+    """The names of the universes that have `symbol` as a member, sorted."""
+    with postgres.transaction() as cur:
+        cur.execute("SELECT name FROM universes WHERE %s = ANY(symbols) ORDER BY name", (symbol,))
+        return [r[0] for r in cur.fetchall()]
+
+
 def get(name: str) -> dict[str, Any]:
     with postgres.transaction() as cur:
         cur.execute("SELECT name, symbols, created_at, updated_at FROM universes WHERE name = %s",

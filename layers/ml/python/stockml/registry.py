@@ -7,6 +7,9 @@ Layout in the bucket:
     models/<SYMBOL>/latest.json               {"version": ...}
     models/<SYMBOL>/trials.json               every configuration evaluated and every judgement of
                                               the edge (stockml.trials), across versions
+    universes/<NAME>/ranking.json             a universe's latest ranking (stockml.universe_training):
+                                              the day's rank of every member and the model's record
+    universes/<NAME>/rankings/<DATE>.json     each day's ranking, kept
 
 An artifact is loaded only after its sha256, its format version and its feature list have been
 checked against the metadata and this runtime; a mismatch raises ArtifactRejected (OutdatedArtifact
@@ -160,3 +163,41 @@ class ModelRegistry:
             else:
                 self._loaded.pop(symbol, None)
                 self._pointer_checked.pop(symbol, None)
+
+
+class RankingNotFound(LookupError):
+    """No ranking is published for this universe yet."""
+
+
+class UniverseRankings:
+    """Universe rankings in the model bucket: written by the training job, read by the API; a warm
+    process keeps one at most `ttl_s` seconds."""
+
+    def __init__(self, s3: Any, bucket: str, ttl_s: float = 60.0) -> None:
+        self.s3 = s3
+        self.bucket = bucket
+        self.ttl_s = ttl_s
+        self._read: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    def publish(self, name: str, ranking: dict[str, Any]) -> None:
+        body = json.dumps(ranking, indent=1).encode()
+        for key in (f"universes/{name}/rankings/{ranking['as_of']}.json", f"universes/{name}/ranking.json"):
+            self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
+        with self._lock:
+            self._read[name] = (time.monotonic(), ranking)
+
+    def latest(self, name: str) -> dict[str, Any]:
+        """The universe's latest ranking; RankingNotFound before its first training."""
+        with self._lock:
+            read = self._read.get(name)
+        if read and time.monotonic() - read[0] < self.ttl_s:
+            return read[1]
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=f"universes/{name}/ranking.json")["Body"].read()
+        except (self.s3.exceptions.NoSuchKey, self.s3.exceptions.NoSuchBucket):
+            raise RankingNotFound(name) from None
+        ranking = json.loads(body)
+        with self._lock:
+            self._read[name] = (time.monotonic(), ranking)
+        return ranking
