@@ -14,7 +14,7 @@ from chalice import Chalice, Response
 
 from stockml import signals, universe_ranks
 from stockml.registry import ArtifactRejected, ModelNotFound, RankingNotFound
-from stockpred import config, market, realtime, training_budget, universes
+from stockpred import config, logs, market, realtime, training_budget, universes
 from stockpred.handlers import (
     ApiError,
     client_address,
@@ -70,8 +70,10 @@ def predict(symbol: str) -> Response:
         log.warning("history behind the model", extra={"fields": {"symbol": symbol, "reason": str(exc)}})
         raise ApiError(503, f"Cannot predict {symbol}: {exc}", {"Retry-After": "60"}) from None
     body["universe_ranks"] = universe_ranks.ranks_of(symbol)
-    # Subscribers see every prediction served; `new` tells a first one from a stored one re-read.
-    realtime.publish_to_room(symbol, {"type": "prediction", "new": created, **body})
+    # Subscribers see every prediction served; `new` tells a first one from a stored one re-read,
+    # `correlation_id` the request that caused it (a page ignores the echo of its own).
+    realtime.publish_to_room(symbol, {"type": "prediction", "new": created,
+                                      "correlation_id": logs.correlation_id.get(), **body})
     return json_response(200, body)
 
 

@@ -66,6 +66,8 @@ def test_a_prediction_reaches_only_its_symbols_room(gateway, stack):
             pushed = await next_json(spx, timeout=30)
             assert pushed["type"] == "prediction" and pushed["symbol"] == "SPX"
             assert pushed["_id"] == r.json()["_id"] and pushed["action"] == r.json()["action"]
+            # The request that caused it, so a page can tell its own request's echo from news.
+            assert pushed["correlation_id"] == r.headers["X-Correlation-Id"]
             assert await nothing_arrives(ixic)
 
     asyncio.run(scenario())

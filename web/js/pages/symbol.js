@@ -10,7 +10,6 @@ import { signalPanel } from './signal.js';
 
 // Our own predict request pushes its answer to the room too: ignore pushes while it is in
 // flight, and a push of that same prediction arriving just after its answer.
-const OWN_ECHO_MS = 300;
 
 export async function renderSymbol(root, symbol, ctx) {
   const path = `/api/stocks/${encodeURIComponent(symbol)}`;
@@ -101,15 +100,19 @@ export async function renderSymbol(root, symbol, ctx) {
   };
 
   // --- today's signal --------------------------------------------------------------------------
-  let shown = null; // {id, at}: the prediction we fetched ourselves, and when
+  // Our own request's correlation id: the push it causes is an echo of what we show, not news.
+  // (Matching on the prediction's _id would also swallow someone else's request for it.)
+  let ownRequest = null;
   let fetching = false;
   let retryTimer = null;
   ctx.onLeave(() => clearTimeout(retryTimer));
 
   const loadSignal = async () => {
     fetching = true;
+    ownRequest = crypto.randomUUID();
     try {
-      const { status: code, body } = await api.request('GET', `/api/predict/${encodeURIComponent(symbol)}`);
+      const { status: code, body } = await api.request('GET', `/api/predict/${encodeURIComponent(symbol)}`,
+        { headers: { 'X-Correlation-Id': ownRequest } });
       if (!ctx.alive) return;
       if (code === 202) {
         fetching = false;
@@ -123,7 +126,6 @@ export async function renderSymbol(root, symbol, ctx) {
       await live.ready(symbol);
       fetching = false;
       if (!ctx.alive) return;
-      shown = { id: body._id, at: Date.now() };
       panel.show(body);
       addMarker(body);
     } catch (err) {
@@ -139,9 +141,8 @@ export async function renderSymbol(root, symbol, ctx) {
   };
   const onPrediction = (p) => {
     if (p.symbol !== symbol || fetching) return;
-    if (shown && p._id === shown.id && Date.now() - shown.at < OWN_ECHO_MS) return;
+    if (p.correlation_id && p.correlation_id === ownRequest) return;
     clearTimeout(retryTimer); // a push answers a pending "training" too
-    shown = { id: p._id, at: 0 };
     panel.show(p);
     panel.liveAt(`Updated live at ${clock()}`);
     addMarker(p);
