@@ -13,8 +13,10 @@ import { renderPortfolio } from './pages/portfolio.js';
 import { renderTransactions } from './pages/transactions.js';
 import { renderAnalytics } from './pages/analytics.js';
 import { renderLogs } from './pages/logs.js';
+import { renderRankings } from './pages/rankings.js';
 
 router.route('market', renderMarket, 'Market');
+router.route('rankings', renderRankings, 'Rankings');
 router.route('signin', renderSignIn, 'Sign in');
 router.route('register', renderRegister, 'Register');
 router.route('portfolio', renderPortfolio, 'Portfolio');

@@ -25,6 +25,14 @@ export function percent(value, digits = 1) {
   return `${(Number(value) * 100).toFixed(digits)}%`;
 }
 
+/** A fraction as a signed percent: 0.00247 -> "+0.247%", null -> "n/a". */
+export function signedPercent(value, digits = 3) {
+  if (value === null || value === undefined || !Number.isFinite(Number(value))) return 'n/a';
+  const n = Number(value) * 100;
+  const sign = n > 0 ? '+' : n < 0 ? '−' : '';
+  return `${sign}${Math.abs(n).toFixed(digits)}%`;
+}
+
 /** A signed change with an arrow and a word, so colour is never the only cue. */
 export function change(change, changePercent) {
   const n = Number(change);

@@ -10,6 +10,7 @@ let onSignOut = () => {};
 
 const PAGES = [
   ['market', 'Market'],
+  ['rankings', 'Rankings'],
   ['portfolio', 'Portfolio'],
   ['transactions', 'Transactions'],
   ['analytics', 'Analytics'],

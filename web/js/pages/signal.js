@@ -1,11 +1,11 @@
 // The signal panel of a symbol: today's action and confidence, how much of one's capital to hold
 // and why (exposure, volatility forecasts), the evidence for an edge in words (direction skill:
 // the sized signal against the same sizing with no direction, its corrected p-value and interval),
-// risk timing apart (volatility targeting against holding), and the out-of-sample record beside
-// both. Pure rendering: market.js feeds it.
+// risk timing apart (volatility targeting against holding), the symbol's rank in each universe
+// that ranks it, and the out-of-sample record beside both. Pure rendering: market.js feeds it.
 
 import { h, replace } from '../dom.js';
-import { money, percent, timestamp } from '../format.js';
+import { money, percent, signedPercent, timestamp } from '../format.js';
 
 const EDGE_TRUE = "Edge: on this symbol's past, the model's buy/sell calls added to plain volatility targeting after costs, traded a day late, by more than luck across every test made would explain — past, not a promise.";
 const EDGE_FALSE = "No edge: no evidence the model's buy/sell calls add anything to plain volatility targeting; read them as a coin flip with a slight lean.";
@@ -16,12 +16,13 @@ export function signalPanel() {
   const risk = h('div', { class: 'risk', dataset: { testid: 'risk' } });
   const edge = h('p', { class: 'edge', dataset: { testid: 'edge' } });
   const timing = h('p', { class: 'risk-timing', dataset: { testid: 'risk-timing' } });
+  const ranks = h('div', { class: 'universe-ranks' });
   const record = h('div', { class: 'record' });
   const liveLine = h('p', { class: 'signal-live', 'aria-live': 'polite', dataset: { testid: 'signal-live' } });
   const el = h('section', { class: 'card signal', 'aria-labelledby': 'signal-title' },
     h('h2', { id: 'signal-title' }, "Today's signal"),
     h('div', { dataset: { testid: 'signal' } }, body),
-    risk, edge, timing, record, liveLine);
+    risk, edge, timing, ranks, record, liveLine);
   return {
     el,
     show(p) {
@@ -30,6 +31,7 @@ export function signalPanel() {
       replace(risk, ...riskLines(p));
       edge.textContent = edgeWords(p);
       timing.textContent = timingWords(p.record);
+      replace(ranks, universeRanks(p.universe_ranks));
       replace(record, p.record ? recordTable(p.record) : h('p', {}, 'No out-of-sample record for this model.'));
     },
     training(seconds) {
@@ -103,6 +105,28 @@ function timingWords(r) {
   const t = r && r.risk_timing;
   if (!t) return '';
   return `Risk timing (volatility targeting, no direction) against holding the index: ${t.verdict}.`;
+}
+
+/** One line per universe ranking the symbol; nothing for none (or a body stored before ranks). */
+function universeRanks(ranks) {
+  if (!Array.isArray(ranks) || !ranks.length) return null;
+  return h('ul', { 'aria-label': 'Rank in each universe' }, ranks.map((r) => {
+    const period = Number(r.horizon_days) > 1 ? `over ${r.horizon_days} days` : 'a day';
+    const earned = r.expected_excess_return === null || r.expected_excess_return === undefined ? ''
+      : `; its decile earned ${signedPercent(r.expected_excess_return, 2)} ${period} over the universe out of sample`;
+    return h('li', { dataset: { testid: 'universe-rank' } },
+      `Ranked ${r.rank} of ${r.of} in `,
+      h('a', { href: `#/rankings/${encodeURIComponent(r.universe)}` }, r.universe),
+      ` on ${r.as_of} (${ordinal(Math.round(Number(r.percentile)))} percentile, decile ${r.decile}${earned}).`,
+      r.edge ? ' Its ranker has an edge after costs.' : ' Its ranker has no proven edge after costs.');
+  }));
+}
+
+/** 1 -> "1st", 12 -> "12th", 98 -> "98th". */
+function ordinal(n) {
+  const tens = n % 100;
+  const suffix = tens >= 11 && tens <= 13 ? 'th' : { 1: 'st', 2: 'nd', 3: 'rd' }[n % 10] || 'th';
+  return `${n}${suffix}`;
 }
 
 function fixed(value, digits = 2) {
