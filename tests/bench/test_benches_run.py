@@ -23,6 +23,7 @@ SMALL = {
     "predict": ["--requests", "10"],
     "soak": ["--seconds", "10", "--users", "2", "--fault-every", "4", "--faults", "state redis emptied"],
     "trade": ["--trades", "4", "--concurrency", "2"],
+    "universe": ["--symbols", "40", "--days", "900"],
 }
 
 
