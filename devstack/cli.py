@@ -260,8 +260,10 @@ def cmd_universe(args: argparse.Namespace) -> int:
 def cmd_evaluate_universe(args: argparse.Namespace) -> int:
     from threadpoolctl import threadpool_limits
 
+    from stockml import trials
     from stockml.ranking import evaluate_universe_with_series, format_universe_table, plot_universe
     from stockml.universe_data import load_universe_panel
+    from stockml.universe_ranks import rankings
     from stockpred import universes
 
     _apply_env(_stack(args))
@@ -279,16 +281,20 @@ def cmd_evaluate_universe(args: argparse.Namespace) -> int:
         return 2
     for symbol, why in loaded.missing.items():
         print(f"left out {symbol}: {why}", file=sys.stderr)
+    # Every configuration tried on the universe counts, this evaluation's included (stockml.trials).
+    before = rankings().trials(args.name) or trials.empty(args.name)
     try:
         with threadpool_limits(limits=1, user_api="openmp"):
             report, series = evaluate_universe_with_series(
                 loaded.panel, kinds=tuple(args.kind) if args.kind else ("ridge", "hgb"),
                 horizon=args.horizon, refit_every=args.refit_every, top_k=args.top_k, band=args.band,
                 cost_bps=args.cost_bps, spread_bps=args.spread_bps, lag=args.lag,
-                progress=_progress(f"{args.name} walk-forward"))
+                progress=_progress(f"{args.name} walk-forward"),
+                prior_trials=before.get("configurations", 0))
     except ValueError as exc:  # too short a history for the first test date, too few symbols
         print(f"error: {args.name}: {exc}", file=sys.stderr)
         return 2
+    rankings().save_trials(args.name, trials.count(before, report["trials"]))
     report["universe"]["name"] = args.name
     report["universe"]["left_out"] = loaded.missing
     print(format_universe_table(report))
@@ -306,7 +312,7 @@ def cmd_train_universe(args: argparse.Namespace) -> int:
 
     from stockml.universe_data import load_universe_panel
     from stockml.universe_ranks import rankings
-    from stockml.universe_training import train_universe
+    from stockml.universe_training import rank_and_publish
     from stockpred import universes
 
     _apply_env(_stack(args))
@@ -315,22 +321,25 @@ def cmd_train_universe(args: argparse.Namespace) -> int:
         for symbol, why in loaded.missing.items():
             print(f"left out {symbol}: {why}", file=sys.stderr)
         with threadpool_limits(limits=1, user_api="openmp"):
-            ranking = train_universe(args.name, loaded.panel, kind=args.kind, horizon=args.horizon,
-                                     missing=loaded.missing, progress=_progress(f"{args.name} walk-forward"))
+            ranking = rank_and_publish(args.name, loaded.panel, rankings(), kind=args.kind,
+                                       horizon=args.horizon, missing=loaded.missing,
+                                       progress=_progress(f"{args.name} walk-forward"))
     except universes.UnknownUniverse:
         print(f"error: no universe {args.name}: stockpred universe list", file=sys.stderr)
         return 2
     except ValueError as exc:  # a bad name, too few members or days
         print(f"error: {args.name}: {exc}", file=sys.stderr)
         return 2
-    rankings().publish(args.name, ranking)
-    record, ic = ranking["record"], ranking["record"]["ic"]
+    record, ic, judged = ranking["record"], ranking["record"]["ic"], ranking["record"]["edge_judgement"]
     print(f"universe {args.name}: {ranking['model']['kind']} ranker, {len(ranking['ranking'])} members "
           f"ranked on {ranking['as_of']} ({ranking['model']['seconds']} s)")
     print(f"  out of sample: mean daily rank IC {_num(ic['ic_mean'], '+.4f')} "
           f"(Newey-West t {_num(ic['t_newey_west'], '.2f')}, {ic['days']} days); "
           f"edge over equal weight after costs: {record['edge']} "
-          f"(corrected p {_num(record['p_value'], '.3f')})")
+          f"(corrected p {_num(record['p_value'], '.3f')}; judgement {judged['number']} of this "
+          f"universe, made {'now' if judged['rejudged'] else 'earlier'} on the record through "
+          f"{judged['judged_through']}, needs p < {judged['alpha']:.4f}; "
+          f"{record['trials_counted']} configurations counted)")
     for entry in ranking["ranking"][:5]:
         print(f"  {entry['rank']:>4}. {entry['symbol']:<8} percentile {entry['percentile']:5.1f}  "
               f"expected excess {_num(entry['expected_excess_return'], '+.4%')}")

@@ -20,7 +20,7 @@ from typing import Any
 
 from stockml import signals, training, universe_ranks
 from stockml.universe_data import load_universe_panel
-from stockml.universe_training import train_universe
+from stockml.universe_training import rank_and_publish
 from stockpred import config, market, universes
 from stockpred.logs import get_logger, lambda_handler
 from stockpred.prices import ProviderUnavailable, UnknownSymbol
@@ -75,9 +75,8 @@ def _rank_universe(name: str, skipped: dict[str, str]) -> str | None:
     (the reason in `skipped`)."""
     try:
         loaded = load_universe_panel(name)
-        ranking = train_universe(name, loaded.panel, missing=loaded.missing)
+        ranking = rank_and_publish(name, loaded.panel, universe_ranks.rankings(), missing=loaded.missing)
     except (universes.UniverseError, universes.UnknownUniverse, ValueError) as exc:
         skipped[f"universe {name}"] = f"{type(exc).__name__}: {exc}"
         return None
-    universe_ranks.rankings().publish(name, ranking)
     return ranking["as_of"]

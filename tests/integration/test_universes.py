@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -160,3 +161,31 @@ def test_the_retrain_function_ranks_a_universe_when_asked(gateway, momentum_univ
     assert "UnknownUniverse" in result["skipped"][f"universe {unknown}"]
     served = gateway.get(f"/api/universes/{universe}/ranking").json()
     assert served["as_of"] == "2015-10-30" and len(served["ranking"]) == 30
+
+
+def test_every_configuration_tried_on_a_universe_is_counted_and_its_edge_is_not_rejudged_daily(
+        stack, gateway, momentum_universe, tmp_path):
+    _, folder = momentum_universe
+    universe = f"counted-{uuid.uuid4().hex[:6]}"
+    assert cli(stack, "create", universe, "--from-csv", str(folder)).returncode == 0
+    said = re.compile(r"judgement (\d+) of this universe, made (now|earlier) .*; (\d+) configurations")
+
+    def train() -> tuple[int, str, int]:
+        out = stockpred(stack, "train-universe", universe)
+        assert out.returncode == 0, out.stderr
+        number, when, counted = said.search(out.stdout).groups()
+        return int(number), when, int(counted)
+
+    assert train() == (1, "now", 1)  # one ridge configuration a run
+    record = gateway.get(f"/api/universes/{universe}/ranking").json()["record"]
+    assert record["trials"] == record["trials_counted"] == 1
+    assert record["edge_judgement"]["number"] == 1 and record["edge"] is record["edge_judgement"]["edge"]
+    # The same record retrained (as the schedule does daily): counted again, the verdict kept.
+    assert train() == (1, "earlier", 2)
+    # A user's evaluation counts too, and the deflated Sharpe takes every one.
+    out = stockpred(stack, "evaluate-universe", universe, "--kind", "ridge", "--refit-every", "126",
+                    "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    report = json.loads((tmp_path / f"evaluate-universe-{universe}.json").read_text())
+    assert report["trials"] == 1 and report["trials_counted"] == 3
+    assert train() == (1, "earlier", 4)

@@ -147,6 +147,20 @@ def test_planted_momentum_traded_a_bar_late_is_an_edge() -> None:
     assert ridge["edge"] and report["edge"]
 
 
+def test_configurations_tried_before_lower_the_deflated_sharpe_and_nothing_else() -> None:
+    """A universe's earlier runs count in the deflated Sharpe ratio (a retrain every day must not
+    start again from one trial), and change no other number."""
+    report, _, _ = run(momentum=0.05, kinds=("ridge",))
+    later, _ = evaluate_universe_with_series(universe(momentum=0.05).panel, kinds=("ridge",),
+                                             data=data(momentum=0.05), prior_trials=250, **KW)
+    assert (report["trials"], report["trials_counted"]) == (1, 1)
+    assert (later["trials"], later["trials_counted"]) == (1, 251)
+    now, then = (r["models"]["ridge"]["portfolios"]["long_only"] for r in (later, report))
+    assert now["deflated_sharpe"] < then["deflated_sharpe"]
+    assert now["sharpe"] == then["sharpe"]
+    assert later["models"]["ridge"]["ic"] == report["models"]["ridge"]["ic"]
+
+
 def test_a_one_day_effect_is_lost_when_traded_a_bar_late() -> None:
     same_close, _, _ = run(0.05, lag=0)
     late, _, seconds = run(0.05, lag=1, kinds=("ridge",))

@@ -97,7 +97,8 @@ SCHEMAS: dict[str, Any] = {
          "ranking": {"type": "array", "items": _ref("RankedMember"), "description": "best first"}},
         {"model": {"type": "object"}, "record": {"type": "object", "description":
                                                  "the ranker's walk-forward record: rank IC, deciles, "
-                                                 "long-only portfolio against equal weight, edge"},
+                                                 "long-only portfolio against equal weight, edge "
+                                                 "(edge_judgement), trials, trials_counted"},
          "expected_excess_return_means": STRING,
          "not_ranked": {"type": "array", "items": STRING},
          "left_out": {"type": "object"}}),

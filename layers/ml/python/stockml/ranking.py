@@ -43,7 +43,8 @@ Protocol:
 - Tests: each model's long-only portfolio against the equal-weight universe with the studentised
   block bootstrap of `edge.sharpe_difference_test`, Holm-corrected over the run's tests
   (`edge.holm`); `edge` is a corrected p < 0.05. `performance.summary` gives the risk figures and
-  the deflated Sharpe ratio for the run's `trials` (every configuration evaluated).
+  the deflated Sharpe ratio for every configuration evaluated on the universe (`trials_counted`:
+  this run's and, through `prior_trials`, the earlier runs' kept in its trial record).
 
 numpy and scikit-learn (imported by `make_ranker`), no pandas; `plot_universe` imports matplotlib only
 when called. Features and labels are kept in float32 ((T, N, 17) x 4 bytes: 500 symbols x 20 years is
@@ -413,7 +414,7 @@ def evaluate_universe_with_series(
     top_k: int | None = None, band: int | None = None, cost_bps: float = DEFAULT_COST_BPS,
     spread_bps: float = DEFAULT_SPREAD_BPS, lag: int = EXECUTION_LAG,
     ridge_alphas: Sequence[float] = (RIDGE_ALPHA,), resamples: int = DEFAULT_RESAMPLES,
-    progress: Progress | None = None, data: RankingData | None = None,
+    progress: Progress | None = None, data: RankingData | None = None, prior_trials: int = 0,
 ) -> tuple[dict[str, Any], UniverseSeries]:
     """Like `evaluate_universe`, also returning the series behind the report (for `plot_universe`).
     `data` may pass a precomputed `ranking_data(panel, horizon)`."""
@@ -433,6 +434,9 @@ def evaluate_universe_with_series(
         raise ValueError(f"band ({band}) must be at least top_k ({k})")
     grids = {kind: configurations(kind, ridge_alphas) for kind in kinds}
     trials = sum(len(g) for g in grids.values())
+    # The deflated Sharpe ratio counts every configuration ever tried on this universe, not only
+    # this run's: a universe retrained daily would otherwise start from one trial each day.
+    counted = prior_trials + trials
 
     total = len(splits) * len(kinds)
     all_scores: dict[str, Scores] = {}
@@ -491,7 +495,7 @@ def evaluate_universe_with_series(
     def performance(name: str) -> dict[str, Any]:
         p = portfolios[name]
         return {**portfolio_metrics(p, trade_cost),
-                **{key: value for key, value in summary(dates, p.net, benchmark.net, trials=trials).items()
+                **{key: value for key, value in summary(dates, p.net, benchmark.net, trials=counted).items()
                    if key not in ("annual_return", "sharpe", "max_drawdown")}}
 
     tests = {}
@@ -545,10 +549,11 @@ def evaluate_universe_with_series(
                                 f"embargoed {horizon} day(s)" if len(ridge_alphas) > 1 else None,
         },
         "trials": trials,
+        "trials_counted": counted,
         "models": models,
         "equal_weight": {**portfolio_metrics(benchmark, trade_cost),
                          **{key: value for key, value in summary(dates, benchmark.net, benchmark.net,
-                                                                 trials=trials).items()
+                                                                 trials=counted).items()
                             if key in ("sortino", "calmar", "max_drawdown_days", "psr", "deflated_sharpe",
                                        "yearly")}},
         "tests_in_family": family,
@@ -565,17 +570,19 @@ def evaluate_universe(
     top_k: int | None = None, band: int | None = None, cost_bps: float = DEFAULT_COST_BPS,
     spread_bps: float = DEFAULT_SPREAD_BPS, lag: int = EXECUTION_LAG,
     ridge_alphas: Sequence[float] = (RIDGE_ALPHA,), resamples: int = DEFAULT_RESAMPLES,
-    progress: Progress | None = None,
+    progress: Progress | None = None, prior_trials: int = 0,
 ) -> dict[str, Any]:
     """JSON-safe report (None for any undefined number): out-of-sample period, protocol, per model
     its rank IC statistics and decay, decile returns, long-only and long-short portfolios with
     their risk figures and the long-only test against the equal-weight universe; the benchmark's
-    figures; `trials` and `edge` (some long-only portfolio beat equal weight with a Holm-corrected
-    p < 0.05). `top_k` defaults to a tenth of the typical cross-section, `band` to 2 * top_k."""
+    figures; `trials` (this run's configurations), `trials_counted` (plus `prior_trials`, those
+    tried on the universe before: the deflated Sharpe ratio's count) and `edge` (some long-only
+    portfolio beat equal weight with a Holm-corrected p < 0.05). `top_k` defaults to a tenth of
+    the typical cross-section, `band` to 2 * top_k."""
     report, _ = evaluate_universe_with_series(
         panel, kinds=kinds, horizon=horizon, refit_every=refit_every, min_train_days=min_train_days,
         top_k=top_k, band=band, cost_bps=cost_bps, spread_bps=spread_bps, lag=lag,
-        ridge_alphas=ridge_alphas, resamples=resamples, progress=progress)
+        ridge_alphas=ridge_alphas, resamples=resamples, progress=progress, prior_trials=prior_trials)
     return report
 
 
@@ -589,7 +596,9 @@ def format_universe_table(report: dict[str, Any]) -> str:
     out = [f"{report['universe']['symbols']} symbols, out-of-sample {oos['start']} to {oos['end']} "
            f"({oos['days']} days, {oos['folds']} folds, "
            f"{oos['mean_symbols_scored']:.0f} symbols scored a day)",
-           f"{p['validation']}; {report['trials']} configuration(s) tried", "",
+           f"{p['validation']}; {report['trials']} configuration(s) tried in this run, "
+           f"{report.get('trials_counted', report['trials'])} on this universe (the deflated Sharpe's count)",
+           "",
            "daily rank IC of the score against the next-day excess return"]
     header = ["", "IC mean", "IC std", "ICIR", "t", "t (Newey-West)", "positive", "days"]
     body = [[kind, cell(m["ic"]["ic_mean"], "+.4f"), cell(m["ic"]["ic_std"], ".4f"),

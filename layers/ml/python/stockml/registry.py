@@ -10,6 +10,7 @@ Layout in the bucket:
     universes/<NAME>/ranking.json             a universe's latest ranking (stockml.universe_training):
                                               the day's rank of every member and the model's record
     universes/<NAME>/rankings/<DATE>.json     each day's ranking, kept
+    universes/<NAME>/trials.json              the ranker's configurations evaluated and judgements
 
 An artifact is loaded only after its sha256, its format version and its feature list have been
 checked against the metadata and this runtime; a mismatch raises ArtifactRejected (OutdatedArtifact
@@ -186,6 +187,18 @@ class UniverseRankings:
             self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/json")
         with self._lock:
             self._read[name] = (time.monotonic(), ranking)
+
+    def trials(self, name: str) -> dict[str, Any] | None:
+        """The universe's trial record (stockml.trials), None before its first evaluation."""
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=f"universes/{name}/trials.json")["Body"].read()
+        except (self.s3.exceptions.NoSuchKey, self.s3.exceptions.NoSuchBucket):
+            return None
+        return json.loads(body)
+
+    def save_trials(self, name: str, trials: dict[str, Any]) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key=f"universes/{name}/trials.json",
+                           Body=json.dumps(trials, indent=2).encode(), ContentType="application/json")
 
     def latest(self, name: str) -> dict[str, Any]:
         """The universe's latest ranking; RankingNotFound before its first training."""

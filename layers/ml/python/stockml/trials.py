@@ -15,7 +15,9 @@ day, a symbol with no skill would get a new chance at `edge: true` each day. Ins
   ratio (stockml.performance) takes as its number of trials.
 
 The record is a small JSON document kept with the model registry (`models/<SYMBOL>/trials.json`).
-Pure functions here; stockml.training reads and writes it.
+A universe's ranker keeps one the same way (`universes/<NAME>/trials.json`): its ranking's edge is
+judged by the same rules, and an `evaluate-universe` run counts its configurations without a
+judgement. Pure functions here; stockml.training and stockml.universe_training read and write them.
 """
 
 from __future__ import annotations
@@ -37,8 +39,15 @@ def alpha_for(judgement: int) -> float:
 
 
 def empty(symbol: str) -> dict[str, Any]:
-    """The trial record of a symbol never evaluated."""
+    """The trial record of a symbol (or universe) never evaluated."""
     return {"symbol": symbol, "configurations": 0, "evaluations": 0, "judgements": []}
+
+
+def count(trials: dict[str, Any], configurations: int) -> dict[str, Any]:
+    """The record with one more evaluation of `configurations` configurations, judged or not."""
+    return {**trials, "configurations": trials.get("configurations", 0) + configurations,
+            "evaluations": trials.get("evaluations", 0) + 1,
+            "judgements": list(trials.get("judgements", []))}
 
 
 def is_due(trials: dict[str, Any], record_days: int) -> bool:
@@ -58,9 +67,8 @@ def judge(trials: dict[str, Any], *, record_end: str, record_days: int, p_value:
     verdict is `edge`, the judgement's number, alpha and p-value, `judged_through` (the record's
     last day then) and whether it was made now (`rejudged`)."""
     now = now or dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    judgements = list(trials.get("judgements", []))
-    updated = {**trials, "configurations": trials.get("configurations", 0) + configurations,
-               "evaluations": trials.get("evaluations", 0) + 1, "judgements": judgements}
+    updated = count(trials, configurations)
+    judgements = updated["judgements"]
     due = is_due(trials, record_days)
     last = judgements[-1] if judgements else None
     if due or last is None:

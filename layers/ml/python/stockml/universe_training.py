@@ -7,6 +7,11 @@ every trainable day, score the members on the panel's last day and publish the r
 (`registry.UniverseRankings`). A member's `expected_excess_return` is the mean next-day return
 over the equal-weight universe that stocks in its score decile earned out of sample: a calibrated
 number from the record, not the model's raw score, which is only a rank.
+
+`rank_and_publish` is the whole job: the universe's trial record (stockml.trials) gives the
+deflated Sharpe ratio every configuration tried on the universe before, and the ranking's `edge`
+is judged as a symbol's is, at most every 63 trading days of new record and at a level that
+spends 5% over all judgements; a retrain in between keeps the last verdict.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from stockml import trials
 from stockml.cross_section import average_ranks
 from stockml.panel import Panel
 from stockml.ranking import (
@@ -29,6 +35,7 @@ from stockml.ranking import (
     fit_ranker,
     ranking_data,
 )
+from stockml.registry import UniverseRankings
 
 Progress = Callable[[int, int], None]
 
@@ -59,15 +66,35 @@ def todays_ranking(data: RankingData, symbols: tuple[str, ...], model: Any,
     } for position, i in enumerate(order, start=1)]
 
 
+def rank_and_publish(name: str, panel: Panel, store: UniverseRankings, *, kind: str = "ridge",
+                     horizon: int = 1, missing: dict[str, str] | None = None,
+                     progress: Progress | None = None) -> dict[str, Any]:
+    """Trains the universe's ranker, judges its edge on the universe's trial record, publishes the
+    ranking and saves the record; returns the ranking as published."""
+    before = store.trials(name) or trials.empty(name)
+    ranking = train_universe(name, panel, kind=kind, horizon=horizon, missing=missing, progress=progress,
+                             prior_trials=before.get("configurations", 0))
+    record = ranking["record"]
+    after, verdict = trials.judge(before, record_end=record["out_of_sample"]["end"],
+                                  record_days=record["out_of_sample"]["days"], p_value=record["p_value"],
+                                  configurations=record["trials"])
+    ranking["record"] = {**record, "edge": bool(verdict["edge"]), "edge_judgement": verdict}
+    store.publish(name, ranking)
+    store.save_trials(name, after)
+    return ranking
+
+
 def train_universe(name: str, panel: Panel, *, kind: str = "ridge", horizon: int = 1,
                    refit_every: int = DEFAULT_REFIT_EVERY, missing: dict[str, str] | None = None,
-                   progress: Progress | None = None) -> dict[str, Any]:
+                   progress: Progress | None = None, prior_trials: int = 0) -> dict[str, Any]:
     """The ranking document for `panel`'s last day: the walk-forward record of `kind`, the model
-    fitted on every trainable day, and every rankable member's place (see the module docstring)."""
+    fitted on every trainable day, and every rankable member's place (see the module docstring).
+    Its `edge` is this run's test alone; `rank_and_publish` judges it on the universe's record."""
     started = time.perf_counter()
     data = ranking_data(panel, horizon)
     report, _ = evaluate_universe_with_series(panel, kinds=(kind,), horizon=horizon,
-                                              refit_every=refit_every, data=data, progress=progress)
+                                              refit_every=refit_every, data=data, progress=progress,
+                                              prior_trials=prior_trials)
     grid = configurations(kind)
     model, params = fit_ranker(kind, data, len(data.dates), grid)
     record = report["models"][kind]
@@ -99,6 +126,7 @@ def train_universe(name: str, panel: Panel, *, kind: str = "ridge", horizon: int
             "p_value": long_only["vs_equal_weight"]["p_value_corrected"],
             "edge": record["edge"],
             "trials": report["trials"],
+            "trials_counted": report["trials_counted"],
         },
         "expected_excess_return_means": (
             f"the mean {horizon}-day return over the universe's equal-weight average that members in "
