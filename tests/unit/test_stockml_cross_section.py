@@ -231,6 +231,16 @@ def test_matches_loop_reference_with_gaps():
         assert np.isfinite(want[-1, :, j]).sum() >= 3, name       # the comparison is not vacuous
 
 
+@pytest.mark.parametrize("block", [1, 2, 5])
+def test_blocks_of_symbols_give_the_whole_panel_features(block):
+    """Computed a block of symbols at a time (for the cache), the features are those of the whole
+    panel at once: beta still regresses on the market of every symbol, not of the block's."""
+    panel = random_panel(seed=5, t=300, n=7)
+    whole = build_cross_section(panel, block=7)
+    np.testing.assert_allclose(build_cross_section(panel, block=block), whole, rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(np.isnan(build_cross_section(panel, block=block)), np.isnan(whole))
+
+
 # ----------------------------------------------------------------------------- no look-ahead
 
 

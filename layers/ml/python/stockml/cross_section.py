@@ -47,6 +47,10 @@ no close on day t has every feature NaN on day t (it cannot be traded that day).
 Memory: (T, N, F) float64 is 8 * T * N * F bytes, e.g. 500 symbols x 5,000 days x 17 features is
 340 MB; `build_cross_section(panel, dtype=np.float32)` halves that (computed in float64, stored in
 float32). `normalise` keeps its input's floating dtype and works one feature at a time.
+
+Speed: the features are computed SYMBOL_BLOCK symbols at a time, each step vectorised across the
+block. On 500 symbols x 5,040 days that is 4x faster than the whole panel at once (whose 20 MB
+arrays leave the cache at every step) and faster than one symbol at a time (bench/universe.py).
 """
 
 from __future__ import annotations
@@ -68,6 +72,9 @@ BETA_WINDOW = 120
 MAX_RET_WINDOW = 20
 DOLLAR_VOLUME_WINDOW = 20
 MIN_COVERAGE = 0.8
+# Symbols computed together: whole-panel arrays (5040 days x 500 symbols, 20 MB each) stream
+# through memory at every step, blocks of this many stay in cache (bench/universe.py measures it).
+SYMBOL_BLOCK = 16
 # The first row on which every feature can have a value: ret_250 and mom_12_1 need close[t-250].
 WARMUP_ROWS = max(RETURN_WINDOWS)
 
@@ -162,11 +169,10 @@ def _window_mean_std(r0: np.ndarray, present: np.ndarray, n: int, need: int) -> 
 # ----------------------------------------------------------------------------- features
 
 
-def _capm(r: np.ndarray, r0: np.ndarray, r_present: np.ndarray, n: int,
+def _capm(m: np.ndarray, r0: np.ndarray, r_present: np.ndarray, n: int,
           need: int) -> tuple[np.ndarray, np.ndarray]:
-    """Beta and residual standard deviation of each symbol's returns regressed on the equal-weight
-    market's over the last n days where both exist (at least `need` of them)."""
-    m = market_returns(r)
+    """Beta and residual standard deviation of each symbol's returns regressed on the market's
+    (`m`, the equal-weight universe's) over the last n days where both exist (at least `need`)."""
     pair = r_present * np.isfinite(m)[:, None]
     x = np.where(pair > 0, m[:, None], 0.0)
     y = r0 * pair
@@ -211,21 +217,31 @@ def market_returns(returns: np.ndarray) -> np.ndarray:
 
 
 def build_cross_section(panel: Panel, *, dtype: type | np.dtype = np.float64,
-                        min_coverage: float = MIN_COVERAGE) -> np.ndarray:
+                        min_coverage: float = MIN_COVERAGE, block: int = SYMBOL_BLOCK) -> np.ndarray:
     """Raw features (T, N, len(FEATURE_NAMES)), column j being FEATURE_NAMES[j] (see module docstring).
 
-    Computed in float64 across all symbols at once; `dtype=np.float32` halves the stored result.
+    Computed in float64, vectorised across `block` symbols at a time (the market's return, which
+    beta needs, from all of them first); `dtype=np.float32` halves the stored result.
     """
     t_len, n_sym = _check(panel)
     close = np.asarray(panel.close, dtype=np.float64)
     volume = np.asarray(panel.volume, dtype=np.float64)
+    market = market_returns(log_returns(close))
+    out = np.empty((t_len, n_sym, len(FEATURE_NAMES)), dtype=dtype)
+    for start in range(0, n_sym, max(1, block)):
+        part = slice(start, start + max(1, block))
+        _features(close[:, part], volume[:, part], market, out[:, part], min_coverage)
+    return out
+
+
+def _features(close: np.ndarray, volume: np.ndarray, market: np.ndarray, out: np.ndarray,
+              min_coverage: float) -> None:
+    """Writes the raw features of the symbols in `close`'s columns into `out` (T, n, features)."""
     bar = np.isfinite(close) & (close > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         log_close = np.where(bar, np.log(close), np.nan)
     r = log_returns(close)
     r0, r_present = _masked(r)
-
-    out = np.empty((t_len, n_sym, len(FEATURE_NAMES)), dtype=dtype)
     columns = iter(range(len(FEATURE_NAMES)))
 
     def put(values: np.ndarray) -> None:
@@ -263,7 +279,7 @@ def build_cross_section(panel: Panel, *, dtype: type | np.dtype = np.float64,
     put(np.where(covered, log_close - _rolling_extreme(log_close, RANGE_WINDOW, np.fmax), np.nan))
     put(np.where(covered, log_close - _rolling_extreme(log_close, RANGE_WINDOW, np.fmin), np.nan))
 
-    beta, idio_vol = _capm(r, r0, r_present, BETA_WINDOW, max(need(BETA_WINDOW), 3))
+    beta, idio_vol = _capm(market, r0, r_present, BETA_WINDOW, max(need(BETA_WINDOW), 3))
     put(beta)
     put(idio_vol)
     del beta, idio_vol
@@ -280,7 +296,6 @@ def build_cross_section(panel: Panel, *, dtype: type | np.dtype = np.float64,
 
     assert next(columns, None) is None, "a feature was not written"
     out[~bar] = np.nan
-    return out
 
 
 # ----------------------------------------------------------------------------- normalisation
