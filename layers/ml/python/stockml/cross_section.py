@@ -49,8 +49,9 @@ Memory: (T, N, F) float64 is 8 * T * N * F bytes, e.g. 500 symbols x 5,000 days 
 float32). `normalise` keeps its input's floating dtype and works one feature at a time.
 
 Speed: the features are computed SYMBOL_BLOCK symbols at a time, each step vectorised across the
-block. On 500 symbols x 5,040 days that is 4x faster than the whole panel at once (whose 20 MB
-arrays leave the cache at every step) and faster than one symbol at a time (bench/universe.py).
+block. On 500 symbols x 5,040 days that is 2-4x faster than the whole panel at once (whose 20 MB
+arrays leave the cache at every step) and about as fast as one symbol at a time (0.8-1.6x over
+three runs of bench/universe.py): the per-step overhead is gone, the cache kept.
 """
 
 from __future__ import annotations
