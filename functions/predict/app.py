@@ -14,7 +14,7 @@ from chalice import Chalice, Response
 
 from stockml import signals, universe_ranks
 from stockml.registry import ArtifactRejected, ModelNotFound, RankingNotFound
-from stockpred import config, logs, market, realtime, training_budget, universes
+from stockpred import config, logs, market, metrics, realtime, training_budget, universes
 from stockpred.handlers import (
     ApiError,
     client_address,
@@ -51,6 +51,8 @@ def predict(symbol: str) -> Response:
         body, created = signals.predict(hist, train_on_demand=config.load().train_on_demand,
                                         client=client_address(app.current_request))
     except signals.TrainingStarted as training:
+        if training.started:
+            metrics.count("TrainingsStarted")
         wait = signals.TRAINING_RETRY_AFTER_S
         return json_response(202, {
             "symbol": symbol, "status": "training",
@@ -70,6 +72,7 @@ def predict(symbol: str) -> Response:
         log.warning("history behind the model", extra={"fields": {"symbol": symbol, "reason": str(exc)}})
         raise ApiError(503, f"Cannot predict {symbol}: {exc}", {"Retry-After": "60"}) from None
     body["universe_ranks"] = universe_ranks.ranks_of(symbol)
+    metrics.count("PredictionsServed")
     # Subscribers see every prediction served; `new` tells a first one from a stored one re-read,
     # `correlation_id` the request that caused it (a page ignores the echo of its own).
     realtime.publish_to_room(symbol, {"type": "prediction", "new": created,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from stockpred import logs, realtime, safejson
+from stockpred import logs, metrics, realtime, safejson
 
 log = logs.get_logger("push")
 
@@ -35,6 +35,9 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
             log.exception("push failed: the queue will deliver it again")
             failures.append({"itemIdentifier": record["messageId"]})
             continue
+        metrics.count("PushesDelivered", result.delivered)
+        metrics.count("PushesGone", result.gone)
+        metrics.count("PushesFailed", result.requeued + result.dropped)
         published = push.get("published_at")
         log.info("push delivered", extra={"fields": {
             **vars(result), "event_id": push.get("id"), "attempt": push.get("attempt", 1),

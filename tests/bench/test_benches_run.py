@@ -20,6 +20,7 @@ SMALL = {
     "etl": ["--sizes", "2000"],
     "fanout": ["--sizes", "1,5", "--predicts", "2"],
     "logs": ["--lines", "1000", "--requests", "3"],
+    "metrics": ["--requests", "50", "--rounds", "1"],
     "predict": ["--requests", "10"],
     "soak": ["--seconds", "10", "--users", "2", "--fault-every", "4", "--faults", "state redis emptied"],
     "trade": ["--trades", "4", "--concurrency", "2"],

@@ -20,6 +20,7 @@ from typing import Any
 
 import redis
 
+from stockpred import metrics
 from stockpred.prices import ProviderUnavailable
 from stockpred.redis_stores import CacheRing
 
@@ -54,7 +55,14 @@ class ReadThroughCache:
         With keep_last_s, every loaded value is also kept that long as the key's last known good
         copy, served (stale, with its age) when load() raises ProviderUnavailable. `decode` turns
         the stored JSON bytes of a hit into its value (it must give MISSING for a stored miss).
+        Counted as CacheHits or CacheMisses (stockpred.metrics).
         """
+        found = self._get_or_load(cache_key, ttl_s, load, missing_ttl_s, keep_last_s, decode)
+        metrics.count("CacheHits" if found.hit else "CacheMisses")
+        return found
+
+    def _get_or_load(self, cache_key: str, ttl_s: int, load: Callable[[], Any], missing_ttl_s: int,
+                     keep_last_s: int, decode: Callable[[bytes], Any]) -> Lookup:
         client = self.ring.client_for(cache_key)
         cached = self._read(client, cache_key, decode)
         if cached is not None:

@@ -20,6 +20,9 @@ address (`client_address`, what the login and registration throttles count) is C
 `CloudFront-Viewer-Address` only on a request that carried the secret, else API Gateway's
 `identity.sourceIp`, never another header the caller chose. Unset (the default, and locally),
 every request is served and the address is `sourceIp`, as before.
+
+Every request also writes one metric line (stockpred.metrics): Requests, Errors4xx, Errors5xx,
+Duration and ColdStart by function and route, with the counts the request's code made.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from typing import Any
 
 from chalice import Chalice, ChaliceUnhandledError, Response
 
-from stockpred import config, safejson, secrets, symbols
+from stockpred import config, metrics, safejson, secrets, symbols
 from stockpred.logs import clean_correlation_id, correlation_id, get_logger, invocation
 from stockpred.prices import ProviderUnavailable, UnknownSymbol
 
@@ -76,6 +79,7 @@ def install(app: Chalice, service: str) -> logging.Logger:
         # the request into every function and saga task it reaches (see stockpred.logs).
         invocation(app.lambda_context, clean_correlation_id(request.headers.get("x-correlation-id"))
                    or request.context.get("requestId"))
+        metrics.start()
         started = time.perf_counter()
         try:
             check_origin(request)
@@ -93,8 +97,14 @@ def install(app: Chalice, service: str) -> logging.Logger:
         response.headers["X-Correlation-Id"] = correlation_id.get()
         security_headers(request.headers, response.headers)
         # One access line per request, so every request's story starts in its HTTP function.
+        duration_ms = round((time.perf_counter() - started) * 1000, 1)
         log.info("%s %s %s", request.method, request.path, response.status_code, extra={"fields": {
-            "status": response.status_code, "duration_ms": round((time.perf_counter() - started) * 1000, 1)}})
+            "status": response.status_code, "duration_ms": duration_ms}})
+        status = response.status_code
+        metrics.flush({"Requests": (1, "Count"), "Errors4xx": (int(400 <= status < 500), "Count"),
+                       "Errors5xx": (int(status >= 500), "Count"), "Duration": (duration_ms, "Milliseconds"),
+                       "ColdStart": (int(metrics.cold_start()), "Count")},
+                      route=f"{request.method} {request.context.get('resourcePath') or '-'}")
         return response
 
     return log

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from stockpred import config
+from stockpred import config, metrics
 
 correlation_id: contextvars.ContextVar[str] = contextvars.ContextVar("correlation_id", default="-")
 _bound: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("log_fields", default={})  # noqa: B039
@@ -92,12 +92,17 @@ def bind(**fields: Any) -> None:
 
 def lambda_handler(handler: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     """Decorates a plain Lambda handler: its lines carry the request id, and the correlation id
-    when the event has one (`correlation_id`)."""
+    when the event has one (`correlation_id`); what it counted (stockpred.metrics) is written as
+    one metric line when it returns."""
 
     @functools.wraps(handler)
     def wrapped(event: Any, context: Any) -> Any:
         cid = event.get("correlation_id") if isinstance(event, dict) else None
         invocation(context, cid)
-        return handler(event, context)
+        metrics.start()
+        try:
+            return handler(event, context)
+        finally:
+            metrics.flush()
 
     return wrapped

@@ -416,7 +416,14 @@ def _await_participants(txid: str, finished: set[str], end: float) -> bool:
 def wait(txid: str, deadline_s: float) -> TradeResult:
     """Waits for the trade's execution to end: asks DescribeExecution once both participants
     have signalled that they finished (then backing off from 20 ms), or every SIGNAL_WAIT_S
-    without their signals; only polls (backing off from 20 ms) when the signals are unreadable."""
+    without their signals; only polls (backing off from 20 ms) when the signals are unreadable.
+    Counts the outcome: TradesCommitted, TradesAborted, TradesFailed or TradesPending."""
+    result = _wait(txid, deadline_s)
+    metrics.count(f"Trades{result.status.capitalize()}")
+    return result
+
+
+def _wait(txid: str, deadline_s: float) -> TradeResult:
     sfn = aws.client("stepfunctions")
     end = time.monotonic() + deadline_s
     finished: set[str] = set()

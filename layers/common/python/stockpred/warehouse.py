@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from stockpred import aws, config, faults, ledger, market, mongo, postgres, secrets
+from stockpred import aws, config, faults, ledger, market, metrics, mongo, postgres, secrets
 from stockpred.logs import get_logger
 from stockpred.sample_data import SAMPLE_SERIES, SampleProvider
 
@@ -581,6 +581,7 @@ def run(compact_after: bool = True) -> dict[str, Any]:
     }
     _commit(new_manifest, etag if raw_manifest is not None else None)
     loaded = {name: sum(m["rows"] for m in written[name].values()) for name in FACTS}
+    metrics.count("EtlRowsLoaded", sum(loaded.values()))
     log.info("etl run committed", extra={"fields": {"run_id": run_id, "loaded": loaded, "rebuilt": rebuilt}})
     compacted = compact() if compact_after else {}
     removed = _collect_garbage(read_manifest() or new_manifest)
