@@ -79,8 +79,9 @@ def rank_and_publish(name: str, panel: Panel, store: UniverseRankings, *, kind: 
                                   record_days=record["out_of_sample"]["days"], p_value=record["p_value"],
                                   configurations=record["trials"])
     ranking["record"] = {**record, "edge": bool(verdict["edge"]), "edge_judgement": verdict}
-    store.publish(name, ranking)
+    # The count first: if publishing then fails, the trials are over-counted, never forgotten.
     store.save_trials(name, after)
+    store.publish(name, ranking)
     return ranking
 
 
