@@ -551,6 +551,41 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from stockpred import metrics, opensearch
+
+    _apply_env(_stack(args))
+    until = dt.datetime.now(dt.UTC)
+    try:
+        since = opensearch.parse_time(args.since, until)
+    except ValueError as exc:
+        print(f"error: --since {exc}", file=sys.stderr)
+        return 1
+    try:
+        summary = opensearch.metric_summary(since, until, metrics.COUNTS)
+    except opensearch.LogStoreUnavailable as exc:
+        print(f"error: {exc} (is the stack up? `make run`)", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(f"since {since:%Y-%m-%d %H:%M:%S} UTC ({args.since}), from the functions' metric lines")
+    print(f"{'function':<24} {'route':<40} {'requests':>8} {'per s':>7} {'4xx':>5} {'5xx':>5} "
+          f"{'5xx %':>6} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
+    for r in summary["routes"]:
+        d = r["duration_ms"]
+        print(f"{r['function'][:24]:<24} {r['route'][:40]:<40} {r['requests']:>8} {r['rate_per_s']:>7.2f} "
+              f"{r['errors_4xx']:>5} {r['errors_5xx']:>5} {r['error_ratio'] * 100:>6.1f} "
+              + " ".join(f"{'-' if d.get(k) is None else d[k]:>8}" for k in ("p50", "p95", "p99")))
+    if not summary["routes"]:
+        print("(no request in the window)")
+    for function, counts in sorted(summary["functions"].items()):
+        shown = ", ".join(f"{name} {value:g}" for name, value in counts.items() if value)
+        if shown:
+            print(f"{function}: {shown}")
+    return 0
+
+
 def cmd_users(args: argparse.Namespace) -> int:
     from stockpred.users import UserNotFound, Users
 
@@ -757,6 +792,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wide", action="store_true", help="whole messages and tracebacks")
     p.add_argument("--json", action="store_true", help="the lines as JSON")
     p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("metrics", help="request rate, errors and latency per function and route",
+                       description="Summarise the functions' metric lines (OpenSearch): requests, rate, "
+                                   "4xx and 5xx, p50/p95/p99 duration per route, and each function's "
+                                   "business counts. The same as GET /api/ops/metrics.")
+    p.add_argument("--since", default="1h", help="15m, 2h, 7d or an ISO time (default 1h)")
+    p.add_argument("--json", action="store_true", help="the summary as JSON")
+    p.set_defaults(func=cmd_metrics)
 
     p = sub.add_parser("users", help="grant or revoke a user's role",
                        description="Roles: admin (operators: GET /api/logs).")

@@ -1,8 +1,10 @@
 """Logs service (Kibana's job, for operators): search every function's lines in OpenSearch.
 
 `GET /api/logs` filters by correlation id, service, function, level, transaction id, text and
-time; `GET /api/logs/errors` counts errors per minute. Both answer only users holding the
-`admin` role (granted with `stockpred users grant EMAIL admin`), checked on every request.
+time; `GET /api/logs/errors` counts errors per minute; `GET /api/ops/metrics` summarises the metric
+lines (rate, error ratio, duration percentiles per function and route). All answer only users
+holding the `admin` role (granted with `stockpred users grant EMAIL admin`), checked on every
+request.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import functools
 
 from chalice import Chalice, Response
 
-from stockpred import auth, config, opensearch
+from stockpred import auth, config, metrics, opensearch
 from stockpred.handlers import ApiError, install, json_response, query_int
 from stockpred.logs import clean_correlation_id
 from stockpred.users import Users
@@ -103,3 +105,17 @@ def errors_per_minute() -> Response:
     except opensearch.LogStoreUnavailable as exc:
         raise _store_down(exc) from None
     return json_response(200, {"since": since.isoformat(), "minutes": minutes})
+
+
+@app.route("/api/ops/metrics", methods=["GET"])
+def ops_metrics() -> Response:
+    _operator()
+    params = app.current_request.query_params or {}
+    since, until = _window(params)
+    until = until or dt.datetime.now(dt.UTC)
+    since = since or until - dt.timedelta(hours=1)
+    try:
+        summary = opensearch.metric_summary(since, until, metrics.COUNTS)
+    except opensearch.LogStoreUnavailable as exc:
+        raise _store_down(exc) from None
+    return json_response(200, {"since": since.isoformat(), "until": until.isoformat(), **summary})

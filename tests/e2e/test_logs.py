@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -201,3 +202,45 @@ def test_maintenance_deletes_daily_indices_past_retention_and_keeps_the_rest(
 def test_a_malformed_batch_is_refused_without_error(gateway: Any) -> None:
     result = invoke_shipper(gateway, {"awslogs": {"data": "bm90IGd6aXA="}})
     assert result["indexed"] == 0 and "not base64 gzip" in result["error"]
+
+
+def test_a_burst_of_requests_shows_in_the_operators_metrics_with_its_errors(
+        gateway: Any, stack: dict[str, str]) -> None:
+    """Every request's metric line goes through the same shipper into the metric indices, and
+    GET /api/ops/metrics (and `stockpred metrics`) sums them per function and route."""
+    operator = gateway.new_user()
+    assert cli(stack, "users", "grant", operator.email, "admin").returncode == 0
+    assert gateway.get("/api/ops/metrics").status_code == 401
+    since = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)).isoformat()
+    for _ in range(6):
+        assert gateway.get("/api/openapi.json").status_code == 200
+    for _ in range(4):
+        assert gateway.get("/api/predict/not%20a%20symbol").status_code == 400
+    body: dict[str, Any] = {}
+
+    def routes() -> list[dict[str, Any]]:
+        nonlocal body
+        r = gateway.get("/api/ops/metrics", params={"since": since}, headers=operator.headers)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        return [x for x in body["routes"]
+                if x["route"] in ("GET /api/openapi.json", "GET /api/predict/{symbol}")]
+
+    found = wait_for(routes, lambda rows: sum(x["requests"] for x in rows) >= 10)
+    by_route = {x["route"]: x for x in found}
+    spec, predict = by_route["GET /api/openapi.json"], by_route["GET /api/predict/{symbol}"]
+    assert (spec["requests"], spec["errors_4xx"], spec["errors_5xx"]) == (6, 0, 0)
+    assert (predict["requests"], predict["errors_4xx"], predict["errors_5xx"]) == (4, 4, 0)
+    assert predict["function"] == "PredictFunction" and predict["error_ratio"] == 0
+    assert 0 < spec["duration_ms"]["p50"] <= spec["duration_ms"]["p99"]
+    assert spec["rate_per_s"] > 0
+    # The same lines never reach the log indices' searches.
+    assert not opensearch_lines(stack, function="PredictFunction", service="-")
+
+    printed = cli(stack, "metrics", "--since", since, "--json")
+    assert printed.returncode == 0, printed.stderr
+    same = {x["route"]: x for x in json.loads(printed.stdout)["routes"]}
+    assert same["GET /api/predict/{symbol}"]["errors_4xx"] == 4
+    for params in ({"since": "yesterday"}, {"since": "1h", "until": "2h"}):
+        assert gateway.get("/api/ops/metrics", params=params, headers=operator.headers).status_code == 400
+    assert gateway.get("/api/ops/metrics", headers=gateway.new_user().headers).status_code == 403

@@ -929,11 +929,13 @@ def test_only_the_log_functions_reach_the_log_domain_and_with_exactly_the_action
 
 
 def test_the_log_search_is_an_api_route():
-    """Its routes are checked against the Chalice app's by test_template; here: it has the search."""
+    """Its routes are checked against the Chalice app's by test_template; here: it has the search,
+    and serves the operators' routes only (the logs, and the metrics from the same store)."""
     events = functions()[LOG_READER]["Events"].values()
     routes = {(e["Properties"]["Method"], e["Properties"]["Path"]) for e in events if e["Type"] == "Api"}
     assert ("get", "/api/logs") in routes
-    assert all(path.startswith("/api/logs") for _, path in routes), routes
+    assert ("get", "/api/ops/metrics") in routes
+    assert all(path.startswith(("/api/logs", "/api/ops/")) for _, path in routes), routes
     assert all("RestApiId" not in e["Properties"] for e in events), "not on the stack's one REST API"
 
 

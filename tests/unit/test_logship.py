@@ -162,3 +162,22 @@ def test_search_bounds_are_durations_back_from_now_or_iso_times() -> None:
     for bad in ("yesterday", "", "5w", "99999999d", "0001-13-01"):
         with pytest.raises(ValueError):
             parse_time(bad, now)
+
+
+def test_metric_lines_go_to_the_metric_indices_with_their_values_and_the_rest_to_the_logs() -> None:
+    from stockpred import metrics
+
+    metric = json.dumps(metrics.document({"Requests": (1, "Count"), "Duration": (12.5, "Milliseconds")},
+                                         {"Function": "UsersFunction", "Route": "POST /api/users/buy"},
+                                         timestamp_ms=1_764_000_000_000))
+    no_route = json.dumps(metrics.document({"PushesDelivered": (3, "Count")}, timestamp_ms=1_764_000_000_000))
+    says_aws = json_line(message='the text "_aws" in a log line')
+    docs = logship.documents(batch_of(metric, no_route, says_aws, group="/aws/lambda/FanoutFunction"))
+    assert [d["_index"].rsplit("-", 1)[0] for d in docs] == ["stockpred-metrics", "stockpred-metrics",
+                                                           "stockpred-logs"]
+    assert docs[0]["line"] == {"timestamp": "2025-11-24T16:00:00.000Z", "function": "UsersFunction",
+                               "route": "POST /api/users/buy", "namespace": "stockpred",
+                               "event_id": f"{0:056d}", "values": {"Requests": 1.0, "Duration": 12.5}}
+    assert docs[1]["line"]["function"] == "FanoutFunction" and docs[1]["line"]["route"] == "-"
+    assert docs[1]["line"]["values"] == {"PushesDelivered": 3.0}
+    assert docs[2]["line"]["message"] == 'the text "_aws" in a log line'

@@ -155,6 +155,7 @@ class Settings:
     # signed with the function's role (SigV4, service `es`); locally it is plain http.
     opensearch_url: str | None = None
     log_index_prefix: str = "stockpred-logs"
+    metric_index_prefix: str = "stockpred-metrics"  # metric lines' daily indices (stockpred.metrics)
     log_dead_letter_bucket: str = "stockpred-log-dead-letters"
     log_retention_days: int = 14
     log_search_max: int = 1000
@@ -384,6 +385,7 @@ def from_environ(environ: Mapping[str, str]) -> Settings:
         cors_origin=_origin(r.text("CORS_ORIGIN")),
         opensearch_url=(r.text("OPENSEARCH_URL") or "").rstrip("/") or None,
         log_index_prefix=r.text("LOG_INDEX_PREFIX", "stockpred-logs") or "stockpred-logs",
+        metric_index_prefix=r.text("METRIC_INDEX_PREFIX", "stockpred-metrics") or "stockpred-metrics",
         log_dead_letter_bucket=r.text("LOG_DEAD_LETTER_BUCKET", "stockpred-log-dead-letters")
         or "stockpred-log-dead-letters",
         log_retention_days=r.integer("LOG_RETENTION_DAYS", 14, minimum=1),

@@ -4,7 +4,8 @@ A subscription filter hands the shipper `{"awslogs": {"data": base64(gzip(json))
 `DATA_MESSAGE` whose `logEvents` are one function's lines; devstack builds the same payload from
 its workers' output. Each line is parsed (our JSON lines; anything else, such as a traceback the
 runtime printed, is kept as text), stripped of secrets (`redact`), and indexed under the
-CloudWatch event id, so a batch delivered twice is indexed once.
+CloudWatch event id, so a batch delivered twice is indexed once. A metric line (CloudWatch's
+Embedded Metric Format, stockpred.metrics) goes to the metric indices instead (`metric_of`).
 
 Nothing is lost silently: what OpenSearch cannot take (down, overloaded) is written, already
 redacted, to the dead-letter bucket under `dead-letter/`, and re-driven when the store answers
@@ -195,9 +196,38 @@ def _timestamp(value: Any, fallback: dt.datetime) -> str:
     return timestamp(fallback.timestamp())
 
 
+def metric_of(batch: Batch, event: dict[str, Any]) -> dict[str, Any] | None:
+    """The metric document of an Embedded Metric Format line: `timestamp` (the line's own),
+    `function` and `route` (its dimensions; the log group's function when it has none), and
+    `values`, every numeric metric its directives name; None for any other line."""
+    message = str(event.get("message", ""))
+    if not message.startswith("{") or '"_aws"' not in message:
+        return None
+    try:
+        doc = json.loads(message)
+        directives = doc["_aws"]["CloudWatchMetrics"]
+        names = {m["Name"] for d in directives for m in d["Metrics"]}
+        at = int(doc["_aws"]["Timestamp"]) / 1000
+    except (ValueError, KeyError, TypeError):
+        return None
+    values = {n: float(doc[n]) for n in names if isinstance(doc.get(n), int | float)
+              and not isinstance(doc.get(n), bool)}
+    if not values:
+        return None
+    return {"timestamp": timestamp(at), "function": str(doc.get("Function") or _function_of(batch.log_group)),
+            "route": str(doc.get("Route") or "-"), "namespace": str(directives[0].get("Namespace", "")),
+            "event_id": str(event.get("id", "")), "values": values}
+
+
 def documents(batch: Batch) -> list[dict[str, Any]]:
     docs = []
     for n, event in enumerate(batch.events):
+        metric = metric_of(batch, event)
+        if metric is not None:
+            doc_id = metric["event_id"] or f"{batch.log_group}/{batch.log_stream}/{metric['timestamp']}/{n}"
+            docs.append({"_index": opensearch.metric_index_for(metric["timestamp"]), "_id": doc_id,
+                         "line": metric})
+            continue
         line = line_of(batch, event)
         if line is None:
             continue

@@ -41,6 +41,11 @@ UNITS = frozenset({
     "Bits/Second", "Kilobits/Second", "Megabits/Second", "Gigabits/Second", "Terabits/Second",
     "Count/Second", "None"})
 
+# The business counts above, which the operators' summary (GET /api/ops/metrics) sums per function.
+COUNTS = ("PredictionsServed", "TrainingsStarted", "TradesCommitted", "TradesAborted", "TradesFailed",
+          "TradesPending", "CacheHits", "CacheMisses", "PushesDelivered", "PushesGone", "PushesFailed",
+          "EtlRowsLoaded", "ColdStart")
+
 _counts: contextvars.ContextVar[dict[str, tuple[float, str]] | None] = contextvars.ContextVar(
     "metric_counts", default=None)
 _cold = True

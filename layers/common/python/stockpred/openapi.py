@@ -153,6 +153,13 @@ SCHEMAS: dict[str, Any] = {
                   "total": INTEGER}),
     "ErrorsPerMinute": _obj({"since": STRING, "minutes": {"type": "array", "items": _obj(
         {"minute": STRING, "errors": INTEGER})}}),
+    "OpsMetrics": _obj({
+        "since": STRING, "until": STRING,
+        "routes": {"type": "array", "description": "busiest first", "items": _obj(
+            {"function": STRING, "route": STRING, "requests": INTEGER, "rate_per_s": NUMBER,
+             "errors_4xx": INTEGER, "errors_5xx": INTEGER, "error_ratio": NUMBER,
+             "duration_ms": {"type": "object", "description": "p50, p95, p99 (null without data)"}})},
+        "functions": {"type": "object", "description": "per function, each business count's sum"}}),
 }
 
 SYMBOL = {"name": "symbol", "in": "path", "required": True,
@@ -389,6 +396,15 @@ def _paths() -> dict[str, Any]:
             "parameters": [{"name": "service", "in": "query", "required": False, "schema": STRING},
                            *LOG_WINDOW],
             "responses": {"200": _json(_ref("ErrorsPerMinute"), "errors per minute"),
+                          "400": INVALID, "401": UNAUTHORISED, "403": _error("Operators only"),
+                          "503": _error("The log store is unavailable")}}},
+        "/api/ops/metrics": {"get": {
+            "operationId": "opsMetrics", "tags": ["operators"], "security": BEARER,
+            "description": "rate, error ratio and duration percentiles per function and route, and "
+                           "each function's business counts, from the metric lines (admin role only); "
+                           "default last hour",
+            "parameters": LOG_WINDOW,
+            "responses": {"200": _json(_ref("OpsMetrics"), "the window's summary"),
                           "400": INVALID, "401": UNAUTHORISED, "403": _error("Operators only"),
                           "503": _error("The log store is unavailable")}}},
         "/api/openapi.json": {"get": {

@@ -6,6 +6,11 @@ HTTP at 127.0.0.1. Lines go to one index per day (`stockpred-logs-2026.11.24`) s
 index template: the fields every line has are keywords (exact match, aggregations), `timestamp`
 is a date, `message` and `exception` are text, and whatever else a log call passed is kept under
 `extra` as a flat object, so no careless field can make a mapping conflict that rejects lines.
+
+Metric lines (stockpred.metrics' Embedded Metric Format) go to indices of their own
+(`stockpred-metrics-2026.11.24`): `timestamp`, `function`, `route`, and `values`, every metric of
+the line as a double. `metric_summary` answers rate, error ratio and duration percentiles per
+function and route over a window, and each function's business counts, from aggregations.
 """
 
 from __future__ import annotations
@@ -78,15 +83,45 @@ def index_template() -> dict[str, Any]:
     }
 
 
+def metric_index_pattern() -> str:
+    return f"{_settings().metric_index_prefix}-*"
+
+
+def metric_index_for(timestamp: str) -> str:
+    return f"{_settings().metric_index_prefix}-{timestamp[:10].replace('-', '.')}"
+
+
+def metric_index_template() -> dict[str, Any]:
+    keyword = {"type": "keyword", "ignore_above": 512}
+    return {
+        "index_patterns": [metric_index_pattern()],
+        "priority": 100,
+        "template": {
+            "settings": {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"},
+            "mappings": {
+                "dynamic": "strict",
+                # Every metric a line carries is a double under `values`, whatever its name.
+                "dynamic_templates": [{"metric_values": {"path_match": "values.*",
+                                                         "mapping": {"type": "double"}}}],
+                "properties": {"timestamp": {"type": "date"}, "function": keyword, "route": keyword,
+                               "namespace": keyword, "event_id": keyword,
+                               "values": {"type": "object", "dynamic": True}},
+            },
+        },
+    }
+
+
 _template_ready = False
 
 
 def ensure_index_template() -> None:
-    """Puts the index template once per process (idempotent: it is the same every time)."""
+    """Puts the index templates once per process (idempotent: they are the same every time)."""
     global _template_ready
     if not _template_ready:
         _call(client().indices.put_index_template, name=_settings().log_index_prefix,
               body=index_template())
+        _call(client().indices.put_index_template, name=_settings().metric_index_prefix,
+              body=metric_index_template())
         _template_ready = True
 
 
@@ -193,17 +228,55 @@ def errors_per_minute(since: dt.datetime, until: dt.datetime | None = None,
     return [{"minute": b["key_as_string"], "errors": b["doc_count"]} for b in buckets]
 
 
-def daily_indices() -> dict[str, dt.date]:
-    """The log indices there are, with the day each holds."""
-    found = _call(client().indices.get, index=index_pattern(),
+def metric_summary(since: dt.datetime, until: dt.datetime, counts: Iterable[str]) -> dict[str, Any]:
+    """Per function and route: requests, their rate a second over the window, 4xx and 5xx errors,
+    the error ratio (5xx over requests) and p50/p95/p99 of Duration (ms); per function: the sum of
+    each name in `counts` over the window."""
+    seconds = max((until - since).total_seconds(), 1e-9)
+    counts = tuple(counts)
+    body = {"size": 0, "query": {"bool": {"filter": _since_filter(since, until)}},
+            "aggs": {"functions": {"terms": {"field": "function", "size": 100}, "aggs": {
+                **{name: {"sum": {"field": f"values.{name}"}} for name in counts},
+                "routes": {"terms": {"field": "route", "size": 500}, "aggs": {
+                    "requests": {"sum": {"field": "values.Requests"}},
+                    "errors_4xx": {"sum": {"field": "values.Errors4xx"}},
+                    "errors_5xx": {"sum": {"field": "values.Errors5xx"}},
+                    "duration": {"percentiles": {"field": "values.Duration", "percents": [50, 95, 99]}},
+                }}}}}}
+    found = _call(client().search, index=metric_index_pattern(), body=body,
                   params={"ignore_unavailable": "true", "allow_no_indices": "true"})
-    prefix = _settings().log_index_prefix + "-"
+    routes, functions = [], {}
+    for fn in (found.get("aggregations") or {}).get("functions", {}).get("buckets", []):
+        functions[fn["key"]] = {name: fn[name]["value"] or 0 for name in counts}
+        for route in fn["routes"]["buckets"]:
+            requests = route["requests"]["value"] or 0
+            if not requests:
+                continue
+            percentiles = {f"p{int(float(k))}": None if v is None else round(v, 1)
+                           for k, v in route["duration"]["values"].items()}
+            routes.append({
+                "function": fn["key"], "route": route["key"], "requests": int(requests),
+                "rate_per_s": round(requests / seconds, 4),
+                "errors_4xx": int(route["errors_4xx"]["value"] or 0),
+                "errors_5xx": int(route["errors_5xx"]["value"] or 0),
+                "error_ratio": round((route["errors_5xx"]["value"] or 0) / requests, 4),
+                "duration_ms": percentiles,
+            })
+    routes.sort(key=lambda r: (-r["requests"], r["function"], r["route"]))
+    return {"routes": routes, "functions": functions}
+
+
+def daily_indices() -> dict[str, dt.date]:
+    """The log and metric indices there are, with the day each holds."""
     out = {}
-    for name in found:
-        try:
-            out[name] = dt.datetime.strptime(name.removeprefix(prefix), "%Y.%m.%d").date()
-        except ValueError:
-            continue
+    for prefix in (_settings().log_index_prefix, _settings().metric_index_prefix):
+        found = _call(client().indices.get, index=f"{prefix}-*",
+                      params={"ignore_unavailable": "true", "allow_no_indices": "true"})
+        for name in found:
+            try:
+                out[name] = dt.datetime.strptime(name.removeprefix(prefix + "-"), "%Y.%m.%d").date()
+            except ValueError:
+                continue
     return out
 
 
@@ -225,7 +298,7 @@ def ensure_retention_policy(days: int) -> bool:
              "transitions": [{"state_name": "delete", "conditions": {"min_index_age": f"{days}d"}}]},
             {"name": "delete", "actions": [{"delete": {}}], "transitions": []},
         ],
-        "ism_template": [{"index_patterns": [index_pattern()], "priority": 100}],
+        "ism_template": [{"index_patterns": [index_pattern(), metric_index_pattern()], "priority": 100}],
     }}
     try:
         client().transport.perform_request(
