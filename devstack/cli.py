@@ -586,6 +586,45 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_alarms(args: argparse.Namespace) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from stockpred import alarms
+
+    _apply_env(_stack(args))
+    try:
+        found = alarms.describe()
+    except (BotoCoreError, ClientError) as exc:
+        print(f"error: CloudWatch (moto) does not answer: {exc} (is the stack up? `make run`)",
+              file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    if args.state:
+        found = [a for a in found if a["state"] == args.state]
+    counts = {state: sum(a["state"] == state for a in found) for state in alarms.STATES}
+    print(", ".join(f"{n} {state}" for state, n in counts.items()))
+    for a in found:
+        print(f"{a['state']:<17} {a['name']:<40} {a['reason'][:100]}")
+    return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    from stockpred import health
+
+    _apply_env(_stack(args))
+    report = health.check(emit=False)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"overall: {report['status']}")
+        for name, dep in report["dependencies"].items():
+            latency = "-" if dep["latency_ms"] is None else f"{dep['latency_ms']:.1f} ms"
+            print(f"{dep['status']:<9} {name:<15} {latency:>10}  {dep['detail']}")
+    return 0 if report["status"] == "ok" else 1
+
+
 def cmd_users(args: argparse.Namespace) -> int:
     from stockpred.users import UserNotFound, Users
 
@@ -800,6 +839,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", default="1h", help="15m, 2h, 7d or an ISO time (default 1h)")
     p.add_argument("--json", action="store_true", help="the summary as JSON")
     p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser("alarms", help="the stack's alarms and their states (OK, ALARM, INSUFFICIENT_DATA)",
+                       description="The CloudWatch alarms of template.yaml and their states: on the local "
+                                   "stack devstack evaluates them against the functions' metric lines, as "
+                                   "CloudWatch does on AWS. The same as GET /api/ops/alarms.")
+    p.add_argument("--state", choices=["OK", "ALARM", "INSUFFICIENT_DATA"], help="only alarms in this state")
+    p.add_argument("--json", action="store_true", help="the alarms as JSON")
+    p.set_defaults(func=cmd_alarms)
+
+    p = sub.add_parser("health", help="probe every dependency of the stack",
+                       description="Probes PostgreSQL, the MongoDB store, the state Redis, the cache "
+                                   "ring, Step Functions, the market data provider's breaker and "
+                                   "OpenSearch, each within 2 s, as GET /api/health?deep=true does. Exits 1 "
+                                   "unless every one is up.")
+    p.add_argument("--json", action="store_true", help="the report as JSON")
+    p.set_defaults(func=cmd_health)
 
     p = sub.add_parser("users", help="grant or revoke a user's role",
                        description="Roles: admin (operators: GET /api/logs).")

@@ -7,6 +7,7 @@
   or ARN. As IAM does on AWS, it answers only requests SigV4-signed with the stack's credentials
   (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; devstack/sigv4.py).
 - `Schedule` events fire on their rate()/cron() expressions.
+- The template's CloudWatch alarms are evaluated against the local metrics (devstack/alarms.py).
 - The template's WebSocket API and its `@connections` management API are another process on a
   port of their own, as on AWS they are another endpoint (devstack/wsapi.py).
 - The dashboard's static files (web/) at `/`, `/config.json` and their paths (devstack/dashboard.py).
@@ -30,7 +31,7 @@ from pathlib import Path
 import uvloop
 from aiohttp import web
 
-from devstack import dashboard, logfeed
+from devstack import alarms, dashboard, logfeed
 from devstack.events import proxy_response, rest_proxy_event, scheduled_event
 from devstack.logfeed import LogFeed
 from devstack.queues import QueuePollers
@@ -223,6 +224,13 @@ async def _poll_queues(app: web.Application) -> None:
     pollers.cancel()
 
 
+async def _evaluate_alarms(app: web.Application) -> None:
+    """The template's alarms, evaluated against the local metrics (devstack/alarms.py)."""
+    task = asyncio.create_task(alarms.run(app[TEMPLATE]))
+    yield
+    task.cancel()
+
+
 def build_app(template: Template, pool: WorkerPool, invoke_pool: WorkerPool, *,
               schedules: bool = True, guard: Guard | None = None,
               log_feed: LogFeed | None = None) -> web.Application:
@@ -257,6 +265,8 @@ def build_app(template: Template, pool: WorkerPool, invoke_pool: WorkerPool, *,
         app.cleanup_ctx.append(_run_schedules)
     if template.queue_sources and os.environ.get("AWS_ENDPOINT_URL"):
         app.cleanup_ctx.append(_poll_queues)
+    if os.environ.get("AWS_ENDPOINT_URL") and os.environ.get("OPENSEARCH_URL"):
+        app.cleanup_ctx.append(_evaluate_alarms)
 
     async def shutdown(app: web.Application) -> None:
         pool.close()

@@ -1,20 +1,29 @@
-"""Logs service (Kibana's job, for operators): search every function's lines in OpenSearch.
+"""Operators' service: the logs, the metrics, the health of each dependency and the alarms.
 
-`GET /api/logs` filters by correlation id, service, function, level, transaction id, text and
-time; `GET /api/logs/errors` counts errors per minute; `GET /api/ops/metrics` summarises the metric
-lines (rate, error ratio, duration percentiles per function and route). All answer only users
-holding the `admin` role (granted with `stockpred users grant EMAIL admin`), checked on every
-request.
+`GET /api/logs` filters every function's lines in OpenSearch by correlation id, service, function,
+level, transaction id, text and time; `GET /api/logs/errors` counts errors per minute;
+`GET /api/ops/metrics` summarises the metric lines (rate, error ratio, duration percentiles per
+function and route); `GET /api/ops/alarms` lists the stack's CloudWatch alarms and their states.
+These answer only users holding the `admin` role (granted with `stockpred users grant EMAIL
+admin`), checked on every request.
+
+`GET /api/health` is public and shallow (this function answers: what a load balancer calls);
+`GET /api/health?deep=true` probes every dependency (stockpred.health), for operators only. A
+scheduled `{"action": "probe"}` runs the deep check every minute, whose metric lines the
+DependencyDown alarm watches: `handler` is the function's entry point for both kinds of event.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
+from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from chalice import Chalice, Response
+from pymongo.errors import PyMongoError
 
-from stockpred import auth, config, metrics, opensearch
+from stockpred import alarms, auth, config, health, logs, metrics, opensearch
 from stockpred.handlers import ApiError, install, json_response, query_int
 from stockpred.logs import clean_correlation_id
 from stockpred.users import Users
@@ -32,11 +41,18 @@ def users() -> Users:
 
 
 def _operator() -> str:
+    """The caller's user id when it holds the admin role: its token is checked (and whether it was
+    revoked) and its role read from the user store."""
     try:
         claims = auth.verify(auth.bearer(app.current_request.headers))
+        admin = users().has_role(claims["sub"], "admin")
     except auth.InvalidToken:
         raise ApiError(401, "Invalid or missing token", {"WWW-Authenticate": "Bearer"}) from None
-    if not users().has_role(claims["sub"], "admin"):
+    except PyMongoError as exc:
+        log.error("user store unavailable", extra={"fields": {"error": str(exc)[:300]}})
+        raise ApiError(503, "The user store is unavailable: the caller's role cannot be checked",
+                       {"Retry-After": "30"}) from None
+    if not admin:
         raise ApiError(403, "Operators only: this needs the admin role")
     return claims["sub"]
 
@@ -119,3 +135,43 @@ def ops_metrics() -> Response:
     except opensearch.LogStoreUnavailable as exc:
         raise _store_down(exc) from None
     return json_response(200, {"since": since.isoformat(), "until": until.isoformat(), **summary})
+
+
+@app.route("/api/ops/alarms", methods=["GET"])
+def ops_alarms() -> Response:
+    _operator()
+    try:
+        found = alarms.describe()
+    except (BotoCoreError, ClientError) as exc:
+        log.error("CloudWatch unavailable", extra={"fields": {"error": str(exc)[:300]}})
+        raise ApiError(503, "The alarms are unavailable", {"Retry-After": "30"}) from None
+    counts = {state: sum(a["state"] == state for a in found) for state in alarms.STATES}
+    return json_response(200, {"alarms": found, "counts": counts})
+
+
+@app.route("/api/health", methods=["GET"])
+def service_health() -> Response:
+    params = app.current_request.query_params or {}
+    deep = params.get("deep", "false").lower()
+    if deep not in ("true", "false", "1", "0"):
+        raise ApiError(400, "deep must be true or false")
+    if deep in ("false", "0"):
+        return json_response(200, {"status": "ok", "mode": "shallow"})
+    _operator()
+    report = health.check()
+    return json_response(503 if report["status"] == "down" else 200, {**report, "mode": "deep"})
+
+
+@logs.lambda_handler
+def _probe(event: Any, context: Any) -> dict[str, Any]:
+    report = health.check()
+    down = sorted(name for name, dep in report["dependencies"].items() if dep["status"] == "down")
+    (log.warning if down else log.info)("health %s", report["status"], extra={"fields": {"down": down}})
+    return {"status": report["status"], "down": down}
+
+
+def handler(event: Any, context: Any) -> Any:
+    """The function's entry point: the scheduled probe, or an API Gateway request for the app."""
+    if isinstance(event, dict) and event.get("action") == "probe":
+        return _probe(event, context)
+    return app(event, context)

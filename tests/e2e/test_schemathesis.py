@@ -147,7 +147,7 @@ def test_protected_operations_refuse_requests_without_a_token(api_schema):
     operations = [op.ok() for op in api_schema.get_all_operations()]
     protected = [op for op in operations if op.definition.raw.get("security")
                  and op.definition.raw.get("operationId") != "storeTransaction"]
-    assert len(protected) == 11
+    assert len(protected) == 12
     for operation in protected:
         body = {"user_id": "x", "symbol": "SPX", "quantity": 1}
         case = operation.Case(body=body, media_type="application/json") if operation.method == "post" \

@@ -315,6 +315,11 @@ def reached(fn: str) -> frozenset[Node]:
     assigned = {t.id for s in init if isinstance(s, ast.Assign) for t in s.targets if isinstance(t, ast.Name)}
     if attr in handler.defs:
         roots = {(handler.path, attr)}
+        # A plain handler that hands requests to a Chalice app (`return app(event, context)`)
+        # reaches the app's routes too.
+        named = {n.id for n in ast.walk(handler.defs[attr]) if isinstance(n, ast.Name)} & assigned
+        roots |= {(handler.path, name) for name, node in handler.defs.items()
+                  if any(_decorated_by(node, app) for app in named)}
     else:  # a Chalice app: its routes (and middleware) are the entry points
         roots = {(handler.path, name) for name, node in handler.defs.items() if _decorated_by(node, attr)}
     if not roots and attr in assigned:
@@ -930,12 +935,14 @@ def test_only_the_log_functions_reach_the_log_domain_and_with_exactly_the_action
 
 def test_the_log_search_is_an_api_route():
     """Its routes are checked against the Chalice app's by test_template; here: it has the search,
-    and serves the operators' routes only (the logs, and the metrics from the same store)."""
+    and serves the operators' routes only (the logs, the metrics and the alarms, and the health
+    check, whose deep mode is for operators)."""
     events = functions()[LOG_READER]["Events"].values()
     routes = {(e["Properties"]["Method"], e["Properties"]["Path"]) for e in events if e["Type"] == "Api"}
-    assert ("get", "/api/logs") in routes
-    assert ("get", "/api/ops/metrics") in routes
-    assert all(path.startswith(("/api/logs", "/api/ops/")) for _, path in routes), routes
+    assert {("get", "/api/logs"), ("get", "/api/ops/metrics"), ("get", "/api/ops/alarms"),
+            ("get", "/api/health")} <= routes
+    assert all(path.startswith(("/api/logs", "/api/ops/")) or path == "/api/health"
+               for _, path in routes), routes
     assert all("RestApiId" not in e["Properties"] for e in events), "not on the stack's one REST API"
 
 

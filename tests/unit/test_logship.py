@@ -177,7 +177,10 @@ def test_metric_lines_go_to_the_metric_indices_with_their_values_and_the_rest_to
                                                            "stockpred-logs"]
     assert docs[0]["line"] == {"timestamp": "2025-11-24T16:00:00.000Z", "function": "UsersFunction",
                                "route": "POST /api/users/buy", "namespace": "stockpred",
-                               "event_id": f"{0:056d}", "values": {"Requests": 1.0, "Duration": 12.5}}
+                               "event_id": f"{0:056d}", "values": {"Requests": 1.0, "Duration": 12.5},
+                               "dimension_sets": ["Function", "Function,Route"],
+                               "dimensions": {"Function": "UsersFunction", "Route": "POST /api/users/buy"}}
+    assert docs[1]["line"]["dimension_sets"] == [""] and docs[1]["line"]["dimensions"] == {}
     assert docs[1]["line"]["function"] == "FanoutFunction" and docs[1]["line"]["route"] == "-"
     assert docs[1]["line"]["values"] == {"PushesDelivered": 3.0}
     assert docs[2]["line"]["message"] == 'the text "_aws" in a log line'

@@ -28,7 +28,8 @@ LOCAL = "local"
 DEFAULT_TRADE_STATE_MACHINE_ARN = "arn:aws:states:us-east-1:123456789012:stateMachine:TradeStateMachine"
 RDS_CA_BUNDLE_URL = "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
 # AWS_ENDPOINT_URL_<SERVICE> overrides aws.client honours (boto3 reads its own spelling too).
-AWS_SERVICES = ("s3", "lambda", "stepfunctions", "secretsmanager", "apigatewaymanagementapi", "sts")
+AWS_SERVICES = ("s3", "lambda", "stepfunctions", "secretsmanager", "apigatewaymanagementapi", "sts",
+                "cloudwatch")
 CACHE_MODES = ("shards", "cluster")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -156,6 +157,9 @@ class Settings:
     opensearch_url: str | None = None
     log_index_prefix: str = "stockpred-logs"
     metric_index_prefix: str = "stockpred-metrics"  # metric lines' daily indices (stockpred.metrics)
+    # The stack's CloudWatch alarms are those whose names start so (stockpred.alarms); CloudFormation
+    # names an alarm `<stack>-<logical id>-<suffix>`, devstack `local-<logical id>`.
+    alarm_name_prefix: str = "local-"
     log_dead_letter_bucket: str = "stockpred-log-dead-letters"
     log_retention_days: int = 14
     log_search_max: int = 1000
@@ -386,6 +390,7 @@ def from_environ(environ: Mapping[str, str]) -> Settings:
         opensearch_url=(r.text("OPENSEARCH_URL") or "").rstrip("/") or None,
         log_index_prefix=r.text("LOG_INDEX_PREFIX", "stockpred-logs") or "stockpred-logs",
         metric_index_prefix=r.text("METRIC_INDEX_PREFIX", "stockpred-metrics") or "stockpred-metrics",
+        alarm_name_prefix=r.text("ALARM_NAME_PREFIX", "local-") or "local-",
         log_dead_letter_bucket=r.text("LOG_DEAD_LETTER_BUCKET", "stockpred-log-dead-letters")
         or "stockpred-log-dead-letters",
         log_retention_days=r.integer("LOG_RETENTION_DAYS", 14, minimum=1),

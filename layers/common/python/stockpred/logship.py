@@ -198,8 +198,10 @@ def _timestamp(value: Any, fallback: dt.datetime) -> str:
 
 def metric_of(batch: Batch, event: dict[str, Any]) -> dict[str, Any] | None:
     """The metric document of an Embedded Metric Format line: `timestamp` (the line's own),
-    `function` and `route` (its dimensions; the log group's function when it has none), and
-    `values`, every numeric metric its directives name; None for any other line."""
+    `function` and `route` (its dimensions; the log group's function when it has none),
+    `values`, every numeric metric its directives name, and what an alarm matches on:
+    `dimension_sets` (each set's names sorted and joined by commas, "" for none) and
+    `dimensions` (each named dimension's value); None for any other line."""
     message = str(event.get("message", ""))
     if not message.startswith("{") or '"_aws"' not in message:
         return None
@@ -214,9 +216,16 @@ def metric_of(batch: Batch, event: dict[str, Any]) -> dict[str, Any] | None:
               and not isinstance(doc.get(n), bool)}
     if not values:
         return None
+    try:
+        sets = sorted({",".join(sorted(map(str, names))) for d in directives
+                       for names in d.get("Dimensions") or [[]]})
+        dimensions = {str(n): str(doc[n]) for s in sets for n in s.split(",") if n and n in doc}
+    except TypeError:
+        return None
     return {"timestamp": timestamp(at), "function": str(doc.get("Function") or _function_of(batch.log_group)),
             "route": str(doc.get("Route") or "-"), "namespace": str(directives[0].get("Namespace", "")),
-            "event_id": str(event.get("id", "")), "values": values}
+            "event_id": str(event.get("id", "")), "values": values,
+            "dimension_sets": sets, "dimensions": dimensions}
 
 
 def documents(batch: Batch) -> list[dict[str, Any]]:

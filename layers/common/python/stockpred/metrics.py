@@ -8,7 +8,8 @@ locally the line is a log line like any other.
 
 Two kinds of line:
 
-- `emit(name, value)`: one point now, no dimension (a gauge such as TradesInDoubt).
+- `emit(name, value)`: one point now, no dimension (a gauge such as TradesInDoubt); `document`
+  and `write` for a point with dimensions (stockpred.health's DependencyDown by Dependency).
 - Per invocation: code anywhere counts what happened (`count("CacheHits")`), and the handler's
   wrapper writes one line at the end (`flush`) with the invocation's own figures, dimensioned by
   `Function` (the Lambda function) and, for an HTTP request, `Route` (the route's template, such as
@@ -22,6 +23,7 @@ The business counts (name: where it is counted):
     CacheHits, CacheMisses                    stockpred.cache (a stale copy served is a miss)
     PushesDelivered, PushesGone, PushesFailed  functions/push (failed: to be tried again, or dropped)
     EtlRowsLoaded                             functions/etl
+    DependencyDown (by Dependency), DependenciesDown    stockpred.health, at each deep check
 """
 
 from __future__ import annotations
@@ -60,17 +62,19 @@ def function_name() -> str:
 
 
 def document(values: dict[str, tuple[float, str]], dimensions: dict[str, str] | None = None,
-             timestamp_ms: int | None = None) -> dict[str, Any]:
+             timestamp_ms: int | None = None, high_resolution: bool = False) -> dict[str, Any]:
     """An EMF document: `values` maps a metric's name to (value, unit); `dimensions` maps each
     dimension to its value, every leading subset being one dimension set (with Function and Route:
-    by function and route, and by function)."""
+    by function and route, and by function). High resolution (StorageResolution 1) keeps points
+    per second, which an alarm with a 10- or 30-second period needs."""
     for name, (_, unit) in values.items():
         if unit not in UNITS:
             raise ValueError(f"metric {name}: unit {unit!r} is not one CloudWatch accepts")
     dimensions = dimensions or {}
     keys = list(dimensions)
     sets = [keys[:n] for n in range(len(keys), 0, -1)] or [[]]
-    definitions = [{"Name": name, "Unit": unit} for name, (_, unit) in values.items()]
+    definitions = [{"Name": name, "Unit": unit, **({"StorageResolution": 1} if high_resolution else {})}
+                   for name, (_, unit) in values.items()]
     return {
         "_aws": {"Timestamp": int(time.time() * 1000) if timestamp_ms is None else timestamp_ms,
                  "CloudWatchMetrics": [{"Namespace": namespace(), "Dimensions": sets,

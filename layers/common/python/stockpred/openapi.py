@@ -160,6 +160,23 @@ SCHEMAS: dict[str, Any] = {
              "errors_4xx": INTEGER, "errors_5xx": INTEGER, "error_ratio": NUMBER,
              "duration_ms": {"type": "object", "description": "p50, p95, p99 (null without data)"}})},
         "functions": {"type": "object", "description": "per function, each business count's sum"}}),
+    "Health": _obj({
+        "status": {"type": "string", "enum": ["ok", "degraded", "down"],
+                   "description": "down when PostgreSQL, the MongoDB store or the state Redis is down"},
+        "mode": {"type": "string", "enum": ["shallow", "deep"]}}, {
+        "checked_at": STRING,
+        "dependencies": {"type": "object", "description": "deep only: per dependency (postgres, mongo, "
+                         "state_redis, cache_ring, step_functions, market_breaker, opensearch) its "
+                         "status (up, degraded, down), latency_ms (null past the 2 s deadline) and detail"}}),
+    "OpsAlarms": _obj({
+        "alarms": {"type": "array", "description": "ALARM first, then INSUFFICIENT_DATA, then OK",
+                   "items": _obj(
+            {"name": STRING, "state": {"type": "string", "enum": ["OK", "ALARM", "INSUFFICIENT_DATA"]},
+             "reason": STRING, "since": {"type": ["string", "null"]}, "description": STRING,
+             "namespace": STRING, "metric": STRING, "dimensions": {"type": "object"},
+             "statistic": STRING, "period_s": INTEGER, "evaluation_periods": INTEGER,
+             "threshold": NUMBER, "comparison": STRING})},
+        "counts": {"type": "object", "description": "how many alarms are in each state"}}),
 }
 
 SYMBOL = {"name": "symbol", "in": "path", "required": True,
@@ -407,6 +424,25 @@ def _paths() -> dict[str, Any]:
             "responses": {"200": _json(_ref("OpsMetrics"), "the window's summary"),
                           "400": INVALID, "401": UNAUTHORISED, "403": _error("Operators only"),
                           "503": _error("The log store is unavailable")}}},
+        "/api/ops/alarms": {"get": {
+            "operationId": "opsAlarms", "tags": ["operators"], "security": BEARER,
+            "description": "the stack's CloudWatch alarms and their states (admin role only); on the "
+                           "local stack devstack evaluates them against the functions' metric lines",
+            "responses": {"200": _json(_ref("OpsAlarms"), "every alarm of the stack"),
+                          "401": UNAUTHORISED, "403": _error("Operators only"),
+                          "503": _error("CloudWatch or the user store is unavailable")}}},
+        "/api/health": {"get": {
+            "operationId": "health", "tags": ["operators"],
+            "description": "shallow (default): this service answers, for a load balancer; deep=true: "
+                           "every dependency probed within 2 s, for operators (a bearer token of the "
+                           "admin role); 503 when a critical store is down",
+            "parameters": [{"name": "deep", "in": "query", "required": False,
+                            "schema": {"type": "string", "enum": ["true", "false", "1", "0"]}}],
+            "responses": {"200": _json(_ref("Health"), "the service's health"),
+                          "400": INVALID, "401": UNAUTHORISED, "403": _error("Operators only"),
+                          "503": _json({"anyOf": [_ref("Health"), _ref("Error")]},
+                                       "a critical store is down (Health), or the user store is and "
+                                       "the caller's role cannot be checked (Error)")}}},
         "/api/openapi.json": {"get": {
             "operationId": "openapi", "tags": ["meta"], "summary": "this document",
             "responses": {"200": _json({"type": "object"}, "the OpenAPI 3.1 document")}}},

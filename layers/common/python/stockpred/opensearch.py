@@ -91,8 +91,19 @@ def metric_index_for(timestamp: str) -> str:
     return f"{_settings().metric_index_prefix}-{timestamp[:10].replace('-', '.')}"
 
 
+_KEYWORD = {"type": "keyword", "ignore_above": 512}
+METRIC_PROPERTIES = {"timestamp": {"type": "date"}, "function": _KEYWORD, "route": _KEYWORD,
+                     "namespace": _KEYWORD, "event_id": _KEYWORD, "dimension_sets": _KEYWORD,
+                     "values": {"type": "object", "dynamic": True},
+                     "dimensions": {"type": "object", "dynamic": True}}
+# Every metric a line carries is a double under `values`, every dimension a keyword under
+# `dimensions`, whatever its name.
+METRIC_DYNAMIC_TEMPLATES = [
+    {"metric_values": {"path_match": "values.*", "mapping": {"type": "double"}}},
+    {"dimension_values": {"path_match": "dimensions.*", "mapping": _KEYWORD}}]
+
+
 def metric_index_template() -> dict[str, Any]:
-    keyword = {"type": "keyword", "ignore_above": 512}
     return {
         "index_patterns": [metric_index_pattern()],
         "priority": 100,
@@ -100,12 +111,8 @@ def metric_index_template() -> dict[str, Any]:
             "settings": {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"},
             "mappings": {
                 "dynamic": "strict",
-                # Every metric a line carries is a double under `values`, whatever its name.
-                "dynamic_templates": [{"metric_values": {"path_match": "values.*",
-                                                         "mapping": {"type": "double"}}}],
-                "properties": {"timestamp": {"type": "date"}, "function": keyword, "route": keyword,
-                               "namespace": keyword, "event_id": keyword,
-                               "values": {"type": "object", "dynamic": True}},
+                "dynamic_templates": METRIC_DYNAMIC_TEMPLATES,
+                "properties": METRIC_PROPERTIES,
             },
         },
     }
@@ -122,6 +129,10 @@ def ensure_index_template() -> None:
               body=index_template())
         _call(client().indices.put_index_template, name=_settings().metric_index_prefix,
               body=metric_index_template())
+        # A day's index made before a field was added learns it too (adding fields is allowed).
+        _call(client().indices.put_mapping, index=metric_index_pattern(),
+              body={"dynamic_templates": METRIC_DYNAMIC_TEMPLATES, "properties": METRIC_PROPERTIES},
+              params={"ignore_unavailable": "true", "allow_no_indices": "true"})
         _template_ready = True
 
 
@@ -264,6 +275,34 @@ def metric_summary(since: dt.datetime, until: dt.datetime, counts: Iterable[str]
             })
     routes.sort(key=lambda r: (-r["requests"], r["function"], r["route"]))
     return {"routes": routes, "functions": functions}
+
+
+_STATISTIC_OF = {"SampleCount": "count", "Average": "avg", "Sum": "sum", "Minimum": "min", "Maximum": "max"}
+
+
+def metric_datapoints(namespace: str, metric: str, dimensions: Iterable[tuple[str, str]], statistic: str,
+                      period_s: int, since: dt.datetime, until: dt.datetime) -> dict[int, float]:
+    """A metric's datapoints as CloudWatch would have them: per period (its start in epoch
+    seconds, periods aligned to the epoch) the statistic over the lines of `namespace` that carry
+    `metric` with exactly these dimensions (a line publishes to each of its dimension sets)."""
+    dimensions = tuple(dimensions)
+    field = f"values.{metric}"
+    filters = [*_since_filter(since, until), {"term": {"namespace": namespace}},
+               {"exists": {"field": field}},
+               {"term": {"dimension_sets": ",".join(sorted(n for n, _ in dimensions))}},
+               *({"term": {f"dimensions.{n}": v}} for n, v in dimensions)]
+    body = {"size": 0, "query": {"bool": {"filter": filters}},
+            "aggs": {"periods": {"date_histogram": {"field": "timestamp", "fixed_interval": f"{period_s}s",
+                                                    "min_doc_count": 1},
+                                 "aggs": {"stats": {"stats": {"field": field}}}}}}
+    found = _call(client().search, index=metric_index_pattern(), body=body,
+                  params={"ignore_unavailable": "true", "allow_no_indices": "true"})
+    out = {}
+    for bucket in (found.get("aggregations") or {}).get("periods", {}).get("buckets", []):
+        value = bucket["stats"][_STATISTIC_OF[statistic]]
+        if value is not None and bucket["stats"]["count"]:
+            out[int(bucket["key"]) // 1000] = float(value)
+    return out
 
 
 def daily_indices() -> dict[str, dt.date]:

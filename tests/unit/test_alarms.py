@@ -1,0 +1,138 @@
+"""CloudWatch's alarm rule (stockpred.alarms), the template's alarms as devstack reads them, and
+the health check's statuses and metric lines (stockpred.health)."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from contextlib import redirect_stdout
+
+import pytest
+
+from devstack import alarms as local_alarms
+from devstack.services import REPO_ROOT
+from devstack.template import Template
+from stockpred import alarms, health
+from stockpred.alarms import ALARM, INSUFFICIENT, OK
+
+NOW = 1_800_000_005.0  # 5 s into a 10-second period (and into a minute)
+
+
+def alarm(n: int = 3, m: int | None = None, treat: str = "missing", period: int = 60,
+          comparison: str = "GreaterThanOrEqualToThreshold") -> alarms.Alarm:
+    return alarms.Alarm(name="a", namespace="stockpred", metric="Errors", statistic="Sum", period_s=period,
+                        evaluation_periods=n, threshold=1, comparison=comparison, datapoints_to_alarm=m,
+                        treat_missing=treat)
+
+
+def points(a: alarms.Alarm, pattern: str) -> dict[int, float]:
+    """`pattern` over the evaluated periods, oldest first: X breaches, 0 does not, - is missing."""
+    values = {"X": 5.0, "0": 0.0}
+    return {start: values[c] for start, c in zip(a.window(NOW), pattern, strict=True) if c != "-"}
+
+
+# Rows in the spirit of CloudWatch's own table (3 of 3 here): pattern, then the state for
+# missing, ignore, breaching and notBreaching (None: the current state is kept).
+TABLE = [
+    ("XXX", ALARM, ALARM, ALARM, ALARM),
+    ("0XX", OK, OK, OK, OK),
+    ("---", INSUFFICIENT, None, ALARM, OK),
+    ("-X-", ALARM, ALARM, ALARM, OK),
+    ("-0-", OK, OK, OK, OK),
+    ("X-X", ALARM, ALARM, ALARM, OK),
+]
+
+
+@pytest.mark.parametrize(("pattern", "missing", "ignore", "breaching", "not_breaching"), TABLE)
+def test_the_state_follows_cloudwatchs_rule_for_each_treatment_of_missing_data(
+        pattern: str, missing: str, ignore: str | None, breaching: str, not_breaching: str) -> None:
+    for treat, expected in (("missing", missing), ("ignore", ignore), ("breaching", breaching),
+                            ("notBreaching", not_breaching)):
+        a = alarm(treat=treat)
+        for current in (OK, ALARM):
+            state, reason = alarms.evaluate(a, points(a, pattern), NOW, current)
+            assert state == (current if expected is None else expected), (pattern, treat, current, reason)
+
+
+def test_m_of_n_needs_m_breaching_datapoints() -> None:
+    a = alarm(n=5, m=3)
+    assert alarms.evaluate(a, points(a, "X0X0X"), NOW)[0] == ALARM
+    assert alarms.evaluate(a, points(a, "X00X0"), NOW)[0] == OK
+    assert alarms.evaluate(a, points(a, "X-X--"), NOW)[0] == ALARM  # fewer than M, all breaching
+    assert alarms.evaluate(alarm(n=5, m=3, treat="notBreaching"), points(a, "X-X--"), NOW)[0] == OK
+
+
+def test_only_complete_periods_count_and_they_are_aligned_to_the_period() -> None:
+    a = alarm(n=1, period=10)
+    (start,) = a.window(NOW)
+    assert start == 1_799_999_990 and start % 10 == 0
+    current_period = {int(NOW // 10) * 10: 9.0}
+    assert alarms.evaluate(a, current_period, NOW)[0] == INSUFFICIENT
+    assert alarms.evaluate(a, {start: 9.0}, NOW)[0] == ALARM
+
+
+@pytest.mark.parametrize(("comparison", "value", "breaches"), [
+    ("GreaterThanOrEqualToThreshold", 1, True), ("GreaterThanThreshold", 1, False),
+    ("LessThanThreshold", 0.5, True), ("LessThanOrEqualToThreshold", 1.5, False)])
+def test_each_comparison(comparison: str, value: float, breaches: bool) -> None:
+    assert alarm(comparison=comparison).breaches(value) is breaches
+
+
+@pytest.mark.parametrize("bad", [{"period": 45}, {"period": 0}, {"m": 4}, {"treat": "sometimes"},
+                                 {"comparison": "GreaterThanUpperThreshold"}])
+def test_a_definition_cloudwatch_would_refuse_is_refused(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        alarm(**bad)
+
+
+def test_every_template_alarm_is_read_and_those_on_our_metrics_are_evaluated_locally() -> None:
+    defined = local_alarms.definitions(Template.load(REPO_ROOT / "template.yaml"))
+    by_id = {d.logical_id: d for d in defined}
+    assert len(defined) >= 40 and all(d.alarm.name == f"local-{d.logical_id}" for d in defined)
+    down = by_id["DependencyDownAlarm"]
+    assert down.local and down.alarm.namespace == "stockpred" and down.alarm.period_s == 10
+    assert down.alarm.treat_missing == "ignore" and down.alarm.metric == "DependenciesDown"
+    assert by_id["TradesInDoubtAlarm"].local
+    lambda_errors = by_id["UsersErrorsAlarm"]
+    assert not lambda_errors.local and "AWS/Lambda" in lambda_errors.why_not
+    assert lambda_errors.alarm.dimensions == (("FunctionName", "UsersFunction"),)
+    assert "AWS/RDS" in by_id["DatabaseCpuAlarm"].why_not
+
+
+def test_health_reports_each_dependency_within_its_deadline_and_writes_metric_lines() -> None:
+    def slow() -> str:
+        time.sleep(1.0)
+        return "late"
+
+    def degraded() -> str:
+        raise health.Degraded("1 of 3 shards down")
+
+    def broken() -> str:
+        raise ConnectionRefusedError("connection refused")
+
+    out = io.StringIO()
+    with redirect_stdout(out):
+        report = health.check({"postgres": lambda: "fine", "cache_ring": degraded, "opensearch": broken,
+                               "mongo": slow}, deadline_s=0.3)
+    deps = report["dependencies"]
+    assert deps["postgres"]["status"] == "up" and deps["postgres"]["latency_ms"] >= 0
+    assert deps["cache_ring"] == {**deps["cache_ring"], "status": "degraded", "detail": "1 of 3 shards down"}
+    assert deps["opensearch"]["status"] == "down" and "ConnectionRefusedError" in deps["opensearch"]["detail"]
+    assert deps["mongo"] == {"status": "down", "latency_ms": None, "detail": "no answer within 0.3 s"}
+    assert report["status"] == "down"  # mongo is critical
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    by_dependency = {x["Dependency"]: x["DependencyDown"] for x in lines if "Dependency" in x}
+    assert by_dependency == {"postgres": 0, "cache_ring": 0, "opensearch": 1, "mongo": 1}
+    (total,) = [x for x in lines if "DependenciesDown" in x]
+    assert total["DependenciesDown"] == 2
+    assert total["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["StorageResolution"] == 1
+
+
+@pytest.mark.parametrize(("statuses", "overall"), [
+    ({"postgres": "up", "opensearch": "up"}, "ok"),
+    ({"postgres": "up", "opensearch": "down"}, "degraded"),
+    ({"postgres": "up", "cache_ring": "degraded"}, "degraded"),
+    ({"state_redis": "down", "opensearch": "up"}, "down")])
+def test_the_overall_status_is_down_only_for_a_critical_store(statuses: dict, overall: str) -> None:
+    assert health.overall({n: {"status": s} for n, s in statuses.items()}) == overall
