@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from devstack import service_metrics
 from devstack.services import cache_dir
 from devstack.template import Function
 
@@ -365,7 +366,33 @@ class WorkerPool:
                           reply["cold"], reply.get("init_ms", 0.0))
 
     def invoke(self, fn: Function, event: Any, request_id: str | None = None) -> Invocation:
-        """Runs one invocation on a warm (or new) instance of fn; blocks, so call it from a thread."""
+        """Runs one invocation on a warm (or new) instance of fn; blocks, so call it from a thread.
+        Counted as Lambda counts it (devstack.service_metrics)."""
+        try:
+            inv = self._invoke(fn, event, request_id)
+        except Throttled:
+            service_metrics.lambda_invoked(fn.logical_id, throttled=True)
+            raise
+        except FunctionTimeout:
+            service_metrics.lambda_invoked(fn.logical_id, error=True)
+            raise
+        service_metrics.lambda_invoked(fn.logical_id, error=inv.error is not None)
+        return inv
+
+    async def ainvoke(self, fn: Function, event: Any, request_id: str | None = None) -> Invocation:
+        """`invoke` on the running event loop: no thread waits, for a worker or for its answer."""
+        try:
+            inv = await self._ainvoke(fn, event, request_id)
+        except Throttled:
+            service_metrics.lambda_invoked(fn.logical_id, throttled=True)
+            raise
+        except FunctionTimeout:
+            service_metrics.lambda_invoked(fn.logical_id, error=True)
+            raise
+        service_metrics.lambda_invoked(fn.logical_id, error=inv.error is not None)
+        return inv
+
+    def _invoke(self, fn: Function, event: Any, request_id: str | None = None) -> Invocation:
         worker = self._acquire(fn)
         try:
             raw = worker.call(worker.request(event, request_id or str(uuid.uuid4())), fn.timeout_s)
@@ -381,8 +408,7 @@ class WorkerPool:
         self._release(worker, keep=True)
         return self._result(raw)
 
-    async def ainvoke(self, fn: Function, event: Any, request_id: str | None = None) -> Invocation:
-        """`invoke` on the running event loop: no thread waits, for a worker or for its answer."""
+    async def _ainvoke(self, fn: Function, event: Any, request_id: str | None = None) -> Invocation:
         worker = await self._aacquire(fn)
         try:
             message = worker.request(event, request_id or str(uuid.uuid4()))

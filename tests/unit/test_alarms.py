@@ -16,7 +16,7 @@ from devstack.template import Template
 from stockpred import alarms, health
 from stockpred.alarms import ALARM, INSUFFICIENT, OK
 
-NOW = 1_800_000_005.0  # 5 s into a 10-second period (and into a minute)
+NOW = 1_800_000_005.0
 
 
 def alarm(n: int = 3, m: int | None = None, treat: str = "missing", period: int = 60,
@@ -63,13 +63,12 @@ def test_m_of_n_needs_m_breaching_datapoints() -> None:
     assert alarms.evaluate(alarm(n=5, m=3, treat="notBreaching"), points(a, "X-X--"), NOW)[0] == OK
 
 
-def test_only_complete_periods_count_and_they_are_aligned_to_the_period() -> None:
-    a = alarm(n=1, period=10)
-    (start,) = a.window(NOW)
-    assert start == 1_799_999_990 and start % 10 == 0
-    current_period = {int(NOW // 10) * 10: 9.0}
-    assert alarms.evaluate(a, current_period, NOW)[0] == INSUFFICIENT
-    assert alarms.evaluate(a, {start: 9.0}, NOW)[0] == ALARM
+def test_the_window_slides_it_ends_at_the_second_of_evaluation() -> None:
+    a = alarm(n=2, period=10)
+    assert a.window(NOW + 0.7) == [int(NOW) - 20, int(NOW) - 10]
+    assert alarms.evaluate(a, {int(NOW) - 10: 9.0}, NOW)[0] == ALARM  # the newest 10 s, at once
+    assert alarms.evaluate(a, {int(NOW) - 30: 9.0}, NOW)[0] == INSUFFICIENT  # slid out
+    assert alarm(period=10).every_s == 10 and alarm(period=300).every_s == 60
 
 
 @pytest.mark.parametrize(("comparison", "value", "breaches"), [
@@ -94,10 +93,15 @@ def test_every_template_alarm_is_read_and_those_on_our_metrics_are_evaluated_loc
     assert down.local and down.alarm.namespace == "stockpred" and down.alarm.period_s == 10
     assert down.alarm.treat_missing == "ignore" and down.alarm.metric == "DependenciesDown"
     assert by_id["TradesInDoubtAlarm"].local
+    # The services devstack plays make their metrics: Lambda's per function, SQS's per queue.
     lambda_errors = by_id["UsersErrorsAlarm"]
-    assert not lambda_errors.local and "AWS/Lambda" in lambda_errors.why_not
-    assert lambda_errors.alarm.dimensions == (("FunctionName", "UsersFunction"),)
-    assert "AWS/RDS" in by_id["DatabaseCpuAlarm"].why_not
+    assert lambda_errors.local and lambda_errors.alarm.dimensions == (("FunctionName", "UsersFunction"),)
+    assert by_id["PushDeadLettersAlarm"].alarm.dimensions == (("QueueName", "PushDeadLetterQueue"),)
+    assert by_id["PushDeadLettersAlarm"].local
+    assert "AWS/RDS" in by_id["DatabaseCpuAlarm"].why_not and not by_id["DatabaseCpuAlarm"].local
+    assert not by_id["TradeExecutionsFailedAlarm"].local
+    local = sum(d.local for d in defined)
+    assert local == 2 + 32 + 2, local  # ours, every function's Errors and Throttles, the two queues
 
 
 def test_health_reports_each_dependency_within_its_deadline_and_writes_metric_lines() -> None:

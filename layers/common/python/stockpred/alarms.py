@@ -6,8 +6,13 @@ with the stack's name, ALARM_NAME_PREFIX). Locally devstack (devstack/alarms.py)
 alarms in moto's CloudWatch, evaluates them with `evaluate` every few seconds against the metric
 lines in OpenSearch, and sets their states there, so the same `describe()` answers both.
 
-The rule (CloudWatch's "Configuring how CloudWatch alarms treat missing data"), over the alarm's
-last EvaluationPeriods complete periods, M being DatapointsToAlarm:
+The window is CloudWatch's default, a sliding one ("Alarm evaluation window"): the N =
+EvaluationPeriods periods that end at the moment of evaluation, so a breach counts as soon as its
+datapoint exists. CloudWatch evaluates an alarm every minute, a high-resolution one (a period
+under a minute) every 10 seconds: `every_s`.
+
+The rule (CloudWatch's "Configuring how CloudWatch alarms treat missing data"), M being
+DatapointsToAlarm:
 
 - no datapoint at all: `missing` gives INSUFFICIENT_DATA, `ignore` keeps the state, `breaching`
   ALARM and `notBreaching` OK;
@@ -89,9 +94,15 @@ class Alarm:
     def breaches(self, value: float) -> bool:
         return COMPARISONS[self.comparison](value, self.threshold)
 
+    @property
+    def every_s(self) -> int:
+        """How often CloudWatch evaluates it."""
+        return 10 if self.period_s < 60 else 60
+
     def window(self, now_s: float) -> list[int]:
-        """The starts (epoch seconds) of the periods evaluated at `now_s`: the last N complete."""
-        end = int(now_s // self.period_s) * self.period_s
+        """The starts (epoch seconds) of the N periods evaluated at `now_s`, oldest first: a
+        sliding window ending at the (whole) second of evaluation."""
+        end = int(now_s)
         return [end - (i + 1) * self.period_s for i in reversed(range(self.evaluation_periods))]
 
 

@@ -283,8 +283,9 @@ _STATISTIC_OF = {"SampleCount": "count", "Average": "avg", "Sum": "sum", "Minimu
 def metric_datapoints(namespace: str, metric: str, dimensions: Iterable[tuple[str, str]], statistic: str,
                       period_s: int, since: dt.datetime, until: dt.datetime) -> dict[int, float]:
     """A metric's datapoints as CloudWatch would have them: per period (its start in epoch
-    seconds, periods aligned to the epoch) the statistic over the lines of `namespace` that carry
-    `metric` with exactly these dimensions (a line publishes to each of its dimension sets)."""
+    seconds; the periods end at `until`, whole seconds) the statistic over the lines of
+    `namespace` that carry `metric` with exactly these dimensions (a line publishes to each of its
+    dimension sets)."""
     dimensions = tuple(dimensions)
     field = f"values.{metric}"
     filters = [*_since_filter(since, until), {"term": {"namespace": namespace}},
@@ -293,6 +294,7 @@ def metric_datapoints(namespace: str, metric: str, dimensions: Iterable[tuple[st
                *({"term": {f"dimensions.{n}": v}} for n, v in dimensions)]
     body = {"size": 0, "query": {"bool": {"filter": filters}},
             "aggs": {"periods": {"date_histogram": {"field": "timestamp", "fixed_interval": f"{period_s}s",
+                                                    "offset": f"{int(until.timestamp()) % period_s}s",
                                                     "min_doc_count": 1},
                                  "aggs": {"stats": {"stats": {"field": field}}}}}}
     found = _call(client().search, index=metric_index_pattern(), body=body,
