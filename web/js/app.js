@@ -14,6 +14,7 @@ import { renderTransactions } from './pages/transactions.js';
 import { renderAnalytics } from './pages/analytics.js';
 import { renderLogs } from './pages/logs.js';
 import { renderRankings } from './pages/rankings.js';
+import { renderOperations } from './pages/operations.js';
 
 router.route('market', renderMarket, 'Market');
 router.route('rankings', renderRankings, 'Rankings');
@@ -23,6 +24,7 @@ router.route('portfolio', renderPortfolio, 'Portfolio');
 router.route('transactions', renderTransactions, 'Transactions');
 router.route('analytics', renderAnalytics, 'Analytics');
 router.route('logs', renderLogs, 'Logs');
+router.route('operations', renderOperations, 'Operations');
 router.route('notfound', (main) => {
   main.append(h('h1', {}, 'Page not found'), h('p', {}, h('a', { href: '#/market' }, 'Go to the market')));
 }, 'Not found');

@@ -1,5 +1,5 @@
-// The header: navigation links (aria-current on the current page; Logs for admins only),
-// sign-in / sign-out, and the WebSocket state in words.
+// The header: navigation links (aria-current on the current page; Logs and Operations for
+// admins only), sign-in / sign-out, and the WebSocket state in words.
 
 import { h, replace } from './dom.js';
 import * as session from './session.js';
@@ -38,7 +38,7 @@ function link(name, label) {
 
 function renderNav() {
   const items = PAGES.map(([name, label]) => link(name, label));
-  if (session.isAdmin()) items.push(link('logs', 'Logs'));
+  if (session.isAdmin()) items.push(link('logs', 'Logs'), link('operations', 'Operations'));
   if (session.signedIn()) {
     const who = session.cachedProfile();
     items.push(h('li', { class: 'nav-user' },

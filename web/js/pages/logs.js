@@ -3,36 +3,15 @@
 
 import { h, replace, status, table } from '../dom.js';
 import * as api from '../api.js';
-import * as session from '../session.js';
+import { requireOperator } from '../operators.js';
 import { integer, timestamp } from '../format.js';
 import { histogramChart, safely } from '../charts.js';
 import { clearErrors, showError, alertBox } from '../forms.js';
 
 const LEVELS = ['DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL'];
 
-function operatorsOnly(main, text = 'Operators only') {
-  main.append(h('h1', {}, 'Logs'), h('p', { class: 'alert', role: 'alert' }, text),
-    h('p', {}, 'The logs are for users with the admin role.'));
-}
-
 export async function renderLogs(main, _params, ctx) {
-  if (!session.signedIn()) {
-    operatorsOnly(main);
-    main.append(h('p', {}, h('a', { href: '#/signin' }, 'Sign in'), ' with an operator account.'));
-    return;
-  }
-  let profile;
-  try {
-    profile = await api.profile();
-  } catch (err) {
-    if (ctx.alive && err.status !== 401) operatorsOnly(main, `Could not check your role: ${err.message}`);
-    return;
-  }
-  if (!ctx.alive) return;
-  if (!(profile.roles || []).includes('admin')) {
-    operatorsOnly(main);
-    return;
-  }
+  if (!(await requireOperator(main, ctx, 'Logs'))) return;
 
   const results = h('div', {});
   const searchStatus = status('');
