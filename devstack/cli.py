@@ -60,6 +60,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"""
 stockpred is up.
   Dashboard     {api}/
+  Operations    {api}/#/operations  (health, alarms, traffic: register, then
+                `stockpred users grant EMAIL admin`; or `stockpred health`, `stockpred alarms`)
   functions     {serving}
                 (`make run` serves the sources; `make run BUILT=1` what `sam build` made)
   REST API      {api}/api/stocks

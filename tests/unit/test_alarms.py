@@ -101,7 +101,9 @@ def test_every_template_alarm_is_read_and_those_on_our_metrics_are_evaluated_loc
     assert "AWS/RDS" in by_id["DatabaseCpuAlarm"].why_not and not by_id["DatabaseCpuAlarm"].local
     assert not by_id["TradeExecutionsFailedAlarm"].local
     local = sum(d.local for d in defined)
-    assert local == 2 + 32 + 2, local  # ours, every function's Errors and Throttles, the two queues
+    assert local == 3 + 32 + 2, local  # ours, every function's Errors and Throttles, the two queues
+    api_errors = by_id["ApiErrorsAlarm"]
+    assert api_errors.local and api_errors.alarm.dimensions == () and api_errors.alarm.metric == "Errors5xx"
 
 
 def test_health_reports_each_dependency_within_its_deadline_and_writes_metric_lines() -> None:

@@ -99,7 +99,7 @@ def test_every_request_writes_one_line_by_function_and_route(monkeypatch, capsys
         assert_emf(doc)
         assert doc["Function"] == "ThingsFunction"
         assert doc["Route"] == "GET /api/things/{name}", "the route's template, never the raw path"
-        assert doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["Function", "Route"], ["Function"]]
+        assert doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["Function", "Route"], ["Function"], []]
         assert doc["Requests"] == 1 and doc["CacheHits"] == 2 and doc["Duration"] >= 0
     assert [(d["Errors4xx"], d["Errors5xx"]) for d in lines] == [(0, 0), (1, 0), (0, 1)]
     assert [d["ColdStart"] for d in lines] == [1, 0, 0]

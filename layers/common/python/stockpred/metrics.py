@@ -62,17 +62,19 @@ def function_name() -> str:
 
 
 def document(values: dict[str, tuple[float, str]], dimensions: dict[str, str] | None = None,
-             timestamp_ms: int | None = None, high_resolution: bool = False) -> dict[str, Any]:
+             timestamp_ms: int | None = None, high_resolution: bool = False,
+             total: bool = False) -> dict[str, Any]:
     """An EMF document: `values` maps a metric's name to (value, unit); `dimensions` maps each
     dimension to its value, every leading subset being one dimension set (with Function and Route:
-    by function and route, and by function). High resolution (StorageResolution 1) keeps points
-    per second, which an alarm with a 10- or 30-second period needs."""
+    by function and route, and by function); `total` adds the empty set, the whole stack's
+    figure (what ApiErrorsAlarm watches). High resolution (StorageResolution 1) keeps points per
+    second, which an alarm with a 10- or 30-second period needs."""
     for name, (_, unit) in values.items():
         if unit not in UNITS:
             raise ValueError(f"metric {name}: unit {unit!r} is not one CloudWatch accepts")
     dimensions = dimensions or {}
     keys = list(dimensions)
-    sets = [keys[:n] for n in range(len(keys), 0, -1)] or [[]]
+    sets = [keys[:n] for n in range(len(keys), -1 if total else 0, -1)] or [[]]
     definitions = [{"Name": name, "Unit": unit, **({"StorageResolution": 1} if high_resolution else {})}
                    for name, (_, unit) in values.items()]
     return {
@@ -123,4 +125,4 @@ def flush(extra: dict[str, tuple[float, str]] | None = None, route: str | None =
     if not values:
         return None
     dimensions = {"Function": function_name(), **({"Route": route} if route else {})}
-    return write(document(values, dimensions))
+    return write(document(values, dimensions, total=True))
