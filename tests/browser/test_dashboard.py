@@ -9,9 +9,11 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from typing import Any
 
 import pytest
+import requests
 from playwright.sync_api import expect
 
 from devstack.services import REPO_ROOT
@@ -101,7 +103,9 @@ def test_buying_from_the_portfolio_moves_cash_and_holdings_and_a_double_click_tr
     "file runs pass); in the whole suite, after the fault scenarios, the push was still lost in the "
     "fresh-clone run of 17b250a (1 of 1): a second cause, open on #27's note"))
 def test_a_prediction_pushed_to_the_room_updates_the_open_page_without_a_reload(
-        page: Any, dashboard: str, gateway: Any) -> None:
+        page: Any, dashboard: str, gateway: Any, stack: dict[str, str]) -> None:
+    frames: list[str] = []
+    page.on("websocket", lambda ws: ws.on("framereceived", lambda f: frames.append(str(f)[:300])))
     user = gateway.new_user(password=PASSWORD)
     sign_in(page, dashboard, user.email, PASSWORD)
     page.goto(dashboard + "#/market/SPX")
@@ -116,9 +120,28 @@ def test_a_prediction_pushed_to_the_room_updates_the_open_page_without_a_reload(
     # Someone else's request for the same stored prediction, within a fraction of a second of the
     # page's own: its push is news, not the page's echo (which the page once told apart by the
     # prediction's _id and 300 ms, and so dropped this one whenever the stack was quick).
-    assert gateway.get("/api/predict/SPX").status_code == 200
-    expect(live).to_contain_text(re.compile(r"\d\d:\d\d:\d\d"), timeout=20_000)
+    cid = f"push-{uuid.uuid4()}"
+    assert gateway.get("/api/predict/SPX", headers={"X-Correlation-Id": cid}).status_code == 200
+    try:
+        expect(live).to_contain_text(re.compile(r"\d\d:\d\d:\d\d"), timeout=20_000)
+    except AssertionError:
+        # The second cause is open (#27's note): what each part did with this push, as the
+        # xfail's reason, which the summary prints (an xfail's traceback is not).
+        pytest.xfail(f"push {cid} lost: {push_story(stack, cid, frames)}")
     assert page.evaluate("window.__loads") == 1, "the page reloaded"
+
+
+def push_story(stack: dict[str, str], cid: str, frames: list[str]) -> str:
+    """The log lines under the push's correlation id, and the page's last WebSocket frames."""
+    time.sleep(3)  # the lines reach OpenSearch within about a second
+    try:
+        found = requests.post(f"{stack['OPENSEARCH_URL']}/stockpred-logs-*/_search", timeout=10, json={
+            "query": {"term": {"correlation_id": cid}}, "size": 50, "sort": [{"timestamp": "asc"}]}).json()
+        lines = [f"{h['_source'].get('function')}: {h['_source'].get('message', '')[:160]}"
+                 for h in found.get("hits", {}).get("hits", [])]
+    except (requests.RequestException, ValueError) as exc:
+        lines = [f"(no log search: {exc})"]
+    return json.dumps({"lines": lines, "last_frames": frames[-6:]})
 
 
 def test_an_expired_session_goes_back_to_sign_in(page: Any, dashboard: str) -> None:
