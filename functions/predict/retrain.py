@@ -21,7 +21,7 @@ from typing import Any
 from stockml import signals, training, universe_ranks
 from stockml.universe_data import load_universe_panel
 from stockml.universe_training import rank_and_publish
-from stockpred import config, market, universes
+from stockpred import config, market, metrics, universes
 from stockpred.logs import get_logger, lambda_handler
 from stockpred.prices import ProviderUnavailable, UnknownSymbol
 
@@ -52,8 +52,11 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                     skipped[symbol] = "out of time"
                     continue
                 hist, _ = market.default().history(symbol)
+                if not on_demand:  # an on-demand training was counted when Predict started it
+                    metrics.count("TrainingsStarted")
                 meta = training.train(symbol, hist.bars, source=hist.source)
                 done[symbol] = meta["version"]
+                metrics.count("ModelsTrained")
         except (UnknownSymbol, ProviderUnavailable, training.NotEnoughHistory) as exc:
             skipped[symbol] = f"{type(exc).__name__}: {exc}"
     ranked: dict[str, str] = {}
@@ -66,6 +69,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             ranked_as_of = _rank_universe(name, skipped)
             if ranked_as_of:
                 ranked[name] = ranked_as_of
+                metrics.count("UniversesRanked")
     log.info("retrain finished", extra={"fields": {"trained": done, "ranked": ranked, "skipped": skipped}})
     return {"trained": done, "ranked": ranked, "skipped": skipped}
 

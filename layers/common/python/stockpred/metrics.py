@@ -18,7 +18,8 @@ Two kinds of line:
   request; stockpred.logs.lambda_handler flushes the counts of the other functions.
 
 The business counts (name: where it is counted):
-    PredictionsServed, TrainingsStarted      functions/predict
+    PredictionsServed, TrainingsStarted      functions/predict (TrainingsStarted also by the
+                                              scheduled retrain, with ModelsTrained, UniversesRanked)
     TradesCommitted, TradesAborted, TradesFailed, TradesPending    stockpred.trading.wait
     CacheHits, CacheMisses                    stockpred.cache (a stale copy served is a miss)
     PushesDelivered, PushesGone, PushesFailed  functions/push (failed: to be tried again, or dropped)
@@ -44,9 +45,9 @@ UNITS = frozenset({
     "Count/Second", "None"})
 
 # The business counts above, which the operators' summary (GET /api/ops/metrics) sums per function.
-COUNTS = ("PredictionsServed", "TrainingsStarted", "TradesCommitted", "TradesAborted", "TradesFailed",
-          "TradesPending", "CacheHits", "CacheMisses", "PushesDelivered", "PushesGone", "PushesFailed",
-          "EtlRowsLoaded", "ColdStart")
+COUNTS = ("PredictionsServed", "TrainingsStarted", "ModelsTrained", "UniversesRanked", "TradesCommitted",
+          "TradesAborted", "TradesFailed", "TradesPending", "CacheHits", "CacheMisses", "PushesDelivered",
+          "PushesGone", "PushesFailed", "EtlRowsLoaded", "ColdStart")
 
 _counts: contextvars.ContextVar[dict[str, tuple[float, str]] | None] = contextvars.ContextVar(
     "metric_counts", default=None)
