@@ -75,6 +75,30 @@ def test_an_operator_sees_health_alarms_and_traffic_as_the_apis_serve_them(
     assert not console.errors, console.errors
 
 
+def test_an_open_breaker_shows_as_degraded_in_words_and_the_rest_stays_up(
+        page: Any, dashboard: str, gateway: Any, stack: dict[str, str], state: Any) -> None:
+    """The provider's breaker opened (its state, as pybreaker keeps it in the state Redis): the
+    platform works on the other providers, so the page says Degraded, not Down."""
+    user = operator(gateway, stack)
+    key = "stockpred:breaker:alphavantage:pybreaker:state"
+    before = state.get(key)
+    state.set(key, "open")
+    try:
+        sign_in(page, dashboard, user.email, PASSWORD)
+        page.goto(dashboard + "#/operations")
+        row = page.locator("[data-testid=health] tr[data-dependency=market_breaker]")
+        expect(row).to_have_attribute("data-state", "degraded")
+        expect(row.locator("td[data-col=status]")).to_have_text("Degraded")
+        expect(row.locator("td[data-col=detail]")).to_contain_text("breaker is open")
+        expect(page.locator("[data-testid=health-status]")).to_contain_text("Overall: Degraded")
+        expect(page.locator("[data-testid=health] tr[data-state=up]")).to_have_count(len(DEPENDENCIES) - 1)
+    finally:
+        if before is None:
+            state.delete(key)
+        else:
+            state.set(key, before)
+
+
 def test_the_operations_page_tells_anyone_else_it_is_for_operators(
         page: Any, dashboard: str, gateway: Any) -> None:
     page.goto(dashboard + "#/operations")
