@@ -370,26 +370,20 @@ class WorkerPool:
         Counted as Lambda counts it (devstack.service_metrics)."""
         try:
             inv = self._invoke(fn, event, request_id)
-        except Throttled:
-            service_metrics.lambda_invoked(fn.logical_id, throttled=True)
+        except (Throttled, FunctionTimeout) as exc:
+            _counted(fn, exc)
             raise
-        except FunctionTimeout:
-            service_metrics.lambda_invoked(fn.logical_id, error=True)
-            raise
-        service_metrics.lambda_invoked(fn.logical_id, error=inv.error is not None)
+        _counted(fn, inv)
         return inv
 
     async def ainvoke(self, fn: Function, event: Any, request_id: str | None = None) -> Invocation:
         """`invoke` on the running event loop: no thread waits, for a worker or for its answer."""
         try:
             inv = await self._ainvoke(fn, event, request_id)
-        except Throttled:
-            service_metrics.lambda_invoked(fn.logical_id, throttled=True)
+        except (Throttled, FunctionTimeout) as exc:
+            _counted(fn, exc)
             raise
-        except FunctionTimeout:
-            service_metrics.lambda_invoked(fn.logical_id, error=True)
-            raise
-        service_metrics.lambda_invoked(fn.logical_id, error=inv.error is not None)
+        _counted(fn, inv)
         return inv
 
     def _invoke(self, fn: Function, event: Any, request_id: str | None = None) -> Invocation:
@@ -432,6 +426,16 @@ class WorkerPool:
             self._idle.clear()
         for w in workers:
             w.kill()
+
+
+def _counted(fn: Function, outcome: Invocation | Exception) -> None:
+    """Counts an invocation's outcome as Lambda would (devstack.service_metrics): a throttle is
+    no invocation; a timeout and an unhandled error are errors."""
+    if isinstance(outcome, Throttled):
+        service_metrics.lambda_invoked(fn.logical_id, throttled=True)
+    else:
+        service_metrics.lambda_invoked(fn.logical_id, error=not isinstance(outcome, Invocation)
+                                       or outcome.error is not None)
 
 
 def _missing(buf: bytes) -> int:
