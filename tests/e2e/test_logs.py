@@ -173,8 +173,12 @@ def test_lines_made_while_opensearch_is_down_arrive_when_it_returns(
         assert wait_until(lambda: s3.list_objects_v2(Bucket="stockpred-log-dead-letters",
                                                      Prefix="dead-letter/")["KeyCount"] > 0, 30), \
             "nothing was dead-lettered while the store was down"
-        made = [line for line in gateway.log.read_text(errors="replace").splitlines() if cid in line]
+        written = gateway.log.read_text(errors="replace").splitlines()
+        made = [line for line in written if cid in line]
         assert made, "the functions logged nothing for the outage requests"
+        # The shipper counted them too (a metric line CloudWatch would turn into a point).
+        assert wait_until(lambda: any('"LogLinesDeadLettered"' in line for line in
+                                      gateway.log.read_text(errors="replace").splitlines()), 10)
     finally:
         stack_handle.start(service)
     # The next batch the shipper indexes (or its scheduled maintenance) re-drives the backlog.

@@ -28,7 +28,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from stockpred import aws, config, opensearch
+from stockpred import aws, config, metrics, opensearch
 from stockpred.logs import get_logger, timestamp
 
 log = get_logger("logship")
@@ -258,6 +258,7 @@ def dead_letter(docs: list[dict[str, Any]], prefix: str = DEAD_LETTER_PREFIX) ->
     key = f"{prefix}{now:%Y/%m/%d/%H%M%S}-{uuid.uuid4().hex}.jsonl.gz"
     body = gzip.compress("\n".join(json.dumps(d, default=str) for d in docs).encode())
     aws.client("s3").put_object(Bucket=_bucket(), Key=key, Body=body)
+    metrics.count("LogLinesRejected" if prefix == REJECTED_PREFIX else "LogLinesDeadLettered", len(docs))
     return key
 
 

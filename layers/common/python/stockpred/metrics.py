@@ -24,6 +24,8 @@ The business counts (name: where it is counted):
     CacheHits, CacheMisses                    stockpred.cache (a stale copy served is a miss)
     PushesDelivered, PushesGone, PushesFailed  functions/push (failed: to be tried again, or dropped)
     EtlRowsLoaded                             functions/etl
+    LogLinesDeadLettered, LogLinesRejected    stockpred.logship (to S3: the store was down / refused
+                                              them; the shipper's own lines reach CloudWatch only)
     DependencyDown (by Dependency), DependenciesDown    stockpred.health, at each deep check
 """
 
