@@ -16,17 +16,16 @@ DependencyDown alarm watches: `handler` is the function's entry point for both k
 from __future__ import annotations
 
 import datetime as dt
-import functools
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from chalice import Chalice, Response
 from pymongo.errors import PyMongoError
 
-from stockpred import alarms, auth, config, health, logs, metrics, opensearch
-from stockpred.handlers import ApiError, install, json_response, query_int
+from stockpred import alarms, config, health, logs, metrics, opensearch
+from stockpred.handlers import ApiError, bearer_claims, install, json_response, query_int, user_store_down
 from stockpred.logs import clean_correlation_id
-from stockpred.users import Users
+from stockpred.users import default as users
 
 app = Chalice(app_name="logs")
 log = install(app, "logs")
@@ -35,23 +34,14 @@ DEFAULT_SINCE = dt.timedelta(hours=24)
 NAME_PARAMS = ("service", "function", "transaction_id")
 
 
-@functools.cache
-def users() -> Users:
-    return Users()
-
-
 def _operator() -> str:
     """The caller's user id when it holds the admin role: its token is checked (and whether it was
     revoked) and its role read from the user store."""
+    claims = bearer_claims(app.current_request)
     try:
-        claims = auth.verify(auth.bearer(app.current_request.headers))
         admin = users().has_role(claims["sub"], "admin")
-    except auth.InvalidToken:
-        raise ApiError(401, "Invalid or missing token", {"WWW-Authenticate": "Bearer"}) from None
     except PyMongoError as exc:
-        log.error("user store unavailable", extra={"fields": {"error": str(exc)[:300]}})
-        raise ApiError(503, "The user store is unavailable: the caller's role cannot be checked",
-                       {"Retry-After": "30"}) from None
+        raise user_store_down(exc) from None
     if not admin:
         raise ApiError(403, "Operators only: this needs the admin role")
     return claims["sub"]

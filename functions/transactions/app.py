@@ -8,8 +8,8 @@ from typing import Any
 
 from chalice import Chalice, Response
 
-from stockpred import auth, config, ledger, secrets, trading
-from stockpred.handlers import ApiError, install, json_body, json_response, query_int
+from stockpred import config, ledger, secrets, trading
+from stockpred.handlers import ApiError, bearer_claims, install, json_body, json_response, query_int
 from stockpred.money import client_price_cents
 
 app = Chalice(app_name="transactions")
@@ -91,10 +91,7 @@ def store() -> Response:
 
 @app.route("/api/transactions", methods=["GET"])
 def list_transactions() -> Response:
-    try:
-        claims = auth.verify(auth.bearer(app.current_request.headers))
-    except auth.InvalidToken:
-        raise ApiError(401, "Invalid or missing token") from None
+    claims = bearer_claims(app.current_request)
     params = app.current_request.query_params or {}
     user_id = params.get("user_id") or claims["sub"]
     if user_id != claims["sub"]:

@@ -3,46 +3,42 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Iterator
 from typing import Any
 
 from chalice import Chalice, Response
 
 from stockpred import auth, devices, portfolio, realtime, trading
-from stockpred.handlers import ApiError, client_address, install, json_body, json_response
+from stockpred.handlers import (
+    INVALID_TOKEN,
+    ApiError,
+    bearer_claims,
+    client_address,
+    install,
+    json_body,
+    json_response,
+)
 from stockpred.money import money
 from stockpred.users import (
     InvalidCredentials,
     TooManyAttempts,
     UserExists,
     UserNotFound,
-    Users,
     ValidationError,
 )
+from stockpred.users import default as users
 
 app = Chalice(app_name="users")
 log = install(app, "users")
 
 # Bodies are read as JSON whatever the Content-Type says (curl -d sends form-urlencoded).
 ANY_BODY = ["*/*"]
-INVALID_TOKEN = "Invalid or missing token"
-
-
-@functools.cache
-def users() -> Users:
-    return Users()
-
-
 def _body() -> Any:
     return json_body(app.current_request.raw_body)
 
 
 def _claims() -> dict[str, Any]:
-    try:
-        return auth.verify(auth.bearer(app.current_request.headers))
-    except auth.InvalidToken:
-        raise ApiError(401, INVALID_TOKEN, {"WWW-Authenticate": "Bearer"}) from None
+    return bearer_claims(app.current_request)
 
 
 def _invalid(fields: dict[str, str]) -> ApiError:
@@ -155,7 +151,6 @@ def get_portfolio() -> Response:
 TRADE_ERRORS = {"buy": "An error occurred processing the buy request",
                 "sell": "An error occurred processing the sell request"}
 TRADE_DONE = {"buy": "Stock bought successfully", "sell": "Stock sold successfully"}
-REFUSALS = {"InsufficientFunds", "InsufficientShares", "UnknownSymbol"}
 
 
 def _trade(side: str) -> Response:
@@ -180,7 +175,7 @@ def _trade(side: str) -> Response:
             realtime.publish_to_user(user_id, {
                 "type": "trade", "action": side, "symbol": symbol, "quantity": quantity, **body})
         return json_response(200, body)
-    if result.status == "aborted" and result.error_type in REFUSALS:
+    if result.status == "aborted" and result.error_type in trading.REFUSALS:
         message = ("Stock data not available" if result.error_type == "UnknownSymbol"
                    else result.message or "Insufficient funds")
         message = message[:1].upper() + message[1:]

@@ -14,6 +14,7 @@ out; see "throttling" below. Registrations are limited per address.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import re
 import unicodedata
@@ -482,3 +483,9 @@ class Users:
             "$inc": {"token_version": 1}})
         if result.matched_count == 0:
             raise UserNotFound(user_id)
+
+
+@functools.cache
+def default() -> Users:
+    """This process's user store (the functions' one, made on first use)."""
+    return Users()
