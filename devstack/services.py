@@ -112,12 +112,6 @@ def _never_raising(log: Callable[[str], None]) -> Callable[[str], None]:
     return write
 
 
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex((host, port)) == 0
-
-
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

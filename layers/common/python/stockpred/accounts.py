@@ -52,10 +52,6 @@ class Holding:
     shares: int = 0
     cost_cents: int = 0
 
-    @property
-    def average_cost_cents(self) -> float:
-        return self.cost_cents / self.shares if self.shares else 0.0
-
 
 @dataclass
 class AccountState:

@@ -118,6 +118,3 @@ def revoke_all(user_id: str) -> None:
     update that sets the new hash: users.change_password)."""
     mongo.db().users.update_one({"_id": user_id}, {"$inc": {"token_version": 1}})
 
-
-def expires_at(claims: dict[str, Any]) -> str:
-    return dt.datetime.fromtimestamp(claims["exp"], dt.UTC).isoformat().replace("+00:00", "Z")

@@ -54,10 +54,15 @@ def parse_timestamp(value: object, now: dt.datetime | None = None) -> dt.datetim
         ts = ts.astimezone(dt.UTC)
     except (OverflowError, ValueError):  # year 0 or 10000 once in UTC
         raise ValueError("a date-time within the last 24 hours") from None
-    now = now or dt.datetime.now(dt.UTC)
-    if not now - MAX_BACKDATE <= ts <= now + MAX_FUTURE:
+    if not in_window(ts, now):
         raise ValueError("a date-time within the last 24 hours (and at most 5 minutes ahead)")
     return ts
+
+
+def in_window(ts: dt.datetime, now: dt.datetime | None = None) -> bool:
+    """Whether an aware time is within [now - MAX_BACKDATE, now + MAX_FUTURE]."""
+    now = now or dt.datetime.now(dt.UTC)
+    return now - MAX_BACKDATE <= ts <= now + MAX_FUTURE
 
 
 def _check_row(txid: str, user_id: object, symbol: object, side: object, quantity: object,
@@ -193,8 +198,7 @@ def store(record: dict[str, Any]) -> str:
     timestamp = record["timestamp"]
     if not isinstance(timestamp, dt.datetime) or timestamp.tzinfo is None:
         raise LedgerError("timestamp must be an aware date-time")
-    now = dt.datetime.now(dt.UTC)
-    if not now - MAX_BACKDATE <= timestamp <= now + MAX_FUTURE:
+    if not in_window(timestamp):
         raise LedgerError("timestamp is outside the accepted window")
     with postgres.transaction() as cur:
         cur.execute(
