@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make run` and `make test`. Both bootstrap what is missing.
-.PHONY: run test stop status bootstrap build lint bench clean publish-dashboard \
+.PHONY: run test stop status bootstrap build lint docs bench clean publish-dashboard \
 	container-images compose-up compose-down compose-ps sam-local
 
 VENV := .venv/bin
@@ -38,10 +38,18 @@ status:
 # import path (devstack/runtime.py).
 test: build
 	$(VENV)/ruff check .
+	@$(MAKE) --no-print-directory docs
 	STOCKPRED_SERVE=built $(VENV)/python -m pytest $(PYTEST_FLAGS)
 
 lint: bootstrap
 	$(VENV)/ruff check .
+
+# The docs site (mkdocs.yml, docs/) into .site/; --strict: a broken link or a page left out of the
+# navigation fails it (never -q: quiet mode hides the warnings strict mode counts).
+docs: bootstrap
+	@NO_MKDOCS_2_WARNING=1 $(VENV)/mkdocs build --strict > .mkdocs-build.log 2>&1 \
+		|| { cat .mkdocs-build.log; exit 1; }
+	@echo "docs: .site/index.html (mkdocs build --strict; log in .mkdocs-build.log)"
 
 bench: bootstrap
 	@for b in bench/[a-z]*.py; do m=$$(basename $$b .py); echo "== bench.$$m"; $(VENV)/python -m bench.$$m || exit 1; done
@@ -73,4 +81,4 @@ sam-local: build
 	@./containers/sam-local.sh
 
 clean: stop
-	rm -rf .local .aws-sam .aws-sam-build.log
+	rm -rf .local .aws-sam .aws-sam-build.log .site .mkdocs-build.log
