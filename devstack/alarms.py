@@ -122,12 +122,14 @@ class Evaluator:
         self.due = {a.name: 0.0 for a in self.alarms}
 
     def tick(self, now_s: float | None = None) -> dict[str, str]:
-        """One evaluation of every local alarm that is due; returns the changes (name: state)."""
+        """One evaluation of every local alarm that is due; returns the changes (name: state).
+        The state each is compared with is CloudWatch's own, read afresh: whoever else set it
+        (another process creating the alarms again), the next evaluation puts it right."""
         now_s = time.time() if now_s is None else now_s
+        due = [a for a in self.alarms if now_s >= self.due[a.name]]
+        self.states.update(current_states([a.name for a in due]))
         changes = {}
-        for a in self.alarms:
-            if now_s < self.due[a.name]:
-                continue
+        for a in due:
             self.due[a.name] = now_s + a.every_s
             window = a.window(now_s)
             since = dt.datetime.fromtimestamp(window[0], dt.UTC)
@@ -142,6 +144,16 @@ class Evaluator:
                 self.states[a.name] = state
                 changes[a.name] = state
         return changes
+
+
+def current_states(names: list[str]) -> dict[str, str]:
+    """The alarms' states as CloudWatch holds them (100 names a call, its limit)."""
+    cloudwatch = aws.client("cloudwatch")
+    found = {}
+    for i in range(0, len(names), 100):
+        for alarm in cloudwatch.describe_alarms(AlarmNames=names[i:i + 100])["MetricAlarms"]:
+            found[alarm["AlarmName"]] = alarm["StateValue"]
+    return found
 
 
 async def run(template: Template) -> None:

@@ -233,8 +233,10 @@ async def _evaluate_alarms(app: web.Application) -> None:
 
 def build_app(template: Template, pool: WorkerPool, invoke_pool: WorkerPool, *,
               schedules: bool = True, guard: Guard | None = None,
-              log_feed: LogFeed | None = None) -> web.Application:
-    """`pool` serves API requests; `invoke_pool` the Invoke API and schedules.
+              log_feed: LogFeed | None = None, alarms_evaluated: bool = False) -> web.Application:
+    """`pool` serves API requests; `invoke_pool` the Invoke API and schedules. The stack's one
+    gateway also evaluates the alarms (`alarms_evaluated`): an app a test builds must not, or it
+    would create them afresh over the states the gateway keeps.
 
     Two pools, because an API function may wait on work that arrives through Invoke (a buy waits
     for its state machine, whose tasks are Lambda invocations): with one shared pool, enough
@@ -265,7 +267,7 @@ def build_app(template: Template, pool: WorkerPool, invoke_pool: WorkerPool, *,
         app.cleanup_ctx.append(_run_schedules)
     if template.queue_sources and os.environ.get("AWS_ENDPOINT_URL"):
         app.cleanup_ctx.append(_poll_queues)
-    if os.environ.get("AWS_ENDPOINT_URL") and os.environ.get("OPENSEARCH_URL"):
+    if alarms_evaluated and os.environ.get("AWS_ENDPOINT_URL") and os.environ.get("OPENSEARCH_URL"):
         app.cleanup_ctx.append(_evaluate_alarms)
 
     async def shutdown(app: web.Application) -> None:
@@ -328,7 +330,8 @@ def main(argv: list[str] | None = None) -> None:
     pool = WorkerPool(args.workers, base_env=env, runtime=runtime, log_sink=feed.sink)
     invoke_pool = WorkerPool(args.invoke_workers, base_env=env, runtime=runtime, log_sink=feed.sink)
     # uvloop: the loop's socket and timer work in C, which the REST path's hops are made of.
-    web.run_app(build_app(template, pool, invoke_pool, schedules=not args.no_schedules, log_feed=feed),
+    web.run_app(build_app(template, pool, invoke_pool, schedules=not args.no_schedules, log_feed=feed,
+                          alarms_evaluated=True),
                 host=args.host, port=args.port, print=None, access_log=None,
                 loop=uvloop.new_event_loop())
 

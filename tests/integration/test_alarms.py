@@ -95,3 +95,11 @@ def test_a_functions_errors_raise_its_lambda_errors_alarm(stack, template_alarms
     assert evaluator.tick(now) == {watched.alarm.name: alarms.ALARM}
     assert "1 of 1 datapoints breach" in aws.client("cloudwatch").describe_alarms(
         AlarmNames=[watched.alarm.name])["MetricAlarms"][0]["StateReason"]
+
+    # Someone else sets the state (another process creating the alarms afresh): the next
+    # evaluation compares with CloudWatch's state, not its own memory, and puts it right.
+    aws.client("cloudwatch").set_alarm_state(AlarmName=watched.alarm.name, StateValue="INSUFFICIENT_DATA",
+                                             StateReason="created again")
+    assert evaluator.tick(now + 30) == {}  # not due yet: a minute between evaluations
+    assert evaluator.tick(now + 60) == {watched.alarm.name: alarms.ALARM}
+    assert state_in_cloudwatch(watched.alarm.name) == alarms.ALARM
