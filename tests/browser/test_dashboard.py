@@ -12,11 +12,12 @@ import time
 import uuid
 from typing import Any
 
+import boto3
 import pytest
 import requests
 from playwright.sync_api import expect
 
-from devstack.services import REPO_ROOT
+from devstack.services import REPO_ROOT, redis_client
 from tests.browser.conftest import axe_violations, screenshot, sign_in
 
 PASSWORD = "s3cret-pass-phrase"
@@ -132,16 +133,35 @@ def test_a_prediction_pushed_to_the_room_updates_the_open_page_without_a_reload(
 
 
 def push_story(stack: dict[str, str], cid: str, frames: list[str]) -> str:
-    """The log lines under the push's correlation id, and the page's last WebSocket frames."""
+    """The log lines under the push's correlation id, who is in the room (the state Redis), the
+    push queue's depth, and the page's last WebSocket frames: enough to tell a publish that
+    found no audience from a queue that was still working through a backlog."""
     time.sleep(3)  # the lines reach OpenSearch within about a second
+    story: dict[str, Any] = {}
     try:
         found = requests.post(f"{stack['OPENSEARCH_URL']}/stockpred-logs-*/_search", timeout=10, json={
             "query": {"term": {"correlation_id": cid}}, "size": 50, "sort": [{"timestamp": "asc"}]}).json()
-        lines = [f"{h['_source'].get('function')}: {h['_source'].get('message', '')[:160]}"
-                 for h in found.get("hits", {}).get("hits", [])]
+        story["lines"] = [f"{h['_source'].get('function')}: {h['_source'].get('message', '')[:160]}"
+                          for h in found.get("hits", {}).get("hits", [])]
     except (requests.RequestException, ValueError) as exc:
-        lines = [f"(no log search: {exc})"]
-    return json.dumps({"lines": lines, "last_frames": frames[-6:]})
+        story["lines"] = f"(no log search: {exc})"
+    try:
+        state = redis_client(stack)
+        story["room_SPX"] = sorted(m.decode() for m in state.smembers("stockpred:ws:room:SPX"))
+        story["rooms_of_each"] = {m.decode(): state.scard(f"stockpred:ws:rooms:{m.decode()}")
+                                  for m in state.smembers("stockpred:ws:room:SPX")}
+    except Exception as exc:  # the story must not hide the failure it explains
+        story["room_SPX"] = f"(no state Redis: {exc})"
+    try:
+        sqs = boto3.client("sqs", endpoint_url=stack["AWS_ENDPOINT_URL"], region_name="us-east-1")
+        story["push_queue"] = sqs.get_queue_attributes(
+            QueueUrl=stack["PUSH_QUEUE_URL"], AttributeNames=["ApproximateNumberOfMessages",
+                                                              "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+    except Exception as exc:
+        story["push_queue"] = f"(no SQS: {exc})"
+    story["frames"] = len(frames)
+    story["last_frames"] = frames[-4:]
+    return json.dumps(story)
 
 
 def test_an_expired_session_goes_back_to_sign_in(page: Any, dashboard: str) -> None:
