@@ -118,7 +118,6 @@ class Evaluator:
 
     def __init__(self, defined: list[LocalAlarm]) -> None:
         self.alarms = [d.alarm for d in defined if d.local]
-        self.states = {a.name: alarms.INSUFFICIENT for a in self.alarms}
         self.due = {a.name: 0.0 for a in self.alarms}
 
     def tick(self, now_s: float | None = None) -> dict[str, str]:
@@ -127,7 +126,7 @@ class Evaluator:
         (another process creating the alarms again), the next evaluation puts it right."""
         now_s = time.time() if now_s is None else now_s
         due = [a for a in self.alarms if now_s >= self.due[a.name]]
-        self.states.update(current_states([a.name for a in due]))
+        states = current_states([a.name for a in due])
         changes = {}
         for a in due:
             self.due[a.name] = now_s + a.every_s
@@ -136,12 +135,12 @@ class Evaluator:
             until = dt.datetime.fromtimestamp(window[-1] + a.period_s, dt.UTC)
             points = opensearch.metric_datapoints(a.namespace, a.metric, a.dimensions, a.statistic,
                                                   a.period_s, since, until)
-            state, reason = alarms.evaluate(a, points, now_s, self.states[a.name])
-            if state != self.states[a.name]:
+            current = states.get(a.name, alarms.INSUFFICIENT)
+            state, reason = alarms.evaluate(a, points, now_s, current)
+            if state != current:
                 aws.client("cloudwatch").set_alarm_state(AlarmName=a.name, StateValue=state,
                                                          StateReason=reason[:1023])
-                log.info("alarm %s: %s -> %s (%s)", a.name, self.states[a.name], state, reason)
-                self.states[a.name] = state
+                log.info("alarm %s: %s -> %s (%s)", a.name, current, state, reason)
                 changes[a.name] = state
         return changes
 

@@ -605,8 +605,7 @@ def cmd_alarms(args: argparse.Namespace) -> int:
         return 0
     if args.state:
         found = [a for a in found if a["state"] == args.state]
-    counts = {state: sum(a["state"] == state for a in found) for state in alarms.STATES}
-    print(", ".join(f"{n} {state}" for state, n in counts.items()))
+    print(", ".join(f"{n} {state}" for state, n in alarms.counts(found).items()))
     for a in found:
         print(f"{a['state']:<17} {a['name']:<40} {a['reason'][:100]}")
     return 0

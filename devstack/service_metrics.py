@@ -20,7 +20,7 @@ import uuid
 from collections import Counter
 from typing import Any
 
-from stockpred import config, logs, opensearch
+from stockpred import config, logship, opensearch
 
 NAMESPACES = ("AWS/Lambda", "AWS/SQS")
 FLUSH_EVERY_S = 10.0
@@ -34,12 +34,12 @@ _flusher: threading.Thread | None = None
 def document(namespace: str, dimensions: dict[str, str], values: dict[str, float],
              at: float | None = None) -> dict[str, Any]:
     """A metric document of the metric indices, as the shipper would make of such a line."""
-    stamp = logs.timestamp(time.time() if at is None else at)
-    line = {"timestamp": stamp, "function": dimensions.get("FunctionName", "-"), "route": "-",
-            "namespace": namespace, "event_id": str(uuid.uuid4()),
-            "values": {k: float(v) for k, v in values.items()},
-            "dimension_sets": [",".join(sorted(dimensions))], "dimensions": dict(dimensions)}
-    return {"_index": opensearch.metric_index_for(stamp), "_id": line["event_id"], "line": line}
+    line = logship.metric_document(
+        at=time.time() if at is None else at, namespace=namespace,
+        values={k: float(v) for k, v in values.items()}, dimensions=dict(dimensions),
+        dimension_sets=[",".join(sorted(dimensions))], function=dimensions.get("FunctionName", "-"),
+        event_id=str(uuid.uuid4()))
+    return {"_index": opensearch.metric_index_for(line["timestamp"]), "_id": line["event_id"], "line": line}
 
 
 def lambda_invoked(function: str, *, error: bool = False, throttled: bool = False) -> None:

@@ -135,8 +135,7 @@ def ops_alarms() -> Response:
     except (BotoCoreError, ClientError) as exc:
         log.error("CloudWatch unavailable", extra={"fields": {"error": str(exc)[:300]}})
         raise ApiError(503, "The alarms are unavailable", {"Retry-After": "30"}) from None
-    counts = {state: sum(a["state"] == state for a in found) for state in alarms.STATES}
-    return json_response(200, {"alarms": found, "counts": counts})
+    return json_response(200, {"alarms": found, "counts": alarms.counts(found)})
 
 
 @app.route("/api/health", methods=["GET"])

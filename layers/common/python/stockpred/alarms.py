@@ -146,3 +146,8 @@ def describe(prefix: str | None = None) -> list[dict[str, Any]]:
             })
     order = {ALARM: 0, INSUFFICIENT: 1, OK: 2}
     return sorted(found, key=lambda a: (order.get(a["state"], 3), a["name"]))
+
+
+def counts(found: list[dict[str, Any]]) -> dict[str, int]:
+    """How many of the alarms `describe` found are in each state."""
+    return {state: sum(a["state"] == state for a in found) for state in STATES}

@@ -222,10 +222,20 @@ def metric_of(batch: Batch, event: dict[str, Any]) -> dict[str, Any] | None:
         dimensions = {str(n): str(doc[n]) for s in sets for n in s.split(",") if n and n in doc}
     except TypeError:
         return None
-    return {"timestamp": timestamp(at), "function": str(doc.get("Function") or _function_of(batch.log_group)),
-            "route": str(doc.get("Route") or "-"), "namespace": str(directives[0].get("Namespace", "")),
-            "event_id": str(event.get("id", "")), "values": values,
-            "dimension_sets": sets, "dimensions": dimensions}
+    return metric_document(at=at, namespace=str(directives[0].get("Namespace", "")), values=values,
+                           dimensions=dimensions, dimension_sets=sets,
+                           function=str(doc.get("Function") or _function_of(batch.log_group)),
+                           route=str(doc.get("Route") or "-"), event_id=str(event.get("id", "")))
+
+
+def metric_document(*, at: float, namespace: str, values: dict[str, float], dimensions: dict[str, str],
+                    dimension_sets: list[str], function: str, route: str = "-",
+                    event_id: str = "") -> dict[str, Any]:
+    """One document of the metric indices (their mapping: opensearch.METRIC_PROPERTIES), whoever
+    made the point: a function's metric line, or devstack playing an AWS service."""
+    return {"timestamp": timestamp(at), "function": function, "route": route, "namespace": namespace,
+            "event_id": event_id, "values": values, "dimension_sets": dimension_sets,
+            "dimensions": dimensions}
 
 
 def documents(batch: Batch) -> list[dict[str, Any]]:
