@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import json
 import mimetypes
-import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from devstack import settings as stack_settings
 from devstack.events import STAGE
 from devstack.services import REPO_ROOT
 
@@ -66,7 +66,7 @@ STATIC_PATH = r"(?!(?:" + "|".join(map(re.escape, RESERVED_PREFIXES)) + r")(?:/|
 
 
 def web_root() -> Path:
-    return Path(os.environ.get("DASHBOARD_ROOT") or REPO_ROOT / "web").resolve()
+    return (stack_settings.DASHBOARD_ROOT.read() or REPO_ROOT / "web").resolve()
 
 
 def content_type(path: str | Path) -> str:
@@ -130,7 +130,7 @@ def add_routes(app: Any, root: Path | None = None, ws_url: str | None = None) ->
     from aiohttp import web
 
     site = (root or web_root()).resolve()
-    ws = ws_url if ws_url is not None else os.environ.get("STOCKPRED_WS_URL", "")
+    ws = ws_url if ws_url is not None else stack_settings.WS_URL.read() or ""
 
     def answer(body: bytes, ctype: str) -> web.Response:
         response = web.Response(body=body, headers=SECURITY_HEADERS)

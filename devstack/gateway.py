@@ -32,6 +32,7 @@ import uvloop
 from aiohttp import web
 
 from devstack import alarms, dashboard, logfeed
+from devstack import settings as stack_settings
 from devstack.events import proxy_response, rest_proxy_event, scheduled_event
 from devstack.logfeed import LogFeed
 from devstack.queues import QueuePollers
@@ -304,7 +305,7 @@ def server_arguments(prog: str, description: str, port: int) -> argparse.Argumen
                         help="template.yaml (serves the sources) or .aws-sam/build/template.yaml "
                              "(serves `sam build`'s output the way Lambda loads it)")
     parser.add_argument("--no-log-shipping", action="store_true",
-                        default=os.environ.get("DEVSTACK_LOG_SHIPPING", "on") == "off",
+                        default=not stack_settings.LOG_SHIPPING.read(),
                         help="only echo the functions' lines, do not ship them to OPENSEARCH_URL")
     return parser
 
@@ -312,13 +313,13 @@ def server_arguments(prog: str, description: str, port: int) -> argparse.Argumen
 def main(argv: list[str] | None = None) -> None:
     parser = server_arguments("python -m devstack.gateway", "Serve template.yaml's functions locally.",
                               3000)
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("DEVSTACK_WORKERS", "4")),
+    parser.add_argument("--workers", type=int, default=stack_settings.WORKERS.read(),
                         help="warm Lambda instances serving API requests (default 4)")
     parser.add_argument("--invoke-workers", type=int,
-                        default=int(os.environ.get("DEVSTACK_INVOKE_WORKERS", "4")),
+                        default=stack_settings.INVOKE_WORKERS.read(),
                         help="warm Lambda instances serving the Invoke API and schedules (default 4)")
     parser.add_argument("--no-schedules", action="store_true",
-                        default=os.environ.get("DEVSTACK_SCHEDULES", "on") == "off",
+                        default=not stack_settings.SCHEDULES.read(),
                         help="do not fire Schedule events")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

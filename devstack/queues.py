@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from devstack import settings as stack_settings
 from devstack.runtime import FunctionTimeout, Invocation, Throttled
 from devstack.template import LOCAL_ACCOUNT, LOCAL_REGION, Function, QueueSource, Template
 from localstack.provision import queue_url
@@ -77,7 +77,7 @@ class QueuePollers:
         self.template = template
         self.invoke = invoke
         self.endpoint_url = endpoint_url
-        limit = int(os.environ.get("DEVSTACK_QUEUE_CONCURRENCY", "4"))
+        limit = stack_settings.QUEUE_CONCURRENCY.read()
         self.concurrency = {s.name: max(1, min(s.max_concurrency, limit)) for s in template.queue_sources}
         total = sum(self.concurrency.values())
         # Twice the pollers: a poller's delete never waits behind the others' long polls.

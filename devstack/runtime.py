@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from devstack import service_metrics
+from devstack import settings as stack_settings
 from devstack.services import cache_dir
 from devstack.template import Function
 
@@ -72,9 +73,9 @@ class Invocation:
 
 def find_lambda_python() -> Path | None:
     """A Python 3.13 interpreter: $LAMBDA_PYTHON, then pyenv's, then python3.13 on PATH."""
-    given = os.environ.get("LAMBDA_PYTHON")
+    given = stack_settings.LAMBDA_PYTHON.read()
     if given:
-        return Path(given)
+        return given
     root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
     found = sorted(glob.glob(str(root / "versions" / f"{LAMBDA_PYTHON_VERSION}.*" / "bin"
                                  / f"python{LAMBDA_PYTHON_VERSION}")))
@@ -86,8 +87,8 @@ def find_lambda_python() -> Path | None:
 
 def managed_runtime_dir() -> Path:
     """What Lambda's python3.13 runtime provides beyond the standard library: boto3 and its deps."""
-    return Path(os.environ.get("LAMBDA_RUNTIME_PACKAGES")
-                or cache_dir() / f"lambda-runtime-py{LAMBDA_PYTHON_VERSION}-boto3-{BOTO3_VERSION}")
+    return (stack_settings.LAMBDA_RUNTIME_PACKAGES.read()
+            or cache_dir() / f"lambda-runtime-py{LAMBDA_PYTHON_VERSION}-boto3-{BOTO3_VERSION}")
 
 
 class LambdaPython:

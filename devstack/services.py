@@ -35,11 +35,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from devstack import settings as stack_settings
+from stockpred.config import ConfigError
+
 if TYPE_CHECKING:
     import redis
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-FERRETDB_VERSION = os.environ.get("FERRETDB_VERSION", "v1.24.2")
+FERRETDB_VERSION = stack_settings.FERRETDB_VERSION.read()
 OPENSEARCH_VERSION = "2.19.6"  # as devstack/bootstrap.sh installs it; 3.x would need Java 21
 
 DEFAULT_PORTS = {
@@ -152,8 +155,8 @@ def postgres_bindir() -> Path:
 
 
 def cache_dir() -> Path:
-    return Path(
-        os.environ.get("STOCKPRED_CACHE_DIR")
+    return (
+        stack_settings.CACHE_DIR.read()
         or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "stockpred"
     )
 
@@ -165,8 +168,8 @@ def ferretdb_binary() -> Path:
 def opensearch_home() -> Path:
     """Where devstack/bootstrap.sh unpacked OpenSearch: /opt/stockpred as root (root's home is
     closed to the `opensearch` user that runs it), else the cache."""
-    if os.environ.get("STOCKPRED_OPENSEARCH_HOME"):
-        return Path(os.environ["STOCKPRED_OPENSEARCH_HOME"])
+    if home := stack_settings.OPENSEARCH_HOME.read():
+        return home
     if os.geteuid() == 0:
         return Path("/opt/stockpred") / f"opensearch-{OPENSEARCH_VERSION}"
     return cache_dir() / f"opensearch-{OPENSEARCH_VERSION}"
@@ -245,8 +248,8 @@ class Stack:
         self.durable = durable
         self.environ = dict(os.environ if environ is None else environ)
         self.log = _never_raising(log)
-        self.cache_shards = cache_shards or int(self.environ.get("STOCKPRED_CACHE_SHARDS", "1"))
-        self.ha = (self.environ.get("STOCKPRED_REDIS_HA", "on") != "off"
+        self.cache_shards = cache_shards or stack_settings.CACHE_SHARDS.read(self.environ)
+        self.ha = (stack_settings.REDIS_HA.read(self.environ)
                    if high_availability is None else high_availability)
         self.with_gateway = with_gateway
         if free_ports:
@@ -292,9 +295,9 @@ class Stack:
                           for i in range(self.cache_shards)})
             ports.update({f"redis-sentinel-{j}": SENTINEL_PORT_BASE + j for j in range(SENTINELS)})
         for name in list(ports):
-            override = self.environ.get(f"STOCKPRED_PORT_{name.upper().replace('-', '_')}")
-            if override:
-                ports[name] = int(override)
+            override = stack_settings.PORT.named(name.upper().replace("-", "_")).read(self.environ)
+            if override is not None:
+                ports[name] = override
         if given:
             ports.update(given)
         return ports
@@ -309,8 +312,7 @@ class Stack:
                 found[var] = env[var]
         if env.get("AWS_ENDPOINT_URL"):
             found["AWS_ENDPOINT_URL"] = env["AWS_ENDPOINT_URL"]
-        elif env.get("LOCALSTACK_HOST"):
-            host = env["LOCALSTACK_HOST"]
+        elif host := stack_settings.LOCALSTACK_HOST.read(env):
             found["AWS_ENDPOINT_URL"] = host if "://" in host else f"http://{host}"
             if ":" not in host.split("//")[-1]:
                 found["AWS_ENDPOINT_URL"] += ":4566"
@@ -793,7 +795,8 @@ class Stack:
         for k, v in settings.items():
             argv += ["-E", f"{k}={v}"]
         env = {
-            "OPENSEARCH_JAVA_HOME": self.environ.get("OPENSEARCH_JAVA_HOME") or str(java17_home()),
+            "OPENSEARCH_JAVA_HOME": stack_settings.OPENSEARCH_JAVA_HOME.read(self.environ)
+            or str(java17_home()),
             # A small heap, touched as used rather than all at start (OpenSearch's ergonomics
             # pre-touch it); the serial collector and the client compiler alone (C1: a local log
             # store needs no peak throughput) answer ~0.5 s sooner. Resident at start: ~215 MB,
@@ -810,7 +813,7 @@ class Stack:
     def _bind_host(self) -> str:
         """STOCKPRED_BIND_HOST: 0.0.0.0 inside a container (docker-compose.yml publishes the ports
         on the host's 127.0.0.1 only); loopback everywhere else."""
-        return self.environ.get("STOCKPRED_BIND_HOST", "127.0.0.1")
+        return stack_settings.BIND_HOST.read(self.environ)
 
     def _template_server(self, name: str, module: str) -> Service:
         """One of devstack's servers of the template (the REST gateway, the WebSocket API), ready
@@ -895,7 +898,7 @@ class Stack:
         write_private(self.path("env.json"), json.dumps(env, indent=2))  # holds secrets: 0600
         services = self.services()
         ext_aws = self.external().get("AWS_ENDPOINT_URL")
-        if ext_aws and self.environ.get("STOCKPRED_PROVISION_AWS") == "on":
+        if ext_aws and stack_settings.PROVISION_AWS.read(self.environ):
             # An emulator started for this stack elsewhere (docker-compose.yml's moto).
             self.provision_aws(ext_aws)
         # Slow starters boot while the others start; they are waited for last.
@@ -1057,13 +1060,14 @@ BUILT_TEMPLATE = REPO_ROOT / ".aws-sam" / "build" / "template.yaml"
 def served_template() -> Path:
     """What devstack serves: the sources (default, the fast edit loop) or, with
     STOCKPRED_SERVE=built, `sam build`'s output loaded the way Lambda loads it."""
-    mode = os.environ.get("STOCKPRED_SERVE", "source")
+    try:
+        mode = stack_settings.SERVE.read()
+    except ConfigError as exc:
+        raise ServiceError(str(exc)) from None
     if mode == "built":
         if not BUILT_TEMPLATE.is_file():
             raise ServiceError(f"{BUILT_TEMPLATE} is missing: run `make build` (sam build) first")
         return BUILT_TEMPLATE
-    if mode != "source":
-        raise ServiceError(f"STOCKPRED_SERVE must be 'source' or 'built', not {mode!r}")
     return REPO_ROOT / "template.yaml"
 
 

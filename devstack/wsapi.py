@@ -40,6 +40,7 @@ from typing import Any
 import uvloop
 from aiohttp import WSMsgType, web
 
+from devstack import settings as stack_settings
 from devstack.events import STAGE, websocket_event
 from devstack.logfeed import LogFeed
 from devstack.runtime import FunctionTimeout, Invocation, LambdaPython, Throttled, WorkerPool
@@ -230,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = server_arguments("python -m devstack.wsapi",
                               "Serve template.yaml's WebSocket API locally.", 3001)
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("DEVSTACK_WS_WORKERS", "4")),
+    parser.add_argument("--workers", type=int, default=stack_settings.WS_WORKERS.read(),
                         help="warm Lambda instances serving the WebSocket routes (default 4)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

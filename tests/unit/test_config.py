@@ -1,12 +1,18 @@
-"""Settings read from the environment, checked once; the secrets' JSON shapes turned into URLs."""
+"""Settings declared once, read from the environment, checked once, documented from their
+declarations; the secrets' JSON shapes turned into URLs."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
-from stockpred import config, secrets
+from devstack import settings as stack_settings
+from stockpred import config, metrics, secrets
 from stockpred.config import ConfigError, from_environ
 
 AWS_ADDRESSES = {"STOCKPRED_ENV": "aws", "REDIS_URL": "rediss://state:6379/0",
@@ -174,3 +180,151 @@ def test_a_training_lease_lasts_30_s_renewed_and_90_s_before_the_training_starts
 def test_a_bad_training_lease_is_named(name, raw):
     with pytest.raises(ConfigError, match=name):
         from_environ({name: raw})
+
+
+# ---- settings declared once: the reference, the reads, the ranges --------------------------------
+REPO = Path(__file__).resolve().parents[2]
+READ_DIRS = ("layers", "functions", "devstack")
+# A string literal read as an environment variable: os.environ.get("X"), os.environ["X"],
+# getenv("X"), self.environ.get("X"), env.get("X") (an environment as a dict); f"X_{...}" reads a
+# family (STOCKPRED_PORT_<NAME>).
+LITERAL_READ = re.compile(r"""\b(?:environ|env|getenv)(?:\.get|\.setdefault|\.pop)?\s*[\[(]\s*"""
+                          r"""(f?)["']([A-Za-z_][A-Za-z0-9_]*)(\{?)""")
+# Variables read but not declared, each for a reason: none is a setting of this project.
+NOT_SETTINGS = {
+    "AWS_LAMBDA_FUNCTION_NAME": "set by Lambda (and devstack's runtime) in every function instance",
+    "PYENV_ROOT": "pyenv's own variable: where devstack looks for pyenv's Python 3.13",
+    "XDG_CACHE_HOME": "the XDG base directories' own: the default parent of STOCKPRED_CACHE_DIR",
+    "STOCKPRED_API_URL": "written by the local stack into the environment it gives tools and tests "
+                         "(the gateway's URL), read back from that dict: never a user's input",
+}
+DECLARATIONS = [*config.DECLARED.values(), *stack_settings.DECLARED]
+
+
+def _declared(name: str) -> bool:
+    return any(re.fullmatch(config.PLACEHOLDER.sub("[A-Z0-9_]+", s.env), name)
+               for s in DECLARATIONS) or any(name in s.names() for s in DECLARATIONS)
+
+
+def _literal_reads() -> dict[str, list[str]]:
+    """Every variable name read as a string literal in the functions, the layers and devstack."""
+    found: dict[str, list[str]] = {}
+    for folder in READ_DIRS:
+        for path in sorted((REPO / folder).rglob("*.py")):
+            for lineno, line in enumerate(path.read_text().splitlines(), 1):
+                for f_prefix, name, brace in LITERAL_READ.findall(line):
+                    name = f"{name}<NAME>" if f_prefix and brace else name
+                    found.setdefault(name, []).append(f"{path.relative_to(REPO)}:{lineno}")
+    return found
+
+
+def test_the_generated_reference_in_the_docs_is_the_declarations():
+    page = stack_settings.REFERENCE.read_text()
+    assert stack_settings.generated(page) == stack_settings.reference_markdown(), (
+        "docs/configuration.md's tables differ from the settings' declarations "
+        "(stockpred/config.py, devstack/settings.py): run `python -m devstack.settings --write`")
+    for s in DECLARATIONS:
+        assert f"| `{s.env}` |" in page and s.doc
+
+
+def test_every_variable_read_is_declared_once():
+    reads = _literal_reads()
+    assert {"AWS_LAMBDA_FUNCTION_NAME", "STOCKPRED_HOME", "CORS_ORIGIN"} <= set(reads)  # the scan works
+    undeclared = {name: where for name, where in reads.items()
+                  if not _declared(name.replace("<NAME>", "X")) and name not in NOT_SETTINGS}
+    assert not undeclared, (f"read but not declared: {undeclared}; declare each with setting(...) in "
+                            "stockpred/config.py or in devstack/settings.py, or list it in NOT_SETTINGS")
+    assert set(NOT_SETTINGS) <= set(reads), "NOT_SETTINGS lists a variable nothing reads any more"
+    declared_twice = [e for e in {s.env for s in DECLARATIONS}
+                      if sum(s.env == e for s in DECLARATIONS) > 1]
+    assert not declared_twice
+    for name in NOT_SETTINGS:
+        assert not _declared(name), f"{name} is declared: drop it from NOT_SETTINGS"
+
+
+class RecordingEnviron(dict):
+    """An environment that notes every variable asked for."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.asked: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.asked.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        self.asked.add(key)
+        return super().__getitem__(key)
+
+
+def test_the_reader_reads_every_declared_variable_and_nothing_else():
+    environ = RecordingEnviron()
+    from_environ(environ)
+    declared = {name for s in config.DECLARED.values() for name in s.names()}
+    assert environ.asked == declared
+    environ = RecordingEnviron()
+    for s in stack_settings.DECLARED:
+        s.named("MOTO").read(environ)
+    assert environ.asked - {"STOCKPRED_ENV"} == {s.named("MOTO").env for s in stack_settings.DECLARED}
+
+
+def _as_text(value: Any) -> str | None:
+    """A value as its variable would spell it; None where that spelling is not one string."""
+    if value is None or (isinstance(value, tuple) and value and not isinstance(value[0], str)):
+        return None
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value)
+
+
+FIELD_OF = {s.env: name for name, s in config.DECLARED.items()}
+
+
+def _read(s: config.Setting, environ: dict[str, str]) -> Any:
+    """The value of one declaration in `environ`: through from_environ for the functions' settings."""
+    if s.env in FIELD_OF:
+        return getattr(from_environ(environ), FIELD_OF[s.env])
+    return s.read(environ)
+
+
+@pytest.mark.parametrize("s", DECLARATIONS, ids=[s.env for s in DECLARATIONS])
+def test_every_declared_setting_round_trips(s):
+    if s.kind != "endpoints" and config.PLACEHOLDER.search(s.env):
+        s = s.named("MOTO")  # one of a family: STOCKPRED_PORT_MOTO
+    expected = s.default if s.local_default is None else s.local_default
+    assert _read(s, {}) == expected  # the declared default is what an empty environment gives
+    if (text := _as_text(expected)) is not None:
+        assert _read(s, {s.env: text}) == expected  # and spelt out, it reads back the same
+    if s.kind in ("integer", "number"):
+        if s.minimum is not None:
+            assert _read(s, {s.env: str(s.minimum)}) == s.minimum
+            with pytest.raises(ConfigError, match=s.env):
+                _read(s, {s.env: str(s.minimum - 1)})
+        if s.maximum is not None:
+            assert _read(s, {s.env: str(s.maximum)}) == s.maximum
+            with pytest.raises(ConfigError, match=s.env):
+                _read(s, {s.env: str(s.maximum + 1)})
+        with pytest.raises(ConfigError, match=s.env):
+            _read(s, {s.env: "ten"})
+    if s.kind == "choice":
+        with pytest.raises(ConfigError, match=s.env):
+            _read(s, {s.env: "no-such-choice"})
+
+
+def test_the_plain_stand_ins_for_secrets_are_local_only_and_out_of_the_repr():
+    for f in dataclasses.fields(config.Settings):
+        s = f.metadata["setting"]
+        if s.local_only:
+            assert not f.repr and f.default is None, s.env
+    aws = from_environ({**AWS_ADDRESSES, **{s.env: "x" for s in config.DECLARED.values() if s.local_only}})
+    assert all(getattr(aws, name) is None for name, s in config.DECLARED.items() if s.local_only)
+
+
+def test_the_metric_namespace_is_read_at_each_line(monkeypatch):
+    monkeypatch.setenv("METRICS_NAMESPACE", "stockpred/one")
+    assert metrics.namespace() == "stockpred/one"
+    monkeypatch.setenv("METRICS_NAMESPACE", "")
+    assert metrics.namespace() == "stockpred"

@@ -38,6 +38,8 @@ import sys
 import time
 from typing import Any
 
+from stockpred import config
+
 # The units the format's specification allows (a metric without one is "None").
 UNITS = frozenset({
     "Seconds", "Microseconds", "Milliseconds", "Bytes", "Kilobytes", "Megabytes", "Gigabytes",
@@ -57,7 +59,7 @@ _cold = True
 
 
 def namespace() -> str:
-    return os.environ.get("METRICS_NAMESPACE") or "stockpred"
+    return config.value("metrics_namespace")
 
 
 def function_name() -> str:
