@@ -32,9 +32,11 @@ from devstack.services import (
     served_template,
     wait_until,
 )
+from tests import answers
 from tests.fakes.alphavantage import FakeAlphaVantage
 
 STACKS: list[Stack] = []
+ANSWERS = answers.Recorder()
 DASHBOARD_ORIGIN = "http://127.0.0.1:8080"
 
 
@@ -42,6 +44,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The browser tests run last: Playwright's sync API keeps an event loop running in this
     thread for the rest of the session, and tests that run their own asyncio loop would fail."""
     items.sort(key=lambda item: "tests/browser/" in item.nodeid.replace("\\", "/"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def answers_recorded() -> Iterator[answers.Recorder]:
+    """Every REST answer a test receives is kept (tests/answers.py) ..."""
+    ANSWERS.install()
+    try:
+        yield ANSWERS
+    finally:
+        ANSWERS.uninstall()
+
+
+@pytest.fixture(autouse=True)
+def answers_match_their_models(answers_recorded: answers.Recorder) -> Iterator[None]:
+    """... and checked against its model after the test: a mismatch fails the test."""
+    answers_recorded.take()
+    yield
+    found = answers.violations(answers_recorded.take())
+    if found:
+        pytest.fail(f"{len(found)} answer(s) not as the OpenAPI document says:\n" + "\n".join(found[:20]),
+                    pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -152,6 +175,7 @@ def start_gateway(env: dict[str, str], extra: dict[str, str], log_dir: Path) -> 
     """The gateway and the WebSocket API on the ports `env` names (STOCKPRED_API_URL,
     STOCKPRED_WS_URL), with 6 warm workers per pool."""
     url = env["STOCKPRED_API_URL"]
+    ANSWERS.bases.add(url.rstrip("/") + "/")
     ws_url = "http" + env["STOCKPRED_WS_URL"].removeprefix("ws").removesuffix("/local")
     procs, logs = [], []
     for module, base, pools in (("devstack.wsapi", ws_url, ["--workers", "6"]),

@@ -8,9 +8,8 @@ from typing import Any
 
 from chalice import Chalice, Response
 
-from stockpred import config, ledger, secrets, trading
+from stockpred import config, contracts, ledger, secrets
 from stockpred.handlers import ApiError, bearer_claims, install, json_body, json_response, query_int
-from stockpred.money import client_price_cents
 
 app = Chalice(app_name="transactions")
 log = install(app, "transactions")
@@ -63,23 +62,12 @@ def _service_caller() -> None:
 
 
 def _record(body: Any) -> dict[str, Any]:
-    order, errors = trading.parse_order(body)
-    if "body" in errors:
-        raise ApiError(400, "Invalid input data")
-    if body.get("action") not in ("buy", "sell"):
-        errors["action"] = "buy or sell"
-    cents = timestamp = None
     try:
-        cents = client_price_cents(body.get("price"))
-    except ValueError as exc:
-        errors["price"] = f"a positive number: {exc}"
-    try:
-        timestamp = ledger.parse_timestamp(body.get("timestamp"))
-    except ValueError as exc:
-        errors["timestamp"] = str(exc)
-    if errors:
-        raise ApiError(400, "Invalid input data: " + "; ".join(f"{k} {v}" for k, v in errors.items()))
-    return {**order, "action": body["action"], "price_cents": cents, "timestamp": timestamp}
+        record = contracts.parse(contracts.TransactionRecord, body)
+    except contracts.Invalid as exc:
+        raise ApiError(400, f"Invalid input data: {exc}", details={"fields": exc.fields}) from None
+    return {"user_id": record.user_id, "symbol": record.symbol, "quantity": record.quantity,
+            "action": record.action, "price_cents": record.price_cents, "timestamp": record.timestamp}
 
 
 @app.route("/api/transactions/store", methods=["POST"], content_types=["*/*"])

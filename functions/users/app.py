@@ -8,7 +8,7 @@ from typing import Any
 
 from chalice import Chalice, Response
 
-from stockpred import auth, devices, portfolio, realtime, trading
+from stockpred import auth, contracts, devices, portfolio, realtime, trading
 from stockpred.handlers import (
     INVALID_TOKEN,
     ApiError,
@@ -24,7 +24,6 @@ from stockpred.users import (
     TooManyAttempts,
     UserExists,
     UserNotFound,
-    ValidationError,
 )
 from stockpred.users import default as users
 
@@ -50,7 +49,7 @@ def _user_errors() -> Iterator[None]:
     """What every user route answers alike: bad input is 400, a user that no longer exists 401."""
     try:
         yield
-    except ValidationError as exc:
+    except contracts.Invalid as exc:
         raise _invalid(exc.fields) from None
     except UserNotFound:
         raise ApiError(401, INVALID_TOKEN, {"WWW-Authenticate": "Bearer"}) from None
@@ -155,10 +154,9 @@ TRADE_DONE = {"buy": "Stock bought successfully", "sell": "Stock sold successful
 
 def _trade(side: str) -> Response:
     claims = _claims()
-    order, errors = trading.parse_order(_body())
-    if errors:
-        raise _invalid(errors)
-    user_id, symbol, quantity = order["user_id"], order["symbol"], order["quantity"]
+    with _user_errors():
+        order = contracts.parse(contracts.Order, _body())
+    user_id, symbol, quantity = order.user_id, order.symbol, order.quantity
     if user_id != claims["sub"]:
         raise ApiError(403, "You can only trade for your own account")
     key = app.current_request.headers.get("idempotency-key")

@@ -22,7 +22,7 @@ import psycopg2
 import pymongo.errors
 import redis
 
-from stockpred import aws, config, faults, ledger, logs, market, metrics, postgres, redis_stores, symbols
+from stockpred import aws, config, contracts, faults, ledger, logs, market, metrics, postgres, redis_stores
 from stockpred.accounts import Accounts, Contention
 from stockpred.logs import get_logger
 from stockpred.money import price_cents
@@ -38,29 +38,6 @@ class TransientError(RuntimeError):
 
 def state_machine_arn() -> str:
     return config.load().trade_state_machine_arn
-
-
-def parse_order(body: Any) -> tuple[dict[str, Any], dict[str, str]]:
-    """`user_id`, `symbol` (normalised) and `quantity` from a request body, and what is wrong."""
-    if not isinstance(body, dict):
-        return {}, {"body": "must be a JSON object"}
-    order: dict[str, Any] = {}
-    errors: dict[str, str] = {}
-    user_id = body.get("user_id")
-    if isinstance(user_id, str) and 1 <= len(user_id) <= 64:
-        order["user_id"] = user_id
-    else:
-        errors["user_id"] = "required, as a string of 1 to 64 characters"
-    try:
-        order["symbol"] = symbols.normalise(body.get("symbol"))
-    except symbols.InvalidSymbol as exc:
-        errors["symbol"] = str(exc)
-    quantity = body.get("quantity")
-    if isinstance(quantity, int) and not isinstance(quantity, bool) and 1 <= quantity <= MAX_QUANTITY:
-        order["quantity"] = quantity
-    else:
-        errors["quantity"] = f"a whole number from 1 to {MAX_QUANTITY}"
-    return order, errors
 
 
 # ---- the steps the state machine calls ---------------------------------------------------------
@@ -95,12 +72,15 @@ def _txid(value: Any) -> str:
 def _trade_of(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict) or set(value) != TRADE_FIELDS:
         raise InvalidStep(f"trade must be an object with exactly {', '.join(sorted(TRADE_FIELDS))}")
-    order, errors = parse_order(value)
-    if errors or order["symbol"] != value["symbol"]:
-        raise InvalidStep(f"trade is malformed: {errors or 'symbol not normalised'}")
+    try:
+        order = contracts.parse(contracts.Order, value)
+    except contracts.Invalid as exc:
+        raise InvalidStep(f"trade is malformed: {exc.fields}") from None
+    if order.symbol != value["symbol"]:
+        raise InvalidStep("trade is malformed: symbol not normalised")
     if value["side"] not in ("buy", "sell"):
         raise InvalidStep("side must be buy or sell")
-    return {"transaction_id": _txid(value["transaction_id"]), **order, "side": value["side"]}
+    return {"transaction_id": _txid(value["transaction_id"]), **order.model_dump(), "side": value["side"]}
 
 
 def _intent(txid: str) -> dict[str, Any] | None:

@@ -2,7 +2,7 @@
 
 Passwords are hashed with argon2id and never stored, logged or returned in clear. Every input
 is checked to be a plain string of sane length before it goes near a query, so a value such as
-`{"$ne": null}` is refused (ValidationError), never read as an operator; names and emails with
+`{"$ne": null}` is refused (contracts.Invalid), never read as an operator; names and emails with
 control or invisible characters are refused too. New passwords follow OWASP ASVS 2.1: 12 to 128
 characters of any kind, refused when common (zxcvbn). Failed logins and wrong current passwords
 are throttled per (account, address), per address and, as a growing delay, per account; a
@@ -16,8 +16,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import hashlib
-import re
-import unicodedata
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,22 +26,12 @@ import zxcvbn
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from stockpred import auth, config, devices, mongo, redis_stores
+from stockpred import auth, config, contracts, devices, mongo, redis_stores
 from stockpred.accounts import Accounts
 
-_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
 _hasher = PasswordHasher()  # argon2id, 64 MiB, 3 passes
 # Verifying against this keeps an unknown email as slow as a wrong password.
 _DUMMY_HASH = _hasher.hash("not-a-real-password-0")
-
-
-class ValidationError(ValueError):
-    """Bad input: `fields` maps each bad field to what is wrong with it."""
-
-    def __init__(self, fields: dict[str, str]) -> None:
-        super().__init__("Invalid input data")
-        self.fields = fields
 
 
 class UserExists(Exception):
@@ -86,60 +74,17 @@ ROLES = ("admin",)
 
 
 # ---- validation ------------------------------------------------------------------------------
-# Control (Cc), format (Cf: bidi overrides, zero-width characters), line and paragraph
-# separators (Zl, Zp) and lone surrogates (Cs) are refused in names and emails: they hide or
-# reorder text where it is shown again.
-_INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
-_VISIBLE = ("L", "N", "P", "S")  # a name needs at least one letter, number, mark of punctuation or symbol
-PASSWORD_MIN, PASSWORD_MAX = 12, 128
+# Each body's shape is its model's (stockpred.contracts); a new password's strength is judged here.
 _MIN_SCORE = 3  # zxcvbn: 3 is "safely unguessable", about 10^8 guesses or more
 # zxcvbn's cost grows quickly with length (0.05 s at 72 random characters, 0.7 s at 128): a strong
 # first 72 characters is enough; only a weak one makes the whole password be scored.
 _ZXCVBN_PREFIX = 72
 
 
-def _invisible(value: str) -> bool:
-    return any(unicodedata.category(c) in _INVISIBLE for c in value)
-
-
-def _string(body: dict[str, Any], name: str, errors: dict[str, str], *, low: int, high: int) -> str:
-    value = body.get(name)
-    if not isinstance(value, str):
-        errors[name] = "required, as a string"
-        return ""
-    if len(value) > high + 64:  # far too long: say so before looking at each character
-        errors[name] = f"must be {low} to {high} characters"
-        return ""
-    if _invisible(value):
-        errors[name] = "must not contain control or invisible characters"
-        return ""
-    value = value.strip()
-    if not low <= len(value) <= high:
-        errors[name] = f"must be {low} to {high} characters"
-    elif not any(unicodedata.category(c).startswith(_VISIBLE) for c in value):
-        errors[name] = "must contain a visible character"
-    return value
-
-
-def _email(body: dict[str, Any], errors: dict[str, str], name: str = "email") -> str:
-    value = _string(body, name, errors, low=3, high=254)
-    if name not in errors and not _EMAIL.fullmatch(value):
-        errors[name] = "is not an email address"
-    return value
-
-
-def _encodable(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate ("\ud800" in JSON)
-        return False
-    return True
-
-
 def _personal(email: str, user_name: str) -> list[str]:
     """The email, its local part and the name, as a password must not contain them."""
     parts = (email.casefold(), email.partition("@")[0].casefold(), user_name.casefold().strip())
-    return [p for p in parts if len(p) >= 4 and _encodable(p)]
+    return [p for p in parts if len(p) >= 4 and contracts.encodable(p)]
 
 
 def _contains_personal(password: str, personal: list[str]) -> bool:
@@ -147,42 +92,24 @@ def _contains_personal(password: str, personal: list[str]) -> bool:
     return any(p in folded for p in personal)
 
 
-def _password(body: dict[str, Any], errors: dict[str, str], name: str = "password", *,
-              email: str = "", user_name: str = "") -> str:
-    """A new password (OWASP ASVS 2.1): 12 to 128 characters, any characters, no composition
-    rules; refused when zxcvbn finds it easy to guess (score < 3, or the whole of it one word of
-    its dictionaries), or when it contains the account's email or name."""
-    value = body.get(name)
-    if not isinstance(value, str):
-        errors[name] = "required, as a string"
-        return ""
-    if not PASSWORD_MIN <= len(value) <= PASSWORD_MAX:
-        errors[name] = f"must be {PASSWORD_MIN} to {PASSWORD_MAX} characters"
-        return value
-    if not _encodable(value):
-        errors[name] = "must be valid Unicode text"
-        return value
+def _weakness(password: str, email: str = "", user_name: str = "") -> str | None:
+    """Why a new password (OWASP ASVS 2.1: any characters, no composition rules) is refused: it
+    contains the account's email or name, or zxcvbn finds it easy to guess (score < 3, or the
+    whole of it one word of its dictionaries); None when it is strong enough."""
     personal = _personal(email, user_name)
-    if _contains_personal(value, personal):
-        errors[name] = "must not contain your email or name"
-        return value
-    if _guessable(value[:_ZXCVBN_PREFIX], personal) and (
-            len(value) <= _ZXCVBN_PREFIX or _guessable(value, personal)):
-        errors[name] = "is too common or too easy to guess: try a longer phrase of unrelated words"
-    return value
+    if _contains_personal(password, personal):
+        return "must not contain your email or name"
+    if _guessable(password[:_ZXCVBN_PREFIX], personal) and (
+            len(password) <= _ZXCVBN_PREFIX or _guessable(password, personal)):
+        return "is too common or too easy to guess: try a longer phrase of unrelated words"
+    return None
 
 
 def _guessable(value: str, personal: list[str]) -> bool:
-    result = zxcvbn.zxcvbn(value, user_inputs=personal, max_length=PASSWORD_MAX)
+    result = zxcvbn.zxcvbn(value, user_inputs=personal, max_length=contracts.PASSWORD_MAX)
     sequence = result.get("sequence") or []
     one_word = len(sequence) == 1 and sequence[0].get("pattern") == "dictionary"
     return result["score"] < _MIN_SCORE or one_word
-
-
-def _check(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise ValidationError({"body": "must be a JSON object"})
-    return body
 
 
 def normalise_email(email: str) -> str:
@@ -355,13 +282,10 @@ class Users:
         self.accounts = Accounts(self.db)
 
     def register(self, body: Any, client: str = "unknown") -> str:
-        body = _check(body)
-        errors: dict[str, str] = {}
-        name = _string(body, "name", errors, low=1, high=100)
-        email = _email(body, errors)
-        password = _password(body, errors, email=email, user_name=name)
-        if errors:
-            raise ValidationError(errors)
+        given = contracts.parse(contracts.Registration, body)
+        name, email, password = given.name, given.email, given.password
+        if weakness := _weakness(password, email, name):
+            raise contracts.Invalid({"password": weakness})
         _count_registration(client)
         user_id = uuid.uuid4().hex
         now = dt.datetime.now(dt.UTC)
@@ -380,14 +304,8 @@ class Users:
         """The tokens for a right email and password; `device_tokens` are the device tokens the
         request presents (stockpred.devices.candidates): a valid one for this account moves the
         attempt to its own throttle bucket (see "throttling")."""
-        body = _check(body)
-        errors: dict[str, str] = {}
-        email = _email(body, errors)
-        password = body.get("password")
-        if not (isinstance(password, str) and 1 <= len(password) <= PASSWORD_MAX and _encodable(password)):
-            errors["password"] = "required, as a string of at most 128 characters"
-        if errors:
-            raise ValidationError(errors)
+        given = contracts.parse(contracts.Credentials, body)
+        email, password = given.email, given.password
         # Existing passwords are not re-validated: one set under an older rule keeps working.
         user = self.db.users.find_one({"email_normalised": normalise_email(email)})
         device = None
@@ -428,21 +346,10 @@ class Users:
         return user["_id"]
 
     def update_profile(self, user_id: str, body: Any) -> None:
-        body = _check(body)
-        errors: dict[str, str] = {}
-        changes: dict[str, Any] = {}
-        if "name" in body:
-            changes["name"] = _string(body, "name", errors, low=1, high=100)
-        if "email" in body:
-            changes["email"] = _email(body, errors)
+        given = contracts.parse(contracts.ProfileChange, body)
+        changes: dict[str, Any] = given.model_dump(include=given.model_fields_set)
+        if "email" in changes:
             changes["email_normalised"] = normalise_email(changes["email"])
-        if not changes and not errors:
-            errors["body"] = "give name and/or email"
-        unknown = set(body) - {"name", "email"}
-        if unknown:
-            errors["body"] = f"unknown field(s): {', '.join(sorted(map(str, unknown)))[:200]}"
-        if errors:
-            raise ValidationError(errors)
         changes["updated_at"] = dt.datetime.now(dt.UTC)
         try:
             result = self.db.users.update_one({"_id": user_id}, {"$set": changes})
@@ -456,19 +363,15 @@ class Users:
     def change_password(self, user_id: str, body: Any, client: str = "unknown") -> None:
         """Wrong current passwords count against the same limits as failed logins
         (TooManyAttempts), so a stolen token is no unthrottled password oracle."""
-        body = _check(body)
-        errors: dict[str, str] = {}
-        current = body.get("current_password")
-        if not (isinstance(current, str) and 1 <= len(current) <= PASSWORD_MAX and _encodable(current)):
-            errors["current_password"] = "required, as a string of at most 128 characters"
-        new = _password(body, errors, "new_password")
-        if errors:
-            raise ValidationError(errors)
+        given = contracts.parse(contracts.PasswordChange, body)
+        current, new = given.current_password, given.new_password
+        if weakness := _weakness(new):
+            raise contracts.Invalid({"new_password": weakness})
         user = self.db.users.find_one({"_id": user_id})
         if user is None:
             raise UserNotFound(user_id)
         if _contains_personal(new, _personal(user["email"], user["name"])):
-            raise ValidationError({"new_password": "must not contain your email or name"})
+            raise contracts.Invalid({"new_password": "must not contain your email or name"})
         attempt = _Attempt(_account(user, user["email"]), client)
         attempt.begin()
         try:
