@@ -22,7 +22,7 @@ import requests
 
 from bench._timing import p
 from devstack.services import ephemeral_stack, forget_process_clients
-from stockpred.redis_stores import CacheRing, Shard
+from stockpred.stores.redis_stores import CacheRing, Shard
 
 SYMBOLS = [f"B{i:02d}" for i in range(60)]
 
@@ -37,7 +37,7 @@ def measure(shards: int, sequence: list[str], folder: Path) -> tuple[float, floa
     """(hit ratio, p50 ms, p99 ms) of the sequence on a fresh stack with `shards` cache shards."""
     import time
 
-    from stockpred import csv_prices
+    from stockpred.market import csv_prices
 
     with ephemeral_stack(prefix="stockpred-bench-", with_gateway=True, cache_shards=shards,
                          extra_env={"DEVSTACK_SCHEDULES": "off"},

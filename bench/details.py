@@ -105,8 +105,8 @@ def _log_lines_to_devnull() -> None:
 
 
 def redis_call(env: dict[str, str]) -> Call:
-    from stockpred import cache
-    from stockpred.redis_stores import CacheRing
+    from stockpred.stores import cache
+    from stockpred.stores.redis_stores import CacheRing
 
     quote_key = cache.key("quote", SYMBOL)
     node = CacheRing.from_urls(tuple(env["CACHE_REDIS_URLS"].split(","))).node_for(quote_key)

@@ -31,7 +31,7 @@ TARGET_FILES = 36  # "a few dozen" files for two years
 
 
 def _copy_trades(lines: list[str]) -> None:
-    from stockpred import postgres
+    from stockpred.stores import postgres
 
     with postgres.transaction() as cur:
         cur.copy_expert("COPY transactions (id, user_id, symbol, side, quantity, price_cents, amount_cents, "
@@ -82,7 +82,7 @@ class Result:
 
 
 def _cold_trading() -> tuple[float, int, list[dict]]:
-    from stockpred import warehouse
+    from stockpred.analytics import warehouse
 
     warehouse._loaded.clear()
     warehouse.files_read = 0
@@ -92,7 +92,7 @@ def _cold_trading() -> tuple[float, int, list[dict]]:
 
 
 def measure(size: int) -> Result:
-    from stockpred import warehouse
+    from stockpred.analytics import warehouse
 
     with ephemeral_stack(prefix="stockpred-bench-", extra_env={"STOCKPRED_REDIS_HA": "off"},
                          log=lambda m: print(m, file=sys.stderr)) as (_, env):

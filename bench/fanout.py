@@ -1,7 +1,7 @@
 """Benchmark: WebSocket pushes through devstack, off the request path, in one run.
 
 1. Broadcast to 1, 100, 1000 subscribers of one room, the way the functions do it: one event on
-   the push queue (stockpred.realtime.publish_to_room), delivered by FanoutFunction (a chunk of
+   the push queue (stockpred.realtime.rooms.publish_to_room), delivered by FanoutFunction (a chunk of
    WS_PUSH_CHUNK per invocation, parallel invocations for the rest). Latency from publishing to
    receipt by each client, p50 and p99, deliveries/s; beside the old way, one boto3
    PostToConnection per subscriber from 16 threads in the publishing process.
@@ -152,7 +152,7 @@ async def broadcasts(subs: Subscribers, session: aiohttp.ClientSession, size: in
                      cpu: StackCpu, spent: dict, probe: RestProbe | None = None) -> dict:
     """Per way: rounds, p50, p99, deliveries/s, missing; `spent[(size, way)]` the CPU seconds per
     process label over the timed rounds, and the deliveries they made."""
-    from stockpred import realtime
+    from stockpred.realtime import rooms
 
     conns = await subs.open(session, size)
     subs.join(ROOM, conns)
@@ -167,7 +167,7 @@ async def broadcasts(subs: Subscribers, session: aiohttp.ClientSession, size: in
             sent = time.time()
             message = {"type": "bench", "tag": tag, "sent": sent}
             if way == "queued":
-                await loop.run_in_executor(None, realtime.publish_to_room, ROOM, message)
+                await loop.run_in_executor(None, rooms.publish_to_room, ROOM, message)
             else:
                 await loop.run_in_executor(None, _boto3_broadcast, subs.env, conns, message)
             got = await subs.wait_for(size, lambda m, tag=tag: m.get("tag") == tag)
@@ -189,14 +189,14 @@ async def broadcasts(subs: Subscribers, session: aiohttp.ClientSession, size: in
 async def _probe_rest(subs: Subscribers, probe: RestProbe, size: int, rounds: int = 5) -> None:
     """REST calls during `rounds` more queued broadcasts (outside the timed ones), and as long
     again after each with nothing running."""
-    from stockpred import realtime
+    from stockpred.realtime import rooms
 
     loop = asyncio.get_running_loop()
     for i in range(rounds):
         tag = f"probe-{i}-{uuid.uuid4().hex[:6]}"
         started = time.time()
         probe.label = "during fan-out"
-        await loop.run_in_executor(None, realtime.publish_to_room, ROOM, {"type": "bench", "tag": tag})
+        await loop.run_in_executor(None, rooms.publish_to_room, ROOM, {"type": "bench", "tag": tag})
         await subs.wait_for(size, lambda m, tag=tag: m.get("tag") == tag)
         probe.label = None
         await asyncio.sleep(0.05)

@@ -31,7 +31,7 @@ BENCH_ENV = {"DEVSTACK_SCHEDULES": "off"}
 
 
 def sample_lines(n: int) -> list[str]:
-    from stockpred.logs import JsonFormatter
+    from stockpred.observability.logs import JsonFormatter
 
     formatter = JsonFormatter("users")
     lines = []
@@ -58,7 +58,7 @@ def throughput(n: int) -> tuple[float, float]:
 
     from devstack.runtime import import_handler
     from devstack.template import Template
-    from stockpred import logship, opensearch
+    from stockpred.observability import logship, opensearch
 
     shipper = import_handler(Template.load(REPO_ROOT / "template.yaml").functions["LogShipperFunction"])
     batches = payloads(sample_lines(n))

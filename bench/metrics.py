@@ -1,8 +1,8 @@
 """Benchmark: what writing the metrics costs a request, in CPU, against the same request without them.
 
-A Chalice app with stockpred.handlers' middleware (as every HTTP function has) serves one route
+A Chalice app with stockpred.api.edge' middleware (as every HTTP function has) serves one route
 that counts two cache hits, in this process through Chalice's test client. The same requests run
-with stockpred.metrics as it ships and with its `start`, `count` and `flush` replaced by no-ops,
+with stockpred.observability.metrics as it ships and with its `start`, `count` and `flush` replaced by no-ops,
 in alternating rounds, stdout and stderr sent to /dev/null (Lambda's are a pipe). Printed: the CPU
 microseconds per request each way, the difference (the metrics' cost) and the ratio.
 
@@ -21,8 +21,8 @@ import time
 def _app():
     from chalice import Chalice
 
-    from stockpred import metrics
-    from stockpred.handlers import install
+    from stockpred.api.edge import install
+    from stockpred.observability import metrics
 
     app = Chalice(app_name="bench")
     install(app, "bench")
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from chalice.test import Client
 
-    from stockpred import metrics
+    from stockpred.observability import metrics
 
     app = _app()
     devnull = open(os.devnull, "w")  # noqa: SIM115 - the log handler keeps it for the whole run

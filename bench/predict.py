@@ -33,9 +33,9 @@ TARGET_RATIO = 5.0
 def cache_rows(n: int) -> dict[str, list[float]]:
     """In this process: each warm-path step beside what it costs without its cache."""
     from stockml import signals
-    from stockpred import market
+    from stockpred.market import market_data
 
-    warm = market.default()
+    warm = market_data.default()
     warm.history(SYMBOL)
     hist, got = warm.history(SYMBOL)
     if not got.hit or hist.version is None:
@@ -43,7 +43,7 @@ def cache_rows(n: int) -> dict[str, list[float]]:
     signals.features_cache.latest(hist)
     calls = {
         # A MarketData of its own per call has decoded nothing yet (the entry is still a hit).
-        "history read, decoded": lambda: market.MarketData(warm.providers, warm.cache).history(SYMBOL),
+        "history read, decoded": lambda: market_data.MarketData(warm.providers, warm.cache).history(SYMBOL),
         "history read, warm": lambda: warm.history(SYMBOL),
         "features, computed": lambda: signals.latest_bar(hist.bars),
         "features, cached": lambda: signals.features_cache.latest(hist),
@@ -82,9 +82,9 @@ def main(argv: list[str] | None = None) -> None:
         steps = cache_rows(max(5, args.requests // 5))
 
         from stockml import training
-        from stockpred import market
+        from stockpred.market import market_data
 
-        hist, _ = market.default().history(SYMBOL)
+        hist, _ = market_data.default().history(SYMBOL)
         t0 = time.perf_counter()
         meta = training.train(SYMBOL, hist.bars, source=hist.source)
         train_s = time.perf_counter() - t0

@@ -44,7 +44,7 @@ from bench._accounts import PASSWORD, sign_up
 from bench._timing import p
 from devstack import chaos
 from devstack.services import Stack, ephemeral_stack
-from stockpred.accounts import Accounts
+from stockpred.trading.accounts import Accounts
 
 KEY_DEADLINE_S = 120.0
 # Breakers as the e2e suite sets them: a store back is tried again after 3 s, not the default 60.

@@ -4,7 +4,7 @@ At start every AWS::CloudWatch::Alarm of template.yaml is created in moto's Clou
 `local-<logical id>` (stockpred.config's ALARM_NAME_PREFIX), with its own threshold, period,
 evaluation periods, comparison and missing-data treatment. Then each alarm on the functions' own
 metrics (the namespace their METRICS_NAMESPACE names) is evaluated as often as CloudWatch would
-(every minute; every 10 s for a high-resolution one) with stockpred.alarms.evaluate against the
+(every minute; every 10 s for a high-resolution one) with stockpred.observability.alarms.evaluate against the
 metric lines the shipper put in OpenSearch, and a change of state is set in moto
 (`set_alarm_state`), where GET /api/ops/alarms and `stockpred alarms` read it.
 
@@ -25,7 +25,9 @@ from typing import Any
 
 from devstack import service_metrics
 from devstack.template import Template
-from stockpred import alarms, aws, config, metrics, opensearch
+from stockpred import config
+from stockpred.cloud import aws
+from stockpred.observability import alarms, metrics, opensearch
 
 log = logging.getLogger("devstack.alarms")
 EVERY_S = 2.0  # how often to look for alarms due

@@ -136,7 +136,7 @@ def cmd_services(args: argparse.Namespace) -> int:
 
 
 def cmd_import_csv(args: argparse.Namespace) -> int:
-    from stockpred import csv_prices
+    from stockpred.market import csv_prices
 
     folder = Path(args.dir)
     if not folder.is_dir():
@@ -185,13 +185,13 @@ def _progress(desc: str):
 
 def cmd_train(args: argparse.Namespace) -> int:
     from stockml import training
-    from stockpred import market
-    from stockpred.prices import ProviderUnavailable, UnknownSymbol
-    from stockpred.symbols import InvalidSymbol, normalise
+    from stockpred.market import market_data
+    from stockpred.market.prices import ProviderUnavailable, UnknownSymbol
+    from stockpred.market.symbols import InvalidSymbol, normalise
 
     _apply_env(_stack(args))
     try:
-        wanted = [i.symbol for i in market.default().symbols()] if args.all else [
+        wanted = [i.symbol for i in market_data.default().symbols()] if args.all else [
             normalise(s) for s in args.symbols]
     except InvalidSymbol as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -202,7 +202,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     failed = 0
     for symbol in wanted:
         try:
-            hist, _ = market.default().history(symbol)
+            hist, _ = market_data.default().history(symbol)
             meta = training.train(symbol, hist.bars, kind=args.kind, source=hist.source,
                                   progress=_progress(f"{symbol} walk-forward"),
                                   max_exposure=args.max_exposure)
@@ -225,7 +225,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_universe(args: argparse.Namespace) -> int:
-    from stockpred import universes
+    from stockpred.predictions import universes
 
     _apply_env(_stack(args))
     try:
@@ -266,7 +266,7 @@ def cmd_evaluate_universe(args: argparse.Namespace) -> int:
     from stockml.ranking import evaluate_universe_with_series, format_universe_table, plot_universe
     from stockml.universe_data import load_universe_panel
     from stockml.universe_ranks import rankings
-    from stockpred import universes
+    from stockpred.predictions import universes
 
     _apply_env(_stack(args))
     started = time.perf_counter()
@@ -315,7 +315,7 @@ def cmd_train_universe(args: argparse.Namespace) -> int:
     from stockml.universe_data import load_universe_panel
     from stockml.universe_ranks import rankings
     from stockml.universe_training import rank_and_publish
-    from stockpred import universes
+    from stockpred.predictions import universes
 
     _apply_env(_stack(args))
     try:
@@ -359,16 +359,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from stockml.evaluation import correct_for_multiple_tests, evaluate_with_frames, format_table, plot_report
     from stockml.features import frame_from_bars
     from stockml.models import MODEL_KINDS
-    from stockpred import market
-    from stockpred.prices import ProviderUnavailable, UnknownSymbol
-    from stockpred.symbols import InvalidSymbol, normalise
+    from stockpred.market import market_data
+    from stockpred.market.prices import ProviderUnavailable, UnknownSymbol
+    from stockpred.market.symbols import InvalidSymbol, normalise
 
     _apply_env(_stack(args))
     histories = {}
     for name in args.symbol:
         try:
             symbol = normalise(name)
-            histories[symbol], _ = market.default().history(symbol)
+            histories[symbol], _ = market_data.default().history(symbol)
         except (InvalidSymbol, UnknownSymbol, ProviderUnavailable) as exc:
             print(f"error: {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 2
@@ -406,7 +406,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_cache_status(args: argparse.Namespace) -> int:
     import redis
 
-    from stockpred import breakers, config, redis_stores
+    from stockpred import config
+    from stockpred.market import breakers
+    from stockpred.stores import redis_stores
 
     _apply_env(_stack(args))
     settings = config.load()
@@ -440,7 +442,7 @@ def cmd_cache_status(args: argparse.Namespace) -> int:
 
 
 def cmd_etl_run(args: argparse.Namespace) -> int:
-    from stockpred import warehouse
+    from stockpred.analytics import warehouse
 
     _apply_env(_stack(args))
     try:
@@ -465,7 +467,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from stockpred import warehouse
+    from stockpred.analytics import warehouse
 
     _apply_env(_stack(args))
     signals = pd.DataFrame(warehouse.signals(None, None, None))
@@ -514,7 +516,7 @@ def _print_lines(lines: list[dict], wide: bool) -> None:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from stockpred import logship, opensearch
+    from stockpred.observability import logship, opensearch
 
     _apply_env(_stack(args))
     try:
@@ -554,7 +556,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from stockpred import metrics, opensearch
+    from stockpred.observability import metrics, opensearch
 
     _apply_env(_stack(args))
     until = dt.datetime.now(dt.UTC)
@@ -591,7 +593,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 def cmd_alarms(args: argparse.Namespace) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from stockpred import alarms
+    from stockpred.observability import alarms
 
     _apply_env(_stack(args))
     try:
@@ -612,7 +614,7 @@ def cmd_alarms(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    from stockpred import health
+    from stockpred.observability import health
 
     _apply_env(_stack(args))
     report = health.check(emit=False)
@@ -627,7 +629,7 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_users(args: argparse.Namespace) -> int:
-    from stockpred.users import UserNotFound, Users
+    from stockpred.identity.users import UserNotFound, Users
 
     _apply_env(_stack(args))
     try:

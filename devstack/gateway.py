@@ -40,7 +40,7 @@ from devstack.runtime import FunctionTimeout, Invocation, LambdaPython, Throttle
 from devstack.schedules import next_fire
 from devstack.sigv4 import Guard
 from devstack.template import Function, Route, Template
-from stockpred import safejson
+from stockpred.api import safejson
 
 log = logging.getLogger("devstack.gateway")
 

@@ -6,7 +6,7 @@ per function (namespace AWS/Lambda, dimension FunctionName), and SQS the depth o
 devstack runs the functions and the queues, so it counts the same things: every invocation any
 pool serves is counted here (`lambda_invoked`), and the template's queues are sampled every
 minute; both are written to the metric indices as the documents the shipper makes of a metric
-line (stockpred.logship.metric_of), so the template's alarms on them are evaluated locally too
+line (stockpred.observability.logship.metric_of), so the template's alarms on them are evaluated locally too
 (devstack/alarms.py).
 
 Locally a function's name is its logical id, and so is a queue's.
@@ -20,7 +20,8 @@ import uuid
 from collections import Counter
 from typing import Any
 
-from stockpred import config, logship, opensearch
+from stockpred import config
+from stockpred.observability import logship, opensearch
 
 NAMESPACES = ("AWS/Lambda", "AWS/SQS")
 FLUSH_EVERY_S = 10.0

@@ -1090,10 +1090,14 @@ SERVICE_VARS = ("DATABASE_URL", "REDIS_URL", "CACHE_REDIS_URLS", "MONGO_URL", "O
 def forget_process_clients() -> None:
     """Drops this process's cached settings, secrets and clients (stockpred's), so the next use
     reads the environment again: for a process (tests, benchmarks) that moves to another stack."""
-    from stockpred import aws, config, market, mongo, opensearch, postgres, redis_stores, secrets
+    from stockpred import config
+    from stockpred.cloud import aws, secrets
+    from stockpred.market import market_data
+    from stockpred.observability import opensearch
+    from stockpred.stores import mongo, postgres, redis_stores
 
     config.load.cache_clear()
-    market.default.cache_clear()
+    market_data.default.cache_clear()
     secrets.cache_clear()
     mongo.cache_clear()
     aws.client.cache_clear()

@@ -13,7 +13,7 @@ whose X-Amz-Date is within 15 minutes of now. Anything else is a 403 shaped as A
 MissingAuthenticationTokenException, IncompleteSignatureException, UnrecognizedClientException,
 InvalidSignatureException.
 
-The check is written out on stockpred.sigv4 (the fan-out's signer uses the same): botocore's
+The check is written out on stockpred.cloud.sigv4 (the fan-out's signer uses the same): botocore's
 signer builds a whole AWSRequest for it, which cost the `@connections` endpoint a third of its
 time in a fan-out. tests/security/test_realtime_and_local.py
 holds it to botocore's own signatures.
@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from stockpred import sigv4
+from stockpred.cloud import sigv4
 
 log = logging.getLogger("devstack.iam")
 

@@ -46,7 +46,7 @@ from devstack.logfeed import LogFeed
 from devstack.runtime import FunctionTimeout, Invocation, LambdaPython, Throttled, WorkerPool
 from devstack.sigv4 import Guard
 from devstack.template import Function, Template
-from stockpred import safejson
+from stockpred.api import safejson
 
 log = logging.getLogger("devstack.wsapi")
 MAX_FRAME_BYTES = 32 * 1024

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import requests
 from jsonschema import Draft202012Validator
 
-from stockpred import openapi
+from stockpred.api import openapi
 
 
 @dataclass(frozen=True)

@@ -216,7 +216,7 @@ def gateway(stack: dict[str, str], fake_alphavantage: FakeAlphaVantage) -> Itera
              # The dashboard's origin: the only one CORS answers (tests/security/test_rest_surface.py).
              "CORS_ORIGIN": DASHBOARD_ORIGIN,
              # The suite trains SPX, SYNTH, FLIGHT and more on demand from 127.0.0.1: room above
-             # the default of 3 an hour per address (stockpred.training_budget).
+             # the default of 3 an hour per address (stockpred.predictions.training_budget).
              "TRAIN_ON_DEMAND_MAX_PER_CLIENT_PER_HOUR": "20"}
     gw = start_gateway(stack, extra, Path(stack["STOCKPRED_HOME"]) / "log")
     try:
@@ -249,7 +249,7 @@ def state(stack: dict[str, str]) -> Iterator[Any]:
 
 @pytest.fixture
 def flush_cache(stack: dict[str, str]) -> None:
-    from stockpred import redis_stores
+    from stockpred.stores import redis_stores
 
     for shard in redis_stores.cache_ring().shards.values():
         shard.master.flushdb()
@@ -258,8 +258,9 @@ def flush_cache(stack: dict[str, str]) -> None:
 @contextlib.contextmanager
 def fault_in_this_process(stack: dict[str, str], monkeypatch: pytest.MonkeyPatch,
                           point: str) -> Iterator[None]:
-    """`point` fails (stockpred.faults) for code run in the test's own process, then no more."""
-    from stockpred import config, faults
+    """`point` fails (stockpred.trading.faults) for code run in the test's own process, then no more."""
+    from stockpred import config
+    from stockpred.trading import faults
 
     state = redis_client(stack)
     monkeypatch.setenv("FAULT_INJECTION", "on")

@@ -1,9 +1,9 @@
 """WebSocket routes: $connect (JWT in ?token=), $disconnect, subscribe, unsubscribe, $default.
 
 One handler for every route of the WebSocket API (API Gateway's `$request.body.action` picks the
-route; devstack does the same locally). Rooms live on the state Redis (stockpred.realtime).
+route; devstack does the same locally). Rooms live on the state Redis (stockpred.realtime.rooms).
 Replies to two-way routes are the returned `body`; pushes go through the management API.
-Every frame is parsed with stockpred.safejson (bounded depth). The token a connection was opened
+Every frame is parsed with stockpred.api.safejson (bounded depth). The token a connection was opened
 with is checked for revocation at every message: once revoked (logout, password change) the
 connection is disconnected.
 """
@@ -13,8 +13,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from stockpred import auth, config, realtime, safejson, symbols
-from stockpred.logs import get_logger, invocation
+from stockpred import config
+from stockpred.api import safejson
+from stockpred.identity import auth
+from stockpred.market import symbols
+from stockpred.observability.logs import get_logger, invocation
+from stockpred.realtime import rooms
 
 log = get_logger("ws")
 
@@ -33,7 +37,7 @@ def on_connect(event: dict[str, Any], conn_id: str) -> dict[str, Any]:
         claims = auth.verify(token)
     except auth.InvalidToken:
         return {"statusCode": 401, "body": "Invalid or missing token"}
-    realtime.connected(conn_id, claims["sub"], claims=claims)
+    rooms.connected(conn_id, claims["sub"], claims=claims)
     return {"statusCode": 200}
 
 
@@ -46,13 +50,13 @@ def on_room(event: dict[str, Any], conn_id: str, join: bool) -> dict[str, Any]:
     except symbols.InvalidSymbol as exc:
         return _error(f"invalid symbol: {exc}")
     if not join:
-        realtime.unsubscribe(conn_id, symbol)
+        rooms.unsubscribe(conn_id, symbol)
         return _reply({"type": "unsubscribed", "symbol": symbol})
-    rooms = realtime.rooms_of(conn_id)
+    joined = rooms.rooms_of(conn_id)
     max_rooms = config.load().ws_max_rooms_per_connection
-    if len(rooms) >= max_rooms and symbol not in rooms:
+    if len(joined) >= max_rooms and symbol not in joined:
         return _error(f"at most {max_rooms} rooms per connection")
-    realtime.subscribe(conn_id, symbol)
+    rooms.subscribe(conn_id, symbol)
     return _reply({"type": "subscribed", "symbol": symbol})
 
 
@@ -63,15 +67,15 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if route == "$connect":
         return on_connect(event, conn_id)
     if route == "$disconnect":
-        realtime.forget(conn_id)
+        rooms.forget(conn_id)
         return {"statusCode": 200}
-    if not realtime.authorised(conn_id):
+    if not rooms.authorised(conn_id):
         log.info("token revoked: connection cut", extra={"fields": {"connection": conn_id}})
-        realtime.disconnect(conn_id)
+        rooms.disconnect(conn_id)
         return {"statusCode": 403, "body": json.dumps({"type": "error", "error": "token revoked"})}
-    if not realtime.count_message(conn_id, config.load().ws_max_messages_per_second):
+    if not rooms.count_message(conn_id, config.load().ws_max_messages_per_second):
         log.warning("connection flooding: cut off", extra={"fields": {"connection": conn_id}})
-        realtime.disconnect(conn_id)
+        rooms.disconnect(conn_id)
         return {"statusCode": 429}
     if route in ("subscribe", "unsubscribe"):
         return on_room(event, conn_id, join=route == "subscribe")

@@ -6,8 +6,10 @@ from typing import Any
 
 from chalice import Chalice, Response
 
-from stockpred import logs, symbols, warehouse
-from stockpred.handlers import ApiError, install, json_response, query_date
+from stockpred.analytics import warehouse
+from stockpred.api.edge import ApiError, install, json_response, query_date
+from stockpred.market import symbols
+from stockpred.observability import logs
 
 app = Chalice(app_name="etl")
 log = install(app, "etl")

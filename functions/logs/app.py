@@ -8,7 +8,7 @@ These answer only users holding the `admin` role (granted with `stockpred users 
 admin`), checked on every request.
 
 `GET /api/health` is public and shallow (this function answers: what a load balancer calls);
-`GET /api/health?deep=true` probes every dependency (stockpred.health), for operators only. A
+`GET /api/health?deep=true` probes every dependency (stockpred.observability.health), for operators only. A
 scheduled `{"action": "probe"}` runs the deep check every minute, whose metric lines the
 DependencyDown alarm watches: `handler` is the function's entry point for both kinds of event.
 """
@@ -22,10 +22,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 from chalice import Chalice, Response
 from pymongo.errors import PyMongoError
 
-from stockpred import alarms, config, health, logs, metrics, opensearch
-from stockpred.handlers import ApiError, bearer_claims, install, json_response, query_int, user_store_down
-from stockpred.logs import clean_correlation_id
-from stockpred.users import default as users
+from stockpred import config
+from stockpred.api.edge import ApiError, bearer_claims, install, json_response, query_int, user_store_down
+from stockpred.identity.users import default as users
+from stockpred.observability import alarms, health, logs, metrics, opensearch
+from stockpred.observability.logs import clean_correlation_id
 
 app = Chalice(app_name="logs")
 log = install(app, "logs")

@@ -1,4 +1,4 @@
-"""LogShipperFunction: CloudWatch Logs subscription batches into OpenSearch (stockpred.logship).
+"""LogShipperFunction: CloudWatch Logs subscription batches into OpenSearch (stockpred.observability.logship).
 
 Invoked by every other function's log group subscription filter on AWS, by devstack with the
 same payload locally, and every few minutes with `{"action": "maintenance"}` (re-drive dead
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stockpred import logs, logship
+from stockpred.observability import logs, logship
 
 
 @logs.lambda_handler

@@ -4,7 +4,7 @@ the rankings of universes (computed after the close by the retrain function, rea
 Serving imports numpy and stockml.signals only. A symbol with no trained model answers 202 with
 Retry-After while one training runs in the retrain function (started by the first such request,
 single-flight across requests and instances), unless TRAIN_ON_DEMAND=off (then 404). Trainings
-so started are capped per hour, stack-wide and per client address (stockpred.training_budget):
+so started are capped per hour, stack-wide and per client address (stockpred.predictions.training_budget):
 over the cap, 429 with Retry-After, and nothing is started.
 """
 
@@ -14,8 +14,8 @@ from chalice import Chalice, Response
 
 from stockml import signals, universe_ranks
 from stockml.registry import ArtifactRejected, ModelNotFound, RankingNotFound
-from stockpred import config, logs, market, metrics, realtime, training_budget, universes
-from stockpred.handlers import (
+from stockpred import config
+from stockpred.api.edge import (
     ApiError,
     client_address,
     install,
@@ -24,7 +24,11 @@ from stockpred.handlers import (
     query_int,
     symbol_param,
 )
-from stockpred.market import History
+from stockpred.market import market_data
+from stockpred.market.market_data import History
+from stockpred.observability import logs, metrics
+from stockpred.predictions import training_budget, universes
+from stockpred.realtime import rooms
 
 app = Chalice(app_name="predict")
 log = install(app, "predict")
@@ -40,7 +44,7 @@ def _budget_spent(symbol: str, spent: training_budget.BudgetSpent) -> ApiError:
 
 def _history(symbol: str) -> History:
     with market_errors():
-        return market.default().history(symbol)[0]
+        return market_data.default().history(symbol)[0]
 
 
 @app.route("/api/predict/{symbol}", methods=["GET"])
@@ -75,7 +79,7 @@ def predict(symbol: str) -> Response:
     metrics.count("PredictionsServed")
     # Subscribers see every prediction served; `new` tells a first one from a stored one re-read,
     # `correlation_id` the request that caused it (a page ignores the echo of its own).
-    realtime.publish_to_room(symbol, {"type": "prediction", "new": created,
+    rooms.publish_to_room(symbol, {"type": "prediction", "new": created,
                                       "correlation_id": logs.correlation_id.get(), **body})
     return json_response(200, body)
 

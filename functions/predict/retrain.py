@@ -21,9 +21,12 @@ from typing import Any
 from stockml import signals, training, universe_ranks
 from stockml.universe_data import load_universe_panel
 from stockml.universe_training import rank_and_publish
-from stockpred import config, market, metrics, universes
-from stockpred.logs import get_logger, lambda_handler
-from stockpred.prices import ProviderUnavailable, UnknownSymbol
+from stockpred import config
+from stockpred.market import market_data
+from stockpred.market.prices import ProviderUnavailable, UnknownSymbol
+from stockpred.observability import metrics
+from stockpred.observability.logs import get_logger, lambda_handler
+from stockpred.predictions import universes
 
 log = get_logger("retrain")
 RESERVE_MS = 120_000
@@ -40,7 +43,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         symbols = []
     else:
         symbols = requested or list(config.load().retrain_symbols) or [
-            i.symbol for i in market.default().symbols()]
+            i.symbol for i in market_data.default().symbols()]
     done: dict[str, str] = {}
     skipped: dict[str, str] = {}
     for symbol in symbols:
@@ -51,7 +54,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 if context is not None and context.get_remaining_time_in_millis() < RESERVE_MS:
                     skipped[symbol] = "out of time"
                     continue
-                hist, _ = market.default().history(symbol)
+                hist, _ = market_data.default().history(symbol)
                 if not on_demand:  # an on-demand training was counted when Predict started it
                     metrics.count("TrainingsStarted")
                 meta = training.train(symbol, hist.bars, source=hist.source)

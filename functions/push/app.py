@@ -1,4 +1,4 @@
-"""FanoutFunction: delivers the push queue's events over the WebSocket API (stockpred.realtime).
+"""FanoutFunction: delivers the push queue's events over the WebSocket API (stockpred.realtime.rooms).
 
 SQS invokes it with one event per record (the template's BatchSize). A record that fails (its
 follow-ups could not be queued, Redis unreachable) is reported in `batchItemFailures`, so SQS
@@ -11,7 +11,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from stockpred import logs, metrics, realtime, safejson
+from stockpred.api import safejson
+from stockpred.observability import logs, metrics
+from stockpred.realtime import rooms
 
 log = logs.get_logger("push")
 
@@ -27,7 +29,7 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
                 raise TypeError("a push event is a JSON object")
             request_id = getattr(context, "aws_request_id", None) or "-"
             logs.correlation_id.set(logs.clean_correlation_id(push.get("correlation_id")) or request_id)
-            result = realtime.deliver(push)
+            result = rooms.deliver(push)
         except (ValueError, KeyError, TypeError) as exc:
             log.error("push event refused", extra={"fields": {"error": f"{type(exc).__name__}: {exc}"[:300]}})
             continue

@@ -1,15 +1,18 @@
 """Stocks service: symbols, details (the latest quote) and daily history, behind the cache; the
 universes (named sets of symbols to rank); and the OpenAPI document of the whole REST API
-(stockpred.openapi), which has no store to reach."""
+(stockpred.api.openapi), which has no store to reach."""
 
 from __future__ import annotations
 
 from chalice import Chalice, Response
 
-from stockpred import market, openapi, realtime, universes
-from stockpred.cache import Lookup
-from stockpred.handlers import ApiError, install, json_response, market_errors, query_date, symbol_param
-from stockpred.prices import ProviderUnavailable
+from stockpred.api import openapi
+from stockpred.api.edge import ApiError, install, json_response, market_errors, query_date, symbol_param
+from stockpred.market import market_data
+from stockpred.market.prices import ProviderUnavailable
+from stockpred.predictions import universes
+from stockpred.realtime import rooms
+from stockpred.stores.cache import Lookup
 
 app = Chalice(app_name="stocks")
 log = install(app, "stocks")
@@ -24,7 +27,7 @@ def _cache_header(got: Lookup) -> dict[str, str]:
 @app.route("/api/stocks", methods=["GET"])
 def list_symbols() -> Response:
     try:
-        infos = market.default().symbols()
+        infos = market_data.default().symbols()
     except ProviderUnavailable:
         raise ApiError(503, "Market data provider unavailable") from None
     return json_response(200, {"symbols": [
@@ -41,10 +44,10 @@ def list_universes() -> Response:
 def details(symbol: str) -> Response:
     symbol = symbol_param(symbol)
     with market_errors():
-        quote, got = market.default().quote(symbol)
-    body = market.details_body(quote, got)
+        quote, got = market_data.default().quote(symbol)
+    body = market_data.details_body(quote, got)
     if not got.hit and not got.stale:
-        realtime.publish_to_room(symbol, {"type": "quote", **body})
+        rooms.publish_to_room(symbol, {"type": "quote", **body})
     return json_response(200, body, _cache_header(got))
 
 
@@ -56,7 +59,7 @@ def history(symbol: str) -> Response:
     if start and end and start > end:
         raise ApiError(400, "'from' must not be after 'to'")
     with market_errors():
-        hist, got = market.default().history(symbol)
+        hist, got = market_data.default().history(symbol)
     bars = hist.bars
     if start is None and end is None:
         bars = bars[-DEFAULT_HISTORY_DAYS:]

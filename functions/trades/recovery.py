@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from stockpred import config, logs, trading
+from stockpred import config
+from stockpred.observability import logs
+from stockpred.trading import saga
 
 
 @logs.lambda_handler
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     given = (event or {}).get("older_than_seconds")
     older = float(given) if given is not None else config.load().recovery_after_s
-    return trading.recover(older_than_s=older)
+    return saga.recover(older_than_s=older)

@@ -2,10 +2,10 @@
 
 Quote (the price both participants use), Account (reserve, commit or release cash and shares),
 Ledger (PREPARE TRANSACTION, COMMIT PREPARED or ROLLBACK PREPARED of the ledger row) and Decide
-(the commit/abort decision, written once per trade). Each delegates to `stockpred.trading`, which
+(the commit/abort decision, written once per trade). Each delegates to `stockpred.trading.saga`, which
 validates the event as if anyone could invoke the function: a recorded trade whose stored order
 matches, the stored quote's prices, and only the phase transitions the saga allows. A refusal
-raises `trading.InvalidStep` and moves nothing.
+raises `saga.InvalidStep` and moves nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from stockpred import logs, trading
+from stockpred.observability import logs
+from stockpred.trading import saga
 
 log = logs.get_logger("saga")
 
@@ -34,7 +35,7 @@ def _step(run: Callable[[Any], dict[str, Any]]) -> Callable[[Any, Any], dict[str
         trade = fields.get("trade")
         txid = (trade if isinstance(trade, dict) else fields).get("transaction_id")
         if isinstance(txid, str) and len(txid) <= 64:
-            logs.bind(transaction_id=txid, execution_arn=trading.execution_arn(txid))
+            logs.bind(transaction_id=txid, execution_arn=saga.execution_arn(txid))
         step = fields.get("step")
         name = f"{run.__name__.removesuffix('_step')}{f' {step}' if isinstance(step, str) else ''}"
         try:
@@ -48,7 +49,7 @@ def _step(run: Callable[[Any], dict[str, Any]]) -> Callable[[Any, Any], dict[str
     return handler
 
 
-quote = _step(trading.quote_step)
-account = _step(trading.account_step)
-ledger = _step(trading.ledger_step)
-decide = _step(trading.decide_step)
+quote = _step(saga.quote_step)
+account = _step(saga.account_step)
+ledger = _step(saga.ledger_step)
+decide = _step(saga.decide_step)

@@ -8,8 +8,10 @@ from typing import Any
 
 from chalice import Chalice, Response
 
-from stockpred import config, contracts, ledger, secrets
-from stockpred.handlers import ApiError, bearer_claims, install, json_body, json_response, query_int
+from stockpred import config, contracts
+from stockpred.api.edge import ApiError, bearer_claims, install, json_body, json_response, query_int
+from stockpred.cloud import secrets
+from stockpred.trading import ledger
 
 app = Chalice(app_name="transactions")
 log = install(app, "transactions")

@@ -1,4 +1,8 @@
-"""Users service: register, login, profile, password, logout, and the paper portfolio."""
+"""Users service: register, login, profile, password, logout, the paper portfolio, and trading.
+
+Buy and sell are here (POST /api/users/buy and /api/users/sell): each runs the trade saga
+(stockpred.trading.saga) and waits for its end; docs/architecture.md follows one buy through.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,8 @@ from typing import Any
 
 from chalice import Chalice, Response
 
-from stockpred import auth, contracts, devices, portfolio, realtime, trading
-from stockpred.handlers import (
+from stockpred import contracts
+from stockpred.api.edge import (
     INVALID_TOKEN,
     ApiError,
     bearer_claims,
@@ -18,14 +22,17 @@ from stockpred.handlers import (
     json_body,
     json_response,
 )
-from stockpred.money import money
-from stockpred.users import (
+from stockpred.identity import auth, devices
+from stockpred.identity.users import (
     InvalidCredentials,
     TooManyAttempts,
     UserExists,
     UserNotFound,
 )
-from stockpred.users import default as users
+from stockpred.identity.users import default as users
+from stockpred.realtime import rooms
+from stockpred.trading import portfolio, saga
+from stockpred.trading.money import money
 
 app = Chalice(app_name="users")
 log = install(app, "users")
@@ -124,7 +131,7 @@ def change_password() -> Response:
         raise _too_many(exc, "Too many wrong passwords, try again later") from None
     except InvalidCredentials:
         raise ApiError(403, "Current password is incorrect") from None
-    realtime.close_user_connections_quietly(claims["sub"])
+    rooms.close_user_connections_quietly(claims["sub"])
     return json_response(200, {"message": "Password changed; sign in again with the new password"})
 
 
@@ -134,7 +141,7 @@ def logout() -> Response:
     _body()
     auth.revoke(claims)
     # Open WebSockets must not outlive the sign-out (they are also refused at their next frame).
-    realtime.close_user_connections_quietly(claims["sub"])
+    rooms.close_user_connections_quietly(claims["sub"])
     return json_response(200, {"message": "Logged out"})
 
 
@@ -163,17 +170,17 @@ def _trade(side: str) -> Response:
     if key is not None and not 1 <= len(key) <= 255:
         raise _invalid({"Idempotency-Key": "1 to 255 characters"})
     try:
-        result = trading.execute(user_id, symbol, side, quantity, key)
-    except trading.IdempotencyConflict:
+        result = saga.execute(user_id, symbol, side, quantity, key)
+    except saga.IdempotencyConflict:
         raise ApiError(422, "Idempotency-Key was already used for a different request") from None
     if result.status == "committed":
         body = {"message": TRADE_DONE[side], "transaction_id": result.transaction_id,
                 "price": money(result.price_cents) if result.price_cents else None}
         if not result.replayed:
-            realtime.publish_to_user(user_id, {
+            rooms.publish_to_user(user_id, {
                 "type": "trade", "action": side, "symbol": symbol, "quantity": quantity, **body})
         return json_response(200, body)
-    if result.status == "aborted" and result.error_type in trading.REFUSALS:
+    if result.status == "aborted" and result.error_type in saga.REFUSALS:
         message = ("Stock data not available" if result.error_type == "UnknownSymbol"
                    else result.message or "Insufficient funds")
         message = message[:1].upper() + message[1:]

@@ -16,8 +16,8 @@ import redis
 
 from devstack.chaos import fail_back, restart, sentinel_addresses, stack_sentinel
 from devstack.services import redis_client, wait_until
-from stockpred import cache, redis_stores
-from stockpred.redis_stores import CacheRing, shard
+from stockpred.stores import cache, redis_stores
+from stockpred.stores.redis_stores import CacheRing, shard
 
 
 def test_removing_one_of_three_shards_moves_about_a_third_of_the_keys(stack):

@@ -172,7 +172,7 @@ def test_ten_concurrent_first_predictions_start_one_training_then_all_get_the_sa
 
 def test_a_spent_training_budget_refuses_a_symbol_without_a_model_and_starts_nothing(
         gateway, stack, state, tmp_path):
-    """Over HTTP (stockpred.training_budget): an address whose on-demand training budget is spent
+    """Over HTTP (stockpred.predictions.training_budget): an address whose on-demand training budget is spent
     gets 429 with Retry-After for a symbol without a model, and nothing is started or locked; a
     symbol with a model is served all the same, and once the budget is back the symbol trains."""
     write_synth(tmp_path / "csv", 700, seed=13)

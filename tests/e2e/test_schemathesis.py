@@ -33,7 +33,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from stockpred import openapi
+from stockpred.api import openapi
 from tests.conftest import SourceAddress
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
@@ -136,7 +136,7 @@ def user_token(gateway, session) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def service_token(gateway) -> str:
-    from stockpred import secrets
+    from stockpred.cloud import secrets
 
     return secrets.service_token()
 

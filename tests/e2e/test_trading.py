@@ -20,8 +20,8 @@ import pymongo
 import pytest
 
 from devstack.services import REPO_ROOT, redis_client
-from stockpred import secrets
-from stockpred.accounts import Accounts
+from stockpred.cloud import secrets
+from stockpred.trading.accounts import Accounts
 
 pytestmark = pytest.mark.usefixtures("flush_cache")
 START = 10_000_000

@@ -26,7 +26,7 @@ from typing import Any
 import jwt
 import pytest
 
-from stockpred import secrets
+from stockpred.cloud import secrets
 
 PASSWORD = "correct-horse-42"
 NEW_PASSWORD = "battery-staple-77"

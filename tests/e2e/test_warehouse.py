@@ -16,7 +16,8 @@ import psycopg2
 import pymongo
 import pytest
 
-from stockpred import faults, warehouse
+from stockpred.analytics import warehouse
+from stockpred.trading import faults
 from tests.conftest import fault_in_this_process
 from tests.e2e.test_predict_api import import_csv, write_synth
 

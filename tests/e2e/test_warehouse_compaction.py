@@ -10,7 +10,8 @@ import pandas as pd
 import psycopg2
 import pytest
 
-from stockpred import faults, warehouse
+from stockpred.analytics import warehouse
+from stockpred.trading import faults
 from tests.conftest import fault_in_this_process
 
 

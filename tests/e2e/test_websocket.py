@@ -16,7 +16,7 @@ import jwt
 import pytest
 
 from devstack.services import redis_client
-from stockpred import secrets
+from stockpred.cloud import secrets
 
 pytestmark = pytest.mark.usefixtures("flush_cache")
 

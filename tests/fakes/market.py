@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 
 from devstack.events import rest_proxy_event
-from stockpred.prices import SymbolInfo, quote_from_bars
-from stockpred.sample_data import load_series
+from stockpred.market.prices import SymbolInfo, quote_from_bars
+from stockpred.market.sample_data import load_series
 
 
 class AnySymbol:

@@ -120,3 +120,17 @@ def test_the_probe_fails_for_a_module_lambda_would_not_find(tmp_path):
                              "import app"], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode != 0 and "No module named 'yaml'" in result.stderr
     assert sys.modules.get("yaml") is not None  # the venv has it: only Lambda's path lacks it
+
+
+def test_the_sample_provider_finds_its_files_in_the_built_layer():
+    """Lambda has no `arch` package: the sample series must be where sample_data looks, beside it."""
+    fn = BUILT.functions["StocksFunction"]
+    runtime = LambdaPython(built=True)
+    path = runtime.import_path(fn)
+    probe = (f"import sys; sys.path[:0] = {path!r}\nfrom stockpred.market import sample_data\n"
+             "print(sample_data.SHIPPED_DIR.is_dir(), len(sample_data.load_series('SPX')))")
+    result = subprocess.run([*runtime.argv, "-c", probe], capture_output=True, text=True,
+                            cwd=fn.code_dir, env={"PATH": "/usr/bin:/bin"}, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    shipped, bars = result.stdout.split()
+    assert shipped == "True" and int(bars) > 5000

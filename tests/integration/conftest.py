@@ -6,7 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from stockpred import config, redis_stores, secrets
+from stockpred import config
+from stockpred.cloud import secrets
+from stockpred.stores import redis_stores
 
 
 @pytest.fixture

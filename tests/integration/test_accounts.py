@@ -7,7 +7,7 @@ import uuid
 import pymongo
 import pytest
 
-from stockpred.accounts import Accounts, InsufficientFunds
+from stockpred.trading.accounts import Accounts, InsufficientFunds
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ from devstack import alarms as local_alarms
 from devstack import service_metrics
 from devstack.services import REPO_ROOT
 from devstack.template import Template
-from stockpred import alarms, aws, opensearch
+from stockpred.cloud import aws
+from stockpred.observability import alarms, opensearch
 
 
 @pytest.fixture

@@ -4,9 +4,9 @@ import threading
 import time
 import uuid
 
-from stockpred import redis_stores
-from stockpred.cache import ReadThroughCache
-from stockpred.redis_stores import CacheRing
+from stockpred.stores import redis_stores
+from stockpred.stores.cache import ReadThroughCache
+from stockpred.stores.redis_stores import CacheRing
 
 
 def test_many_concurrent_misses_load_once(stack):

@@ -60,7 +60,7 @@ def test_upload_to_the_market_data_bucket_then_the_s3_provider_serves_it(stack, 
     import boto3
 
     from stockpred import config
-    from stockpred.csv_prices import S3CsvProvider
+    from stockpred.market.csv_prices import S3CsvProvider
 
     (tmp_path / "ACMES3.csv").write_text(GOOD)
     result = subprocess.run([sys.executable, "-m", "devstack.cli", "import-csv", str(tmp_path),

@@ -6,7 +6,7 @@ import select
 import psycopg2
 import pytest
 
-from stockpred import postgres
+from stockpred.stores import postgres
 
 
 @pytest.fixture

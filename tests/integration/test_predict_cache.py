@@ -13,11 +13,11 @@ from stockml.features import frame_from_bars
 from stockml.models import make_model, training_rows
 from stockml.registry import ModelRegistry
 from stockml.sizing import SizingRule
-from stockpred import cache, redis_stores
-from stockpred.cache import ReadThroughCache
-from stockpred.market import MarketData
-from stockpred.prices import SymbolInfo, quote_from_bars
-from stockpred.sample_data import load_series
+from stockpred.market.market_data import MarketData
+from stockpred.market.prices import SymbolInfo, quote_from_bars
+from stockpred.market.sample_data import load_series
+from stockpred.stores import cache, redis_stores
+from stockpred.stores.cache import ReadThroughCache
 
 SPX_DAYS = 900
 

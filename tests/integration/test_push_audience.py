@@ -8,7 +8,8 @@ import uuid
 import boto3
 import pytest
 
-from stockpred import config, realtime
+from stockpred import config
+from stockpred.realtime import rooms
 
 
 @pytest.fixture
@@ -30,19 +31,19 @@ def queued(sqs, url):
 def test_an_empty_room_or_a_user_without_connections_queues_nothing(queue):
     sqs, url = queue
     symbol, user = f"E{uuid.uuid4().hex[:6].upper()}", f"u-{uuid.uuid4().hex}"
-    realtime.publish_to_room(symbol, {"type": "prediction"})
-    realtime.publish_to_user(user, {"type": "trade"})
+    rooms.publish_to_room(symbol, {"type": "prediction"})
+    rooms.publish_to_user(user, {"type": "trade"})
     assert queued(sqs, url) == []
 
     conn = f"c-{uuid.uuid4().hex}"
-    realtime.connected(conn, user)
-    realtime.subscribe(conn, symbol)
+    rooms.connected(conn, user)
+    rooms.subscribe(conn, symbol)
     try:
-        realtime.publish_to_room(symbol, {"type": "prediction"})
-        realtime.publish_to_user(user, {"type": "trade"})
+        rooms.publish_to_room(symbol, {"type": "prediction"})
+        rooms.publish_to_user(user, {"type": "trade"})
         bodies = queued(sqs, url)
         assert len(bodies) == 2 and any(symbol in b for b in bodies) and any(user in b for b in bodies)
     finally:
-        realtime.forget(conn)
-    realtime.publish_to_room(symbol, {"type": "prediction"})
+        rooms.forget(conn)
+    rooms.publish_to_room(symbol, {"type": "prediction"})
     assert queued(sqs, url) == [], "the room emptied when its last connection left"

@@ -14,8 +14,10 @@ import redis
 
 from devstack.services import SECRET_VARS, redacted, redis_client
 from localstack.provision import REDIS_SECRETS
-from stockpred import config, redis_stores, secrets
+from stockpred import config
+from stockpred.cloud import secrets
 from stockpred.config import ConfigError
+from stockpred.stores import redis_stores
 
 
 def sentinel_ports(stack: dict[str, str]) -> list[int]:

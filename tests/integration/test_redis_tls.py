@@ -1,7 +1,7 @@
 """Redis over TLS on the session's real Redis processes, as ElastiCache with in-transit
 encryption: every server and Sentinel speaks TLS only (a plain-TCP client gets nowhere), its
 certificate is verified against the stack's own CA (a client without it is refused), and the
-stack's clients (stockpred.redis_stores, with REDIS_TLS_CA_FILE) get in."""
+stack's clients (stockpred.stores.redis_stores, with REDIS_TLS_CA_FILE) get in."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from devstack.services import Stack
-from stockpred import config, redis_stores
+from stockpred import config
+from stockpred.stores import redis_stores
 from tests.integration.test_redis_auth import sentinel_ports, server_ports
 
 REFUSED = (redis.ConnectionError, redis.TimeoutError)

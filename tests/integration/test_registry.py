@@ -12,7 +12,7 @@ from stockml.features import frame_from_bars
 from stockml.models import make_model, training_rows
 from stockml.registry import ArtifactRejected, ModelNotFound, ModelRegistry, OutdatedArtifact
 from stockml.sizing import SizingRule
-from stockpred.sample_data import load_series
+from stockpred.market.sample_data import load_series
 
 
 @pytest.fixture

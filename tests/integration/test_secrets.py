@@ -1,4 +1,4 @@
-"""stockpred.secrets against the session's moto server: reads, the TTL cache, rotation, shapes.
+"""stockpred.cloud.secrets against the session's moto server: reads, the TTL cache, rotation, shapes.
 
 Each test makes its own secrets (unique names) in the real moto server the session started, and
 points this process at them through the `*_SECRET_ARN` variables, as a function is pointed.
@@ -19,7 +19,8 @@ import boto3
 import pytest
 
 from localstack.provision import SECRETS
-from stockpred import aws, config, secrets
+from stockpred import config
+from stockpred.cloud import aws, secrets
 from stockpred.config import ConfigError
 
 

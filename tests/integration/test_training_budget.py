@@ -20,9 +20,13 @@ from stockml.features import frame_from_bars
 from stockml.models import make_model, training_rows
 from stockml.registry import ModelRegistry
 from stockml.sizing import SizingRule
-from stockpred import aws, config, market, redis_stores, training_budget
-from stockpred.cache import ReadThroughCache
-from stockpred.market import MarketData
+from stockpred import config
+from stockpred.cloud import aws
+from stockpred.market import market_data
+from stockpred.market.market_data import MarketData
+from stockpred.predictions import training_budget
+from stockpred.stores import redis_stores
+from stockpred.stores.cache import ReadThroughCache
 from tests.fakes.market import AnySymbol, predict
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +53,7 @@ class RecordedInvokes:
 
 @pytest.fixture(scope="module")
 def predict_app(stack):
-    from stockpred import postgres
+    from stockpred.stores import postgres
 
     postgres.connect().close()  # applies the migrations, as the first function to run would
     spec = importlib.util.spec_from_file_location("predict_app_under_test", ROOT / "functions/predict/app.py")
@@ -77,7 +81,7 @@ def invokes(stack, registry, monkeypatch):
                         else real_client(name, *a, **kw))
     monkeypatch.setattr(signals, "registry", lambda: registry)
     shared = MarketData([AnySymbol(PREFIX)], ReadThroughCache(redis_stores.cache_ring()))
-    monkeypatch.setattr(market, "default", lambda: shared)
+    monkeypatch.setattr(market_data, "default", lambda: shared)
     caps(monkeypatch, 4, 2)
     state.delete(ALL)
     yield recorded

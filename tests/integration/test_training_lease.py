@@ -17,9 +17,12 @@ from pathlib import Path
 import pytest
 
 from stockml import signals
-from stockpred import aws, config, market, redis_stores
-from stockpred.cache import ReadThroughCache
-from stockpred.market import MarketData
+from stockpred import config
+from stockpred.cloud import aws
+from stockpred.market import market_data
+from stockpred.market.market_data import MarketData
+from stockpred.stores import redis_stores
+from stockpred.stores.cache import ReadThroughCache
 from tests.fakes.market import AnySymbol, predict
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,7 +55,7 @@ def load_function(name: str, file: str):
 
 @pytest.fixture(scope="module")
 def predict_app(stack):
-    from stockpred import postgres
+    from stockpred.stores import postgres
 
     postgres.connect().close()  # applies the migrations, as the first function to run would
     return load_function("predict_app_lease_test", "functions/predict/app.py").app
@@ -78,7 +81,7 @@ def invokes(stack, monkeypatch):
 
     monkeypatch.setattr(signals, "registry", lambda: NoModels())
     shared = MarketData([AnySymbol(PREFIX)], ReadThroughCache(redis_stores.cache_ring()))
-    monkeypatch.setattr(market, "default", lambda: shared)
+    monkeypatch.setattr(market_data, "default", lambda: shared)
     monkeypatch.setenv("TRAINING_LEASE_SECONDS", "1")
     monkeypatch.setenv("TRAINING_FIRST_LEASE_SECONDS", "1")
     monkeypatch.setenv("TRAIN_ON_DEMAND_MAX_PER_HOUR", "1000")

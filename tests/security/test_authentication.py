@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 import requests
 
-from stockpred import config, contracts, devices, users
+from stockpred import config, contracts
+from stockpred.identity import devices, users
 from tests.conftest import SourceAddress
 
 STRONG = "correct horse battery staple"  # refused by the old rule: no digit

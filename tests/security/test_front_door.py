@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 from chalice import Chalice
 
-from stockpred import config, secrets
-from stockpred.handlers import client_address, install, json_response, viewer_ip
+from stockpred import config
+from stockpred.api.edge import client_address, install, json_response, viewer_ip
+from stockpred.cloud import secrets
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "front-door-secret-0123456789abcdef"

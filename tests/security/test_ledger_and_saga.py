@@ -19,9 +19,12 @@ import pymongo
 import pytest
 
 from devstack.services import redis_client
-from stockpred import config, ledger, secrets, trading, warehouse
-from stockpred.accounts import Accounts
-from stockpred.money import client_price_cents
+from stockpred import config
+from stockpred.analytics import warehouse
+from stockpred.cloud import secrets
+from stockpred.trading import ledger, saga
+from stockpred.trading.accounts import Accounts
+from stockpred.trading.money import client_price_cents
 from tests.e2e.test_warehouse import pg
 
 pytestmark = pytest.mark.usefixtures("flush_cache")
@@ -38,7 +41,7 @@ def _load(name: str, path: Path):
 
 @pytest.fixture(scope="module", autouse=True)
 def migrated(stack):
-    from stockpred import postgres
+    from stockpred.stores import postgres
 
     postgres.connect().close()  # applies the migrations, as the first function to run would
 
@@ -98,7 +101,7 @@ def store_body(user_id, **change):
 def test_a_crash_between_claiming_the_key_and_starting_does_not_poison_the_key(gateway, stack):
     user = gateway.new_user()
     key = uuid.uuid4().hex
-    set_faults(stack, trading.START_POINT)
+    set_faults(stack, saga.START_POINT)
     try:
         first = buy(gateway, user, key)
     finally:
@@ -123,24 +126,24 @@ def test_a_claim_left_by_a_killed_request_expires_in_seconds(gateway, stack, mon
     try:
         user = gateway.new_user()
         key = uuid.uuid4().hex
-        real_check = trading.faults.check
+        real_check = saga.faults.check
 
         def die(point):
-            if point == trading.START_POINT:
+            if point == saga.START_POINT:
                 raise Killed()
             real_check(point)
 
-        monkeypatch.setattr(trading.faults, "check", die)
+        monkeypatch.setattr(saga.faults, "check", die)
         with pytest.raises(Killed):
-            trading.execute(user.user_id, "SPX", "buy", 1, key)
-        monkeypatch.setattr(trading.faults, "check", real_check)
+            saga.execute(user.user_id, "SPX", "buy", 1, key)
+        monkeypatch.setattr(saga.faults, "check", real_check)
         state = redis_client(stack)
         [claim] = state.keys(f"stockpred:idempotency:{user.user_id}:*")
         assert 0 < state.pttl(claim) <= 2000, "a claim must not outlive a dead request for long"
-        result = trading.execute(user.user_id, "SPX", "buy", 1, key)
+        result = saga.execute(user.user_id, "SPX", "buy", 1, key)
         assert result.status == "committed", result
         assert state.ttl(claim) > 3600  # the answer is kept for repeats
-        assert trading.execute(user.user_id, "SPX", "buy", 1, key).transaction_id == result.transaction_id
+        assert saga.execute(user.user_id, "SPX", "buy", 1, key).transaction_id == result.transaction_id
         assert len(rows_of(stack, user.user_id)) == 1
     finally:
         config.load.cache_clear()
@@ -350,7 +353,7 @@ def test_iam_identity_is_trusted_only_outside_local_mode_for_the_expected_roles(
 # ---- 10. the saga's step handlers validate their input as if anyone could call them -----------
 def _intent(stack, user_id, side="buy", quantity=1, price_cents=250_685, cost_cents=0):
     txid = str(uuid.uuid4())
-    trading._record_intent(txid, user_id, "SPX", side, quantity)
+    saga._record_intent(txid, user_id, "SPX", side, quantity)
     pg(stack, "UPDATE trade_intents SET price_cents = %s, cost_cents = %s, as_of = '2018-12-31' "
               "WHERE transaction_id = %s", price_cents, cost_cents, txid)
     trade = {"transaction_id": txid, "user_id": user_id, "symbol": "SPX", "side": side,
@@ -366,7 +369,7 @@ def intents(stack):
     made = []
     yield made
     for txid, user_id in made:
-        trading._finish(txid, user_id)
+        saga._finish(txid, user_id)
 
 
 def _nothing_moved(stack, user_id, n_entries):
@@ -387,12 +390,12 @@ def test_a_negative_amount_then_commit_mints_nothing(gateway, stack, steps, inte
                        "side": "buy", "quantity": 1}, None)):
         evil = {"price_cents": minted, "amount_cents": minted, "as_of": "x", "cost_cents": 0}
         for handler in (steps.account, steps.ledger):
-            with pytest.raises(trading.InvalidStep):
+            with pytest.raises(saga.InvalidStep):
                 handler({"step": "prepare", "trade": trade, "quote": evil}, None)
-        with pytest.raises(trading.InvalidStep):
+        with pytest.raises(saga.InvalidStep):
             steps.decide({"transaction_id": trade["transaction_id"], "decision": "commit"}, None)
         for handler in (steps.account, steps.ledger):
-            with pytest.raises(trading.InvalidStep):
+            with pytest.raises(saga.InvalidStep):
                 handler({"step": "commit", "trade": trade}, None)
     _nothing_moved(stack, user.user_id, n)
     # and the domain itself refuses, whoever calls it
@@ -425,28 +428,28 @@ def test_unknown_transactions_and_mismatched_orders_are_refused(gateway, stack, 
     ]
     for bad in mismatched:
         for handler in (steps.account, steps.ledger):
-            with pytest.raises(trading.InvalidStep):
+            with pytest.raises(saga.InvalidStep):
                 handler({"step": "prepare", "trade": bad, "quote": quote}, None)
-        with pytest.raises(trading.InvalidStep):
+        with pytest.raises(saga.InvalidStep):
             steps.quote(bad, None)
     for bad_quote in ({**quote, "price_cents": 1, "amount_cents": 2},   # not the stored quote
                       {**quote, "amount_cents": quote["amount_cents"] - 1},
                       {**quote, "price_cents": float(quote["price_cents"])},
                       {**quote, "cost_cents": -1}, None, []):
         for handler in (steps.account, steps.ledger):
-            with pytest.raises(trading.InvalidStep):
+            with pytest.raises(saga.InvalidStep):
                 handler({"step": "prepare", "trade": trade, "quote": bad_quote}, None)
     for event in (None, [], "x", {"step": "prepare", "trade": trade},           # no quote
                   {"step": "commit", "trade": trade, "quote": quote},            # quote off-phase
                   {"step": "reserve", "trade": trade}, {"step": ["prepare"], "trade": trade}):
         for handler in (steps.account, steps.ledger):
-            with pytest.raises(trading.InvalidStep):
+            with pytest.raises(saga.InvalidStep):
                 handler(event, None)
     for event in ({"transaction_id": unknown["transaction_id"], "decision": "abort"},
                   {"transaction_id": trade["transaction_id"], "decision": "maybe"},
                   {"transaction_id": trade["transaction_id"]}, {"transaction_id": 7, "decision": "abort"},
                   {"transaction_id": trade["transaction_id"], "decision": "commit", "by": "me"}):
-        with pytest.raises(trading.InvalidStep):
+        with pytest.raises(saga.InvalidStep):
             steps.decide(event, None)
     _nothing_moved(stack, user.user_id, n)
     assert entries(stack, other.user_id) == 1
@@ -460,21 +463,21 @@ def test_phases_only_in_order(gateway, stack, steps, intents):
     # commit or abort before any decision
     for step in ("commit", "abort"):
         for handler in (steps.account, steps.ledger):
-            with pytest.raises(trading.InvalidStep):
+            with pytest.raises(saga.InvalidStep):
                 handler({"step": step, "trade": trade}, None)
     # a commit decision needs both participants prepared
-    with pytest.raises(trading.InvalidStep):
+    with pytest.raises(saga.InvalidStep):
         steps.decide({"transaction_id": trade["transaction_id"], "decision": "commit"}, None)
     steps.ledger({"step": "prepare", "trade": trade, "quote": quote}, None)
-    with pytest.raises(trading.InvalidStep):
+    with pytest.raises(saga.InvalidStep):
         steps.decide({"transaction_id": trade["transaction_id"], "decision": "commit"}, None)
     # aborted: no prepare, no commit afterwards
     assert steps.decide({"transaction_id": trade["transaction_id"], "decision": "abort"}, None) == {
         "decision": "abort"}
-    with pytest.raises(trading.InvalidStep):
+    with pytest.raises(saga.InvalidStep):
         steps.account({"step": "prepare", "trade": trade, "quote": quote}, None)
     for handler in (steps.account, steps.ledger):
-        with pytest.raises(trading.InvalidStep):
+        with pytest.raises(saga.InvalidStep):
             handler({"step": "commit", "trade": trade}, None)
         handler({"step": "abort", "trade": trade}, None)
     assert steps.decide({"transaction_id": trade["transaction_id"], "decision": "commit"}, None) == {
@@ -497,7 +500,7 @@ def test_replaying_a_committed_trades_phases_moves_no_money(gateway, stack, step
     before = accounts(stack).state(user.user_id)
     n = entries(stack, user.user_id)
     for handler in (steps.account, steps.ledger):
-        with pytest.raises(trading.InvalidStep):
+        with pytest.raises(saga.InvalidStep):
             handler({"step": "abort", "trade": trade}, None)
         handler({"step": "commit", "trade": trade}, None)     # repeated: a no-op
         handler({"step": "prepare", "trade": trade, "quote": quote}, None)  # repeated: a no-op

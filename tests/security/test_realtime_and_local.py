@@ -104,7 +104,7 @@ def test_logout_and_password_change_close_the_users_sockets(gateway, stack, how)
 
 @pytest.mark.parametrize("revoke", ["jti", "token version"])
 def test_a_socket_whose_token_was_revoked_otherwise_is_cut_at_its_next_frame(gateway, stack, revoke):
-    from stockpred import auth
+    from stockpred.identity import auth
 
     user = gateway.new_user()
     claims = auth.verify(user.token)
@@ -126,7 +126,7 @@ def test_a_socket_whose_token_was_revoked_otherwise_is_cut_at_its_next_frame(gat
 
 def test_a_revoked_socket_gets_no_trade_confirmation_even_before_it_speaks(gateway, stack):
     """Revoked without a close (as if the close had failed): the push itself refuses it."""
-    from stockpred import auth
+    from stockpred.identity import auth
 
     user = gateway.new_user(password=PASSWORD)
     second = login(gateway, user.email)
@@ -223,7 +223,7 @@ def test_trades_still_complete_through_moto_and_the_guarded_invoke_api(gateway):
 
 def test_connections_api_refuses_strangers_and_keeps_the_socket(gateway, stack):
     user = gateway.new_user()
-    from stockpred import redis_stores
+    from stockpred.stores import redis_stores
 
     async def scenario():
         async with aiohttp.ClientSession() as s:

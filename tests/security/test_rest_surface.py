@@ -12,8 +12,9 @@ from chalice import Chalice
 
 from devstack.services import REPO_ROOT
 from devstack.template import Template
-from stockpred import config, handlers, openapi
-from stockpred.handlers import ApiError, install, json_body, json_response
+from stockpred import config
+from stockpred.api import edge, openapi
+from stockpred.api.edge import ApiError, install, json_body, json_response
 
 DEEP = b"[" * 5000 + b"]" * 5000
 DASHBOARD = "https://dashboard.example.com"
@@ -45,10 +46,10 @@ def test_body_size_limit_still_holds():
 
 def test_no_app_parses_a_body_any_other_way():
     """Chalice's current_request.json_body (and json.loads) recurse without a bound: only
-    handlers.json_body may read a request body."""
+    edge.json_body may read a request body."""
     apps = sorted(REPO_ROOT.glob("functions/*/app.py"))
     assert apps
-    for app in [*apps, REPO_ROOT / "layers/common/python/stockpred/handlers.py"]:
+    for app in [*apps, REPO_ROOT / "layers/common/python/stockpred/api/edge.py"]:
         text = app.read_text()
         assert not re.search(r"\.json_body\b(?!`)", text), f"{app}: Chalice's json_body on untrusted input"
         assert not re.search(r"\bjson\.loads\(", text), f"{app}: json.loads on untrusted input"
@@ -116,7 +117,7 @@ def test_cors_answers_the_dashboard_origin_only(cors):
         headers = app(_event("POST", "/api/thing", {"Origin": other}, "{}"), None)["headers"]
         assert "Access-Control-Allow-Origin" not in headers, other
         assert headers["Vary"] == "Origin"
-    assert handlers.cors_headers(DASHBOARD, DASHBOARD, preflight=True)["Access-Control-Allow-Methods"]
+    assert edge.cors_headers(DASHBOARD, DASHBOARD, preflight=True)["Access-Control-Allow-Methods"]
 
 
 @pytest.mark.parametrize("bad", ["*", "https://a.com,https://b.com", "https://a.com/path", "a.com",
@@ -166,7 +167,7 @@ POSTS = ["/api/users/register", "/api/users/login", "/api/users/profile/update",
 
 
 def test_served_deep_bodies_are_400_and_headers_are_set(gateway):
-    from stockpred import secrets
+    from stockpred.cloud import secrets
 
     user = gateway.new_user()
     for path in POSTS:

@@ -2,7 +2,7 @@
 
 Token versions and revoked token ids used to live on the state Redis alone, which replicates
 asynchronously: a failover that lost a password change's increment brought the old token back
-(401, then 200 again). They live in MongoDB now (stockpred.auth); each test deletes whatever the
+(401, then 200 again). They live in MongoDB now (stockpred.identity.auth); each test deletes whatever the
 state Redis may hold of them, as a failover or a flush would, and the ended token stays 401.
 Behaviour through HTTP against devstack; the expiry of a revocation record in-process.
 """
@@ -50,7 +50,7 @@ def lose_redis_token_state(state, user_id: str, jti: str | None = None) -> None:
 
 
 def test_a_password_change_ends_older_tokens_even_when_redis_loses_everything(gateway, db, state):
-    from stockpred import auth
+    from stockpred.identity import auth
 
     user = gateway.new_user(password=PASSWORD)
     other = login(gateway, user.email, PASSWORD)
@@ -73,7 +73,7 @@ def test_a_password_change_ends_older_tokens_even_when_redis_loses_everything(ga
 
 
 def test_a_logged_out_token_stays_401_when_redis_loses_its_revocation(gateway, db, state):
-    from stockpred import auth
+    from stockpred.identity import auth
 
     user = gateway.new_user(password=PASSWORD)
     other = login(gateway, user.email, PASSWORD)
@@ -90,27 +90,28 @@ def test_a_logged_out_token_stays_401_when_redis_loses_its_revocation(gateway, d
 
 
 def test_a_socket_of_a_revoked_token_is_refused_after_redis_lost_the_revocation(gateway, state):
-    """The WebSocket routes check the same store (realtime.authorised, after $connect)."""
-    from stockpred import auth, realtime
+    """The WebSocket routes check the same store (rooms.authorised, after $connect)."""
+    from stockpred.identity import auth
+    from stockpred.realtime import rooms
 
     user = gateway.new_user(password=PASSWORD)
     claims = auth.verify(user.token)
     conn, second = f"test-{uuid.uuid4().hex}", f"test-{uuid.uuid4().hex}"
-    realtime.connected(conn, user.user_id, claims=claims)
+    rooms.connected(conn, user.user_id, claims=claims)
     try:
-        assert realtime.authorised(conn)
+        assert rooms.authorised(conn)
         auth.revoke(claims)
         lose_redis_token_state(state, user.user_id, claims["jti"])
-        assert not realtime.authorised(conn)
+        assert not rooms.authorised(conn)
         fresh = auth.verify(login(gateway, user.email, PASSWORD))
-        realtime.connected(second, user.user_id, claims=fresh)
-        assert realtime.authorised(second)
+        rooms.connected(second, user.user_id, claims=fresh)
+        assert rooms.authorised(second)
         auth.revoke_all(user.user_id)
         lose_redis_token_state(state, user.user_id)
-        assert not realtime.authorised(second)
+        assert not rooms.authorised(second)
     finally:
-        realtime.forget(conn)
-        realtime.forget(second)
+        rooms.forget(conn)
+        rooms.forget(second)
 
 
 @pytest.fixture
@@ -128,7 +129,7 @@ def test_a_revocation_record_goes_after_its_token_expired_and_revives_nothing(
         gateway, db, state, short_tokens):
     """FerretDB 1.24 has no TTL indexes: the record stops counting at its expiry and the next
     logout deletes it (MongoDB and DocumentDB's TTL monitor deletes it too)."""
-    from stockpred import auth
+    from stockpred.identity import auth
 
     user = gateway.new_user(password=PASSWORD)
     token = auth.issue(user.user_id)

@@ -1,5 +1,5 @@
-"""CloudWatch's alarm rule (stockpred.alarms), the template's alarms as devstack reads them, and
-the health check's statuses and metric lines (stockpred.health)."""
+"""CloudWatch's alarm rule (stockpred.observability.alarms), the template's alarms as devstack reads them, and
+the health check's statuses and metric lines (stockpred.observability.health)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from devstack import alarms as local_alarms
 from devstack.services import REPO_ROOT
 from devstack.template import Template
-from stockpred import alarms, health
-from stockpred.alarms import ALARM, INSUFFICIENT, OK
+from stockpred.observability import alarms, health
+from stockpred.observability.alarms import ALARM, INSUFFICIENT, OK
 
 NOW = 1_800_000_005.0
 

@@ -4,8 +4,8 @@ import datetime as dt
 
 import pytest
 
-from stockpred.alphavantage import UnknownToProvider, check_body, parse_daily, parse_quote
-from stockpred.prices import ProviderUnavailable
+from stockpred.market.alphavantage import UnknownToProvider, check_body, parse_daily, parse_quote
+from stockpred.market.prices import ProviderUnavailable
 from tests.fakes.alphavantage import fixture
 
 

@@ -11,9 +11,9 @@ import random
 
 import pytest
 
-from stockpred import bar_checks
-from stockpred.alphavantage import parse_daily
-from stockpred.bar_checks import (
+from stockpred.market import bar_checks
+from stockpred.market.alphavantage import parse_daily
+from stockpred.market.bar_checks import (
     Split,
     adjust_for_splits,
     complete_bars,
@@ -21,9 +21,9 @@ from stockpred.bar_checks import (
     is_complete,
     unexplained_jumps,
 )
-from stockpred.cache import Lookup
-from stockpred.market import MarketData
-from stockpred.prices import Bar, SymbolInfo, quote_from_bars
+from stockpred.market.market_data import MarketData
+from stockpred.market.prices import Bar, SymbolInfo, quote_from_bars
+from stockpred.stores.cache import Lookup
 
 UTC = dt.UTC
 

@@ -12,8 +12,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 
 from devstack import settings as stack_settings
-from stockpred import config, metrics, secrets
+from stockpred import config
+from stockpred.cloud import secrets
 from stockpred.config import ConfigError, from_environ
+from stockpred.observability import metrics
 
 AWS_ADDRESSES = {"STOCKPRED_ENV": "aws", "REDIS_URL": "rediss://state:6379/0",
                  "CACHE_REDIS_URLS": "rediss://cache:6379/0"}

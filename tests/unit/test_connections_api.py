@@ -13,9 +13,9 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from devstack.sigv4 import Guard
-from stockpred import connections_api
-from stockpred.connections_api import ConnectionsApi, PushFailed, SigV4Signer
-from stockpred.keepalive import Origin
+from stockpred.realtime import connections_api
+from stockpred.realtime.connections_api import ConnectionsApi, PushFailed, SigV4Signer
+from stockpred.realtime.keepalive import Origin
 
 KEY, SECRET = "AKIDSTACK", "stack-secret"
 

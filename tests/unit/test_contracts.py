@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from stockpred import contracts, openapi
+from stockpred import contracts
+from stockpred.api import openapi
 from tests.answers import Received, violations
 
 NOW = dt.datetime.now(dt.UTC)

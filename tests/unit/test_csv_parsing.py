@@ -2,7 +2,7 @@
 
 import datetime as dt
 
-from stockpred.csv_prices import parse_file
+from stockpred.market.csv_prices import parse_file
 
 HEADER = "Date,Open,High,Low,Close,Volume\n"
 

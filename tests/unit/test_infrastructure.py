@@ -25,7 +25,7 @@ import pytest
 
 from devstack.services import REPO_ROOT
 from devstack.template import load_yaml
-from stockpred.logship import _function_of
+from stockpred.observability.logship import _function_of
 
 TEMPLATE = REPO_ROOT / "template.yaml"
 SAM = REPO_ROOT / ".tools/sam/bin/sam"
@@ -37,9 +37,9 @@ SECRET_ARN_VARS = ("JWT_SECRET_ARN", "SERVICE_TOKEN_SECRET_ARN", "PSEUDONYM_KEY_
 OLD_SECRET_VARS = ("DATABASE_URL", "MONGO_URL", "JWT_SECRET", "SERVICE_TOKEN", "PSEUDONYM_KEY",
                    "ALPHAVANTAGE_API_KEY")
 LAYER = "layers/common/python/stockpred"
-# Each secret's value is read by one function of stockpred.secrets, where it is used, never all
+# Each secret's value is read by one function of stockpred.cloud.secrets, where it is used, never all
 # at start-up: a function needs a secret exactly when its handler can reach that reader.
-SECRETS = f"{LAYER}/secrets.py"
+SECRETS = f"{LAYER}/cloud/secrets.py"
 SECRET_USES: dict[str, list[tuple[str, str | None]]] = {
     "DatabaseSecret": [(SECRETS, "database_url")],
     "MongoSecret": [(SECRETS, "mongo_url")],
@@ -51,10 +51,10 @@ SECRET_USES: dict[str, list[tuple[str, str | None]]] = {
     "OriginVerifySecret": [(SECRETS, "origin_verify_secret")],
 }
 # Every push and disconnect goes through the management API client.
-PUSH_USES: list[tuple[str, str | None]] = [(f"{LAYER}/realtime.py", "management")]
+PUSH_USES: list[tuple[str, str | None]] = [(f"{LAYER}/realtime/rooms.py", "management")]
 # Every push event (and chunk, and retry) goes on the push queue through these.
-QUEUE_USES: list[tuple[str, str | None]] = [(f"{LAYER}/realtime.py", "_enqueue"),
-                                            (f"{LAYER}/realtime.py", "_enqueue_chunks")]
+QUEUE_USES: list[tuple[str, str | None]] = [(f"{LAYER}/realtime/rooms.py", "_enqueue"),
+                                            (f"{LAYER}/realtime/rooms.py", "_enqueue_chunks")]
 
 
 # ---- the template as data ----------------------------------------------------------------------
@@ -965,7 +965,7 @@ def _java_date_format(fmt: str) -> str:
 
 
 def test_fact_tables_project_the_partitions_the_etl_writes(monkeypatch):
-    from stockpred import warehouse
+    from stockpred.analytics import warehouse
 
     written: list[str] = []
     monkeypatch.setattr(warehouse, "_put", lambda key, table: written.append(key))

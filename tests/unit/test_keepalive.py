@@ -1,4 +1,4 @@
-"""stockpred.keepalive against a server scripted byte for byte: the requests it writes, the
+"""stockpred.realtime.keepalive against a server scripted byte for byte: the requests it writes, the
 responses it reads (Content-Length, chunked, read to close, 204), connections reused, and a
 connection the server closed while idle never used again."""
 
@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from stockpred.keepalive import BadResponse, Origin
+from stockpred.realtime.keepalive import BadResponse, Origin
 
 
 class Scripted:

@@ -10,7 +10,7 @@ import logging
 import pytest
 
 from devstack.logfeed import payload
-from stockpred import logs, logship
+from stockpred.observability import logs, logship
 
 JWT = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwiaWF0IjoxNTE2MjM5MDIyfQ."
        "SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c")
@@ -152,7 +152,7 @@ def test_a_usable_correlation_id_is_kept() -> None:
 def test_search_bounds_are_durations_back_from_now_or_iso_times() -> None:
     import datetime as dt
 
-    from stockpred.opensearch import parse_time
+    from stockpred.observability.opensearch import parse_time
 
     now = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
     assert parse_time("15m", now) == now - dt.timedelta(minutes=15)
@@ -165,7 +165,7 @@ def test_search_bounds_are_durations_back_from_now_or_iso_times() -> None:
 
 
 def test_metric_lines_go_to_the_metric_indices_with_their_values_and_the_rest_to_the_logs() -> None:
-    from stockpred import metrics
+    from stockpred.observability import metrics
 
     metric = json.dumps(metrics.document({"Requests": (1, "Count"), "Duration": (12.5, "Milliseconds")},
                                          {"Function": "UsersFunction", "Route": "POST /api/users/buy"},

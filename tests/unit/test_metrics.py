@@ -1,4 +1,4 @@
-"""stockpred.metrics writes what CloudWatch's Embedded Metric Format specification asks for: a
+"""stockpred.observability.metrics writes what CloudWatch's Embedded Metric Format specification asks for: a
 JSON line whose `_aws` names the namespace, the dimension sets and each metric, whose value is a
 top-level member of the same name."""
 
@@ -13,9 +13,9 @@ import pytest
 from chalice import Chalice
 from chalice.test import Client
 
-from stockpred import metrics
-from stockpred.handlers import ApiError, install
-from stockpred.logs import lambda_handler
+from stockpred.api.edge import ApiError, install
+from stockpred.observability import metrics
+from stockpred.observability.logs import lambda_handler
 
 
 def test_a_metric_line_is_embedded_metric_format(monkeypatch, capsys):

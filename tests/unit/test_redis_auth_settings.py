@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from stockpred import config, secrets
+from stockpred import config
+from stockpred.cloud import secrets
 from stockpred.config import from_environ
 
 AWS_ADDRESSES = {"STOCKPRED_ENV": "aws", "REDIS_URL": "rediss://state:6379/0",

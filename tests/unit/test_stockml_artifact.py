@@ -10,7 +10,7 @@ import pytest
 from stockml import artifact
 from stockml.features import build_features, frame_from_bars
 from stockml.models import MODEL_KINDS, SignalModel, make_model, training_rows
-from stockpred.sample_data import available, load_series
+from stockpred.market.sample_data import available, load_series
 
 pytestmark = pytest.mark.skipif(not available(), reason="sample data (arch package) not installed")
 

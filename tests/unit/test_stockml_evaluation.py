@@ -25,7 +25,7 @@ from stockml.evaluation import (
     walk_forward_splits,
 )
 from stockml.features import Frame, as_day, build_features, frame_from_bars
-from stockpred.sample_data import available, load_series
+from stockpred.market.sample_data import available, load_series
 from tests.unit.test_stockml_features import changed_after
 
 needs_sample = pytest.mark.skipif(not available(), reason="sample data (arch package) not installed")

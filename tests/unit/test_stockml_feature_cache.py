@@ -6,8 +6,8 @@ import pytest
 
 from stockml import signals
 from stockml.features import build_features, frame_from_bars
-from stockpred.market import History
-from stockpred.sample_data import available, load_series
+from stockpred.market.market_data import History
+from stockpred.market.sample_data import available, load_series
 
 pytestmark = pytest.mark.skipif(not available(), reason="sample data (arch package) not installed")
 

@@ -19,8 +19,8 @@ from stockml.features import (
     frame_from_bars,
     rolling_mean,
 )
-from stockpred.prices import Bar
-from stockpred.sample_data import available, load_series
+from stockpred.market.prices import Bar
+from stockpred.market.sample_data import available, load_series
 
 pytestmark = pytest.mark.skipif(not available(), reason="sample data (arch package) not installed")
 

@@ -15,7 +15,7 @@ from stockml.models import (
     train,
     training_rows,
 )
-from stockpred.sample_data import available, load_series
+from stockpred.market.sample_data import available, load_series
 from tests.unit.test_stockml_features import changed_after
 
 pytestmark = pytest.mark.skipif(not available(), reason="sample data (arch package) not installed")

@@ -9,7 +9,7 @@ import pytest
 
 from stockml.panel import Panel, panel_from_bars
 from stockml.synthetic import synthetic_panel, to_bars
-from stockpred.prices import Bar
+from stockpred.market.prices import Bar
 
 # Tue 2 Jan 2024 .. Tue 9 Jan 2024 without the weekend: six calendar rows.
 DAYS = [dt.date(2024, 1, d) for d in (2, 3, 4, 5, 8, 9)]

@@ -128,7 +128,7 @@ def test_the_prediction_is_explained_in_words():
 
 
 def bars_until(last: str, days: int = 80) -> list:
-    from stockpred.prices import Bar
+    from stockpred.market.prices import Bar
 
     dates = np.busday_offset(last, -np.arange(days)[::-1], roll="backward")
     return [Bar(d.item(), 100.0 + i, 101.0 + i, 99.0 + i, 100.5 + i, 1e6) for i, d in enumerate(dates)]
@@ -137,7 +137,7 @@ def bars_until(last: str, days: int = 80) -> list:
 def test_a_bar_of_a_session_still_open_is_left_out_and_the_history_gets_its_own_version():
     import datetime as dt
 
-    from stockpred.market import History
+    from stockpred.market.market_data import History
 
     history = History("SPX", "alphavantage", bars_until("2026-07-15"), "v1")
     during = dt.datetime(2026, 7, 15, 19, 59, tzinfo=dt.UTC)  # 15:59 in New York (EDT)
@@ -148,7 +148,7 @@ def test_a_bar_of_a_session_still_open_is_left_out_and_the_history_gets_its_own_
 
 
 def test_a_model_is_never_served_for_a_day_inside_its_training_window(fake_registry, monkeypatch):
-    from stockpred.market import History
+    from stockpred.market.market_data import History
 
     class Loaded:
         metadata = {"training_window": {"from": "2015-01-02", "to": "2026-03-02"}}

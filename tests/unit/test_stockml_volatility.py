@@ -17,7 +17,7 @@ from stockml.volatility import (
     qlike,
 )
 from stockml.volatility_fit import diebold_mariano, fit_garch, hac_lags, walk_forward_volatility
-from stockpred.sample_data import available, load_series
+from stockpred.market.sample_data import available, load_series
 
 TRUE = {"omega": 0.02, "alpha": 0.05, "gamma": 0.10, "beta": 0.88}
 

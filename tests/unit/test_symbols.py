@@ -1,6 +1,6 @@
 import pytest
 
-from stockpred.symbols import InvalidSymbol, normalise
+from stockpred.market.symbols import InvalidSymbol, normalise
 
 
 @pytest.mark.parametrize("raw,expected", [("spx", "SPX"), (" ibm ", "IBM"), ("BRK.B", "BRK.B"),

@@ -236,7 +236,7 @@ def test_databases_take_tls_only_keep_snapshots_and_refuse_deletion():
 
 def test_documentdb_account_reads_go_to_the_primary():
     """A replica (the obvious HA step) would let the saga read a stale balance."""
-    from stockpred import secrets
+    from stockpred.cloud import secrets
 
     url = secrets.mongo_url_from({"username": "u", "password": "p", "host": "h"}, ca_file="/ca.pem")
     assert "readPreference=primary" in url and "secondaryPreferred" not in url

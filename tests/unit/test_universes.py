@@ -1,9 +1,9 @@
-"""stockpred.universes, without a database: names, members and a folder's symbols."""
+"""stockpred.predictions.universes, without a database: names, members and a folder's symbols."""
 
 import pytest
 
-from stockpred import universes
-from stockpred.universes import UniverseError
+from stockpred.predictions import universes
+from stockpred.predictions.universes import UniverseError
 
 
 @pytest.mark.parametrize("name", ["sp500", "Tech-10", "a", "x_1", "A" * 40])

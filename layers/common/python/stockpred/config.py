@@ -9,7 +9,7 @@ Local mode (STOCKPRED_ENV=local, the default) points at the services `stockpred 
 starts; any other mode refuses to run on a default where an address is needed.
 
 Secrets are not settings: a function gets only the name (ARN) of each secret, `*_SECRET_ARN`,
-and reads its value through `stockpred.secrets` (Secrets Manager, cached with a TTL). Only in
+and reads its value through `stockpred.cloud.secrets` (Secrets Manager, cached with a TTL). Only in
 local mode, when no ARN is given, the old plain variables (JWT_SECRET, SERVICE_TOKEN,
 PSEUDONYM_KEY, DATABASE_URL, MONGO_URL, ALPHAVANTAGE_API_KEY, ORIGIN_VERIFY_SECRET) stand in
 for them; they are read here and are never part of a Settings' repr.
@@ -440,7 +440,7 @@ class Settings:
         doc="daily log indices `<prefix>-YYYY.MM.DD` and their index template")
     metric_index_prefix: str = setting(
         "METRIC_INDEX_PREFIX", "stockpred-metrics",
-        doc="the metric lines' daily indices and their template (stockpred.metrics; must not "
+        doc="the metric lines' daily indices and their template (stockpred.observability.metrics; must not "
             "start with `LOG_INDEX_PREFIX-`)")
     alarm_name_prefix: str = setting(
         "ALARM_NAME_PREFIX", "local-",
@@ -458,7 +458,7 @@ class Settings:
     metrics_namespace: str = setting(
         "METRICS_NAMESPACE", "stockpred",
         doc="CloudWatch namespace of the metrics the functions write as Embedded Metric Format "
-            "lines on stdout (stockpred.metrics); the template sets `stockpred/<stack name>`")
+            "lines on stdout (stockpred.observability.metrics); the template sets `stockpred/<stack name>`")
 
     jwt_secret_arn: str | None = setting(
         "JWT_SECRET_ARN", section="Secrets: where they are (Secrets Manager), how long a value is reused",

@@ -2,7 +2,7 @@
 
 One source for three uses: request bodies are validated through `parse` (every field error as
 users see it: `{"error": "Invalid input data", "fields": {field: what it must be}}`); the OpenAPI
-document's schemas are generated from these models (stockpred.openapi); the e2e suite checks
+document's schemas are generated from these models (stockpred.api.openapi); the e2e suite checks
 every answer it receives against them. Answers may carry fields beyond a model's (the design's
 shapes may grow, never shrink), so answer models allow extra fields.
 
@@ -23,7 +23,8 @@ import pydantic
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
-from stockpred import ledger, money, symbols
+from stockpred.market import symbols
+from stockpred.trading import ledger, money
 
 SYMBOL_PATTERN = "^[A-Za-z][A-Za-z0-9.\\-]{0,9}$"
 MAX_QUANTITY = ledger.MAX_QUANTITY
@@ -223,7 +224,7 @@ def _email(value: Any) -> str:
 
 
 def _new_password(value: Any) -> str:
-    """A new password's shape (its strength is stockpred.users' to judge)."""
+    """A new password's shape (its strength is stockpred.identity.users' to judge)."""
     if not isinstance(value, str):
         raise problem(A_STRING)
     if not PASSWORD_MIN <= len(value) <= PASSWORD_MAX:

@@ -18,7 +18,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 if TYPE_CHECKING:
-    from stockpred.prices import Bar
+    from stockpred.market.prices import Bar
 
 OHLCV = ("open", "high", "low", "close", "volume")
 

@@ -4,7 +4,7 @@ A `Panel` holds open, high, low, close and volume as float64 arrays of shape (da
 is one calendar day, column i one symbol, and NaN marks a day on which a symbol has no bar (not
 listed yet, delisted, or a gap in its history). Nothing is ever forward-filled: a missing bar stays
 missing, so a return, a rank or a portfolio on day t only ever uses bars that really exist.
-`panel_from_bars` builds one from per-symbol lists of `stockpred.prices.Bar`, on the union of their
+`panel_from_bars` builds one from per-symbol lists of `stockpred.market.prices.Bar`, on the union of their
 dates.
 """
 
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from stockpred.prices import Bar
+    from stockpred.market.prices import Bar
 
 FIELDS = ("open", "high", "low", "close", "volume")
 # datetime64[D] counts days from 1970-01-01; date.toordinal() counts them from 0001-01-01 (day 1).

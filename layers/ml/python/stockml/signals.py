@@ -7,7 +7,7 @@ API Gateway gives a request 29 s, so `request_training` starts one training in t
 function (an asynchronous Lambda invoke) and the caller answers 202. A lease on the state Redis
 makes that single-flight across concurrent requests and warm instances: ten first requests for a
 symbol start one training. Each training started so is counted against the on-demand training
-budget (stockpred.training_budget: per hour, stack-wide and per client address); over it, the
+budget (stockpred.predictions.training_budget: per hour, stack-wide and per client address); over it, the
 request is refused (BudgetSpent) and leaves no lease behind.
 
 The lease lasts only while its holder lives. The request takes it for TRAINING_FIRST_LEASE_SECONDS
@@ -31,7 +31,7 @@ day's close is known, the stored row's outcome is filled in.
 
 A warm instance computes a history's features once: `FeatureCache` keeps the last bar's feature
 row per (symbol, history version), the version being the digest of the cached history entry the
-bars came from (stockpred.market), so a new as_of or any corrected bar is a new key.
+bars came from (stockpred.market.market_data), so a new as_of or any corrected bar is a new key.
 """
 
 from __future__ import annotations
@@ -53,13 +53,17 @@ from stockml.features import WARMUP_ROWS, build_features, frame_from_bars
 from stockml.registry import LoadedModel, ModelNotFound, ModelRegistry, OutdatedArtifact
 from stockml.sizing import recommend
 from stockml.volatility import TRADING_DAYS
-from stockpred import aws, config, logs, postgres, redis_stores, training_budget
-from stockpred.bar_checks import complete_bars
-from stockpred.logs import get_logger
+from stockpred import config
+from stockpred.cloud import aws
+from stockpred.market.bar_checks import complete_bars
+from stockpred.observability import logs
+from stockpred.observability.logs import get_logger
+from stockpred.predictions import training_budget
+from stockpred.stores import postgres, redis_stores
 
 if TYPE_CHECKING:
-    from stockpred.market import History
-    from stockpred.prices import Bar
+    from stockpred.market.market_data import History
+    from stockpred.market.prices import Bar
 
 log = get_logger("signals")
 
@@ -316,7 +320,7 @@ features_cache = FeatureCache()
 
 
 def completed(history: History, now: dt.datetime | None = None) -> History:
-    """The history without a last bar the exchange has not closed yet (stockpred.bar_checks): no
+    """The history without a last bar the exchange has not closed yet (stockpred.market.bar_checks): no
     prediction is made, and stored, from a partial bar. A trimmed history gets its own version."""
     bars = complete_bars(history.bars, now)
     if len(bars) == len(history.bars):

@@ -48,7 +48,7 @@ import numpy as np
 from stockml.panel import Panel
 
 if TYPE_CHECKING:
-    from stockpred.prices import Bar
+    from stockpred.market.prices import Bar
 
 TRADING_DAYS = 252
 GARCH_ALPHA = 0.08
@@ -173,11 +173,11 @@ def synthetic_panel(
 
 
 def to_bars(panel: Panel) -> dict[str, list[Bar]]:
-    """Each symbol's bars (the days with a close), oldest first, as `stockpred.prices.Bar`: the
+    """Each symbol's bars (the days with a close), oldest first, as `stockpred.market.prices.Bar`: the
     input of `panel_from_bars` or of a CSV writer. Volume is rounded to an integer; a day with a
     close but a missing open, high, low or volume raises ValueError. A day on which no symbol has a
     bar appears in no Bar, so `panel_from_bars(to_bars(p))` leaves it out of its calendar."""
-    from stockpred.prices import Bar
+    from stockpred.market.prices import Bar
 
     dates = panel.dates.astype(object)  # datetime.date objects
     fields = (panel.open, panel.high, panel.low, panel.close, panel.volume)

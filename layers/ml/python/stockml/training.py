@@ -31,11 +31,11 @@ from stockml.signals import NotEnoughHistory, check_history, record_model, regis
 from stockml.volatility import percent_returns
 from stockml.volatility_fit import fit_volatility
 from stockpred import config
-from stockpred.bar_checks import complete_bars
-from stockpred.logs import get_logger
+from stockpred.market.bar_checks import complete_bars
+from stockpred.observability.logs import get_logger
 
 if TYPE_CHECKING:
-    from stockpred.prices import Bar
+    from stockpred.market.prices import Bar
 
 __all__ = ["NotEnoughHistory", "train"]
 

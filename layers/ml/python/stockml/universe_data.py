@@ -1,8 +1,8 @@
 """A stored universe's daily bars as one aligned panel, from the market data providers.
 
 Each member's history comes through the same read-through cache and provider chain as any symbol
-(stockpred.market: split-adjusted, imported CSVs included); a partial last bar is left out
-(stockpred.bar_checks). A member no provider knows, or whose provider is down, is left out and
+(stockpred.market.market_data: split-adjusted, imported CSVs included); a partial last bar is left out
+(stockpred.market.bar_checks). A member no provider knows, or whose provider is down, is left out and
 named in `missing` with the reason, rather than failing the whole universe.
 """
 
@@ -12,9 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from stockml.panel import Panel, panel_from_bars
-from stockpred import market, universes
-from stockpred.bar_checks import complete_bars
-from stockpred.prices import ProviderUnavailable, UnknownSymbol
+from stockpred.market import market_data
+from stockpred.market.bar_checks import complete_bars
+from stockpred.market.prices import ProviderUnavailable, UnknownSymbol
+from stockpred.predictions import universes
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ def load_universe_panel(name: str, progress: Callable[[int, int], None] | None =
     universes.UnknownUniverse if there is no such universe; ValueError if fewer than two members
     have any bars."""
     members = universes.get(name)["symbols"]
-    data = market.default()
+    data = market_data.default()
     bars, missing = {}, {}
     for done, symbol in enumerate(members, start=1):
         try:

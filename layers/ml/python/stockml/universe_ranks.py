@@ -14,8 +14,9 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from stockml.registry import RankingNotFound, UniverseRankings
-from stockpred import aws, universes
-from stockpred.logs import get_logger
+from stockpred.cloud import aws
+from stockpred.observability.logs import get_logger
+from stockpred.predictions import universes
 
 log = get_logger("universe_ranks")
 
