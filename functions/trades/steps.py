@@ -2,10 +2,10 @@
 
 Quote (the price both participants use), Account (reserve, commit or release cash and shares),
 Ledger (PREPARE TRANSACTION, COMMIT PREPARED or ROLLBACK PREPARED of the ledger row) and Decide
-(the commit/abort decision, written once per trade). Each delegates to `stockpred.trading.saga`, which
+(the commit/abort decision, written once per trade). Each delegates to `stockpred.trading.steps`, which
 validates the event as if anyone could invoke the function: a recorded trade whose stored order
 matches, the stored quote's prices, and only the phase transitions the saga allows. A refusal
-raises `saga.InvalidStep` and moves nothing.
+raises `steps.InvalidStep` and moves nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from stockpred.observability import logs
-from stockpred.trading import saga
+from stockpred.trading import saga, steps
 
 log = logs.get_logger("saga")
 
@@ -49,7 +49,7 @@ def _step(run: Callable[[Any], dict[str, Any]]) -> Callable[[Any, Any], dict[str
     return handler
 
 
-quote = _step(saga.quote_step)
-account = _step(saga.account_step)
-ledger = _step(saga.ledger_step)
-decide = _step(saga.decide_step)
+quote = _step(steps.quote_step)
+account = _step(steps.account_step)
+ledger = _step(steps.ledger_step)
+decide = _step(steps.decide_step)

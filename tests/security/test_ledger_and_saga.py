@@ -25,6 +25,7 @@ from stockpred.cloud import secrets
 from stockpred.trading import ledger, saga
 from stockpred.trading.accounts import Accounts
 from stockpred.trading.money import client_price_cents
+from stockpred.trading.steps import InvalidStep
 from tests.e2e.test_warehouse import pg
 
 pytestmark = pytest.mark.usefixtures("flush_cache")
@@ -369,7 +370,7 @@ def intents(stack):
     made = []
     yield made
     for txid, user_id in made:
-        saga._finish(txid, user_id)
+        saga.finish_in_doubt(txid, user_id)
 
 
 def _nothing_moved(stack, user_id, n_entries):
@@ -390,12 +391,12 @@ def test_a_negative_amount_then_commit_mints_nothing(gateway, stack, steps, inte
                        "side": "buy", "quantity": 1}, None)):
         evil = {"price_cents": minted, "amount_cents": minted, "as_of": "x", "cost_cents": 0}
         for handler in (steps.account, steps.ledger):
-            with pytest.raises(saga.InvalidStep):
+            with pytest.raises(InvalidStep):
                 handler({"step": "prepare", "trade": trade, "quote": evil}, None)
-        with pytest.raises(saga.InvalidStep):
+        with pytest.raises(InvalidStep):
             steps.decide({"transaction_id": trade["transaction_id"], "decision": "commit"}, None)
         for handler in (steps.account, steps.ledger):
-            with pytest.raises(saga.InvalidStep):
+            with pytest.raises(InvalidStep):
                 handler({"step": "commit", "trade": trade}, None)
     _nothing_moved(stack, user.user_id, n)
     # and the domain itself refuses, whoever calls it
@@ -428,28 +429,28 @@ def test_unknown_transactions_and_mismatched_orders_are_refused(gateway, stack, 
     ]
     for bad in mismatched:
         for handler in (steps.account, steps.ledger):
-            with pytest.raises(saga.InvalidStep):
+            with pytest.raises(InvalidStep):
                 handler({"step": "prepare", "trade": bad, "quote": quote}, None)
-        with pytest.raises(saga.InvalidStep):
+        with pytest.raises(InvalidStep):
             steps.quote(bad, None)
     for bad_quote in ({**quote, "price_cents": 1, "amount_cents": 2},   # not the stored quote
                       {**quote, "amount_cents": quote["amount_cents"] - 1},
                       {**quote, "price_cents": float(quote["price_cents"])},
                       {**quote, "cost_cents": -1}, None, []):
         for handler in (steps.account, steps.ledger):
-            with pytest.raises(saga.InvalidStep):
+            with pytest.raises(InvalidStep):
                 handler({"step": "prepare", "trade": trade, "quote": bad_quote}, None)
     for event in (None, [], "x", {"step": "prepare", "trade": trade},           # no quote
                   {"step": "commit", "trade": trade, "quote": quote},            # quote off-phase
                   {"step": "reserve", "trade": trade}, {"step": ["prepare"], "trade": trade}):
         for handler in (steps.account, steps.ledger):
-            with pytest.raises(saga.InvalidStep):
+            with pytest.raises(InvalidStep):
                 handler(event, None)
     for event in ({"transaction_id": unknown["transaction_id"], "decision": "abort"},
                   {"transaction_id": trade["transaction_id"], "decision": "maybe"},
                   {"transaction_id": trade["transaction_id"]}, {"transaction_id": 7, "decision": "abort"},
                   {"transaction_id": trade["transaction_id"], "decision": "commit", "by": "me"}):
-        with pytest.raises(saga.InvalidStep):
+        with pytest.raises(InvalidStep):
             steps.decide(event, None)
     _nothing_moved(stack, user.user_id, n)
     assert entries(stack, other.user_id) == 1
@@ -463,21 +464,21 @@ def test_phases_only_in_order(gateway, stack, steps, intents):
     # commit or abort before any decision
     for step in ("commit", "abort"):
         for handler in (steps.account, steps.ledger):
-            with pytest.raises(saga.InvalidStep):
+            with pytest.raises(InvalidStep):
                 handler({"step": step, "trade": trade}, None)
     # a commit decision needs both participants prepared
-    with pytest.raises(saga.InvalidStep):
+    with pytest.raises(InvalidStep):
         steps.decide({"transaction_id": trade["transaction_id"], "decision": "commit"}, None)
     steps.ledger({"step": "prepare", "trade": trade, "quote": quote}, None)
-    with pytest.raises(saga.InvalidStep):
+    with pytest.raises(InvalidStep):
         steps.decide({"transaction_id": trade["transaction_id"], "decision": "commit"}, None)
     # aborted: no prepare, no commit afterwards
     assert steps.decide({"transaction_id": trade["transaction_id"], "decision": "abort"}, None) == {
         "decision": "abort"}
-    with pytest.raises(saga.InvalidStep):
+    with pytest.raises(InvalidStep):
         steps.account({"step": "prepare", "trade": trade, "quote": quote}, None)
     for handler in (steps.account, steps.ledger):
-        with pytest.raises(saga.InvalidStep):
+        with pytest.raises(InvalidStep):
             handler({"step": "commit", "trade": trade}, None)
         handler({"step": "abort", "trade": trade}, None)
     assert steps.decide({"transaction_id": trade["transaction_id"], "decision": "commit"}, None) == {
@@ -500,7 +501,7 @@ def test_replaying_a_committed_trades_phases_moves_no_money(gateway, stack, step
     before = accounts(stack).state(user.user_id)
     n = entries(stack, user.user_id)
     for handler in (steps.account, steps.ledger):
-        with pytest.raises(saga.InvalidStep):
+        with pytest.raises(InvalidStep):
             handler({"step": "abort", "trade": trade}, None)
         handler({"step": "commit", "trade": trade}, None)     # repeated: a no-op
         handler({"step": "prepare", "trade": trade, "quote": quote}, None)  # repeated: a no-op

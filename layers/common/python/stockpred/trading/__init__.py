@@ -1,4 +1,5 @@
-"""Paper trading: the buy and sell saga with two-phase commit (saga), its participants (accounts on
-MongoDB, the ledger on PostgreSQL), the portfolio a user sees, money as integer cents, and the
-fault hooks of its crash tests.
+"""Paper trading: what the buy and sell functions do around a trade (saga: intent, execution,
+Idempotency-Keys), the state machine's steps (steps), its participants (accounts on MongoDB, the
+ledger on PostgreSQL), recovery of trades in doubt (recovery), the portfolio a user sees, money as
+integer cents, and the fault hooks of its crash tests (faults).
 """

@@ -1,16 +1,15 @@
-"""Buy and sell as a saga with two-phase commit, coordinated by Step Functions.
+"""Buy and sell as a saga with two-phase commit, coordinated by Step Functions: what the buy and
+sell functions do around an execution.
 
 The state machine (statemachines/trade.asl.json) runs: Quote -> Prepare (in parallel: the
 account reserves cash or shares, the ledger PREPAREs its row) -> Decide (a row written once) ->
-Commit both or Abort both. This module holds each step's behaviour, what the buy and sell
-functions do around an execution (intent, start, wait, idempotency), and recovery, which
-finishes by the durable decision whatever a crash left in doubt. Every step is idempotent by
-transaction id, so Step Functions' retries and recovery can repeat any of them.
+Commit both or Abort both; its steps are stockpred.trading.steps. This module records the
+trade's intent, starts the execution, waits for its end, keeps Idempotency-Keys, and finishes a
+trade by its durable decision when recovery (stockpred.trading.recovery) finds one in doubt.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import time
@@ -19,249 +18,22 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import psycopg2
-import pymongo.errors
 import redis
 
-from stockpred import config, contracts
+from stockpred import config
 from stockpred.cloud import aws
-from stockpred.market import market_data
-from stockpred.market.prices import ProviderUnavailable
 from stockpred.observability import logs, metrics
 from stockpred.observability.logs import get_logger
 from stockpred.stores import postgres, redis_stores
-from stockpred.trading import faults, ledger
-from stockpred.trading.accounts import Accounts, Contention
-from stockpred.trading.money import price_cents
+from stockpred.trading import faults, ledger, steps
+from stockpred.trading.accounts import Accounts
 
 log = get_logger("trading")
-MAX_QUANTITY = ledger.MAX_QUANTITY
-
-
-class TransientError(RuntimeError):
-    """Worth retrying (a store briefly unreachable, a busy account): the state machine retries it."""
 
 
 def state_machine_arn() -> str:
     return config.load().trade_state_machine_arn
 
-
-# ---- the steps the state machine calls ---------------------------------------------------------
-# Each handler validates its input as if anyone could invoke it: the event must describe a trade
-# whose intent is recorded (same user, symbol, side and quantity), the prices must be the ones the
-# Quote step stored for it, and a participant moves only in the order the saga allows (prepare
-# before any decision, commit only after a commit decision, abort only after an abort decision).
-# A refusal raises InvalidStep and changes nothing.
-class InvalidStep(ValueError):
-    """The step's input is not what this trade's own execution would send: refused, nothing moved."""
-
-
-TRADE_FIELDS = frozenset({"transaction_id", "user_id", "symbol", "side", "quantity"})
-MAX_PRICE_CENTS = ledger.MAX_PRICE_CENTS
-
-
-def _whole(value: Any, name: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InvalidStep(f"{name} must be a whole number from {low} to {high}")
-    return value
-
-
-def _txid(value: Any) -> str:
-    try:
-        if isinstance(value, str) and str(uuid.UUID(value)) == value:
-            return value
-    except ValueError:
-        pass
-    raise InvalidStep("transaction_id must be a transaction id (a lower-case UUID)")
-
-
-def _trade_of(value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict) or set(value) != TRADE_FIELDS:
-        raise InvalidStep(f"trade must be an object with exactly {', '.join(sorted(TRADE_FIELDS))}")
-    try:
-        order = contracts.parse(contracts.Order, value)
-    except contracts.Invalid as exc:
-        raise InvalidStep(f"trade is malformed: {exc.fields}") from None
-    if order.symbol != value["symbol"]:
-        raise InvalidStep("trade is malformed: symbol not normalised")
-    if value["side"] not in ("buy", "sell"):
-        raise InvalidStep("side must be buy or sell")
-    return {"transaction_id": _txid(value["transaction_id"]), **order.model_dump(), "side": value["side"]}
-
-
-def _intent(txid: str) -> dict[str, Any] | None:
-    try:
-        with postgres.transaction() as cur:
-            cur.execute("""SELECT user_id, symbol, side, quantity, price_cents, cost_cents, as_of
-                           FROM trade_intents WHERE transaction_id = %s""", (txid,))
-            row = cur.fetchone()
-    except psycopg2.OperationalError as exc:
-        raise TransientError(str(exc)) from exc
-    if row is None:
-        return None
-    return dict(zip(("user_id", "symbol", "side", "quantity", "price_cents", "cost_cents", "as_of"),
-                    row, strict=True))
-
-
-def _known(trade: dict[str, Any]) -> dict[str, Any]:
-    """The recorded intent of the trade, which must be the same order the event describes."""
-    intent = _intent(trade["transaction_id"])
-    if intent is None:
-        raise InvalidStep(f"unknown transaction {trade['transaction_id']}")
-    if any(intent[k] != trade[k] for k in ("user_id", "symbol", "side", "quantity")):
-        raise InvalidStep(f"transaction {trade['transaction_id']} is not this order")
-    return intent
-
-
-def _stored_quote(intent: dict[str, Any]) -> dict[str, Any]:
-    price, cost = intent["price_cents"], intent["cost_cents"]
-    return {"price_cents": price, "amount_cents": price * intent["quantity"], "as_of": intent["as_of"],
-            "cost_cents": cost}
-
-
-def _quote_of(value: Any, intent: dict[str, Any]) -> dict[str, Any]:
-    """The quote in a prepare event: it must be the one the Quote step stored for this trade."""
-    if not isinstance(value, dict):
-        raise InvalidStep("quote must be an object")
-    if intent["price_cents"] is None:
-        raise InvalidStep("the trade has not been quoted")
-    price = _whole(value.get("price_cents"), "price_cents", 1, MAX_PRICE_CENTS)
-    amount = _whole(value.get("amount_cents"), "amount_cents", 1, MAX_PRICE_CENTS * MAX_QUANTITY)
-    cost = _whole(value.get("cost_cents"), "cost_cents", 0, MAX_PRICE_CENTS * MAX_QUANTITY)
-    stored = _stored_quote(intent)
-    if (price, amount, cost) != (stored["price_cents"], stored["amount_cents"], stored["cost_cents"]):
-        raise InvalidStep("quote is not the one this trade was given")
-    return stored
-
-
-def _decision(txid: str) -> str | None:
-    try:
-        with postgres.transaction() as cur:
-            return ledger.decision(cur, txid)
-    except psycopg2.OperationalError as exc:
-        raise TransientError(str(exc)) from exc
-
-
-def _step_event(event: Any, fields: set[str]) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    if not isinstance(event, dict) or not set(event) <= fields | {"step"}:
-        raise InvalidStep("the event must be an object with step, trade (and quote to prepare)")
-    step = event.get("step")
-    if step not in ("prepare", "commit", "abort"):
-        raise InvalidStep(f"unknown step {step!r}")
-    if (step == "prepare") != ("quote" in event):
-        raise InvalidStep("a quote goes with prepare, and only with prepare")
-    trade = _trade_of(event.get("trade"))
-    return step, trade, _known(trade)
-
-
-def _in_order(step: str, decided: str | None, prepared: bool) -> None:
-    """Prepare before any decision (or an already prepared participant, repeated); commit after a
-    commit decision; abort after an abort decision."""
-    if step == "prepare" and decided is not None and not prepared:
-        raise InvalidStep(f"the trade was already decided ({decided}); it cannot prepare now")
-    if step in ("commit", "abort") and decided != step:
-        raise InvalidStep(f"the trade's decision is {decided or 'not made'}; it cannot {step}")
-
-
-def quote_step(trade: Any) -> dict[str, Any]:
-    """Price (and, for a sell, the cost basis of the shares sold) that both participants use,
-    stored with the intent the first time so that every later step is held to it."""
-    trade = _trade_of(trade)
-    intent = _known(trade)
-    if intent["price_cents"] is not None:
-        return _stored_quote(intent)
-    try:
-        quote, _ = market_data.default().quote(trade["symbol"])
-    except ProviderUnavailable as exc:
-        raise TransientError(str(exc)) from exc
-    cents = price_cents(quote.price)
-    if not 1 <= cents <= MAX_PRICE_CENTS:
-        raise InvalidStep(f"the quoted price of {trade['symbol']} cannot be traded")
-    cost = 0
-    if trade["side"] == "sell":
-        holding = Accounts().state(trade["user_id"]).holdings.get(trade["symbol"])
-        if holding and holding.shares:
-            cost = max(0, round(holding.cost_cents * trade["quantity"] / holding.shares))
-    try:
-        with postgres.transaction() as cur:
-            cur.execute("""UPDATE trade_intents SET price_cents = %s, cost_cents = %s, as_of = %s
-                           WHERE transaction_id = %s AND price_cents IS NULL""",
-                        (cents, cost, quote.as_of.isoformat(), trade["transaction_id"]))
-    except psycopg2.OperationalError as exc:
-        raise TransientError(str(exc)) from exc
-    return _stored_quote(_known(trade))
-
-
-def account_step(event: Any) -> dict[str, Any]:
-    faults.check(f"users.{event.get('step') if isinstance(event, dict) else None}")
-    step, trade, intent = _step_event(event, {"trade", "quote"})
-    txid = trade["transaction_id"]
-    accounts = Accounts()
-    try:
-        if step == "prepare":
-            q = _quote_of(event["quote"], intent)
-            reserved = f"reserve:{txid}" in accounts.state(trade["user_id"]).applied_refs
-            _in_order(step, _decision(txid), reserved)
-            accounts.reserve(trade["user_id"], txid, trade["side"], trade["symbol"], trade["quantity"],
-                             q["amount_cents"], q["cost_cents"])
-        elif step == "commit":
-            _in_order(step, _decision(txid), True)
-            accounts.commit(trade["user_id"], txid)
-        else:
-            _in_order(step, _decision(txid), True)
-            accounts.release(trade["user_id"], txid)
-    except (pymongo.errors.ConnectionFailure, Contention) as exc:
-        raise TransientError(str(exc)) from exc
-    if step != "prepare":
-        _signal_finished(txid, "account")
-    return {"participant": "account", "step": step, "ok": True}
-
-
-def ledger_step(event: Any) -> dict[str, Any]:
-    faults.check(f"ledger.{event.get('step') if isinstance(event, dict) else None}")
-    step, trade, intent = _step_event(event, {"trade", "quote"})
-    txid = trade["transaction_id"]
-    try:
-        if step == "prepare":
-            q = _quote_of(event["quote"], intent)
-            _in_order(step, _decision(txid), ledger.prepared_or_written(txid))
-            ledger.prepare(txid, trade["user_id"], trade["symbol"], trade["side"], trade["quantity"],
-                           q["price_cents"], q["cost_cents"])
-        else:
-            _in_order(step, _decision(txid), True)
-            ledger.finish(txid, step)
-    except psycopg2.OperationalError as exc:
-        raise TransientError(str(exc)) from exc
-    if step != "prepare":
-        _signal_finished(txid, "ledger")
-    return {"participant": "ledger", "step": step, "ok": True}
-
-
-def decide_step(event: Any) -> dict[str, Any]:
-    faults.check("coordinator.before_decision")
-    if not isinstance(event, dict) or set(event) != {"transaction_id", "decision"}:
-        raise InvalidStep("the event must be an object with exactly transaction_id and decision")
-    txid = _txid(event["transaction_id"])
-    wanted = event["decision"]
-    if wanted not in ("commit", "abort"):
-        raise InvalidStep("decision must be commit or abort")
-    intent = _intent(txid)
-    if intent is None:
-        raise InvalidStep(f"unknown transaction {txid}")
-    try:
-        decided = _decision(txid)
-        if decided is None and wanted == "commit":
-            # Commit only what both participants hold: otherwise the decision could not be kept.
-            if not ledger.prepared_or_written(txid):
-                raise InvalidStep(f"trade {txid}: the ledger has not prepared it")
-            if f"reserve:{txid}" not in Accounts().state(intent["user_id"]).applied_refs:
-                raise InvalidStep(f"trade {txid}: the account has not reserved it")
-        decided = decided or ledger.decide(txid, wanted, "coordinator")
-    except psycopg2.OperationalError as exc:
-        raise TransientError(str(exc)) from exc
-    except pymongo.errors.ConnectionFailure as exc:
-        raise TransientError(str(exc)) from exc
-    faults.check("coordinator.after_decision")
-    return {"decision": decided}
 
 
 # ---- around an execution: what the buy and sell functions do ----------------------------------
@@ -361,24 +133,8 @@ def _error_of(output: dict[str, Any]) -> tuple[str | None, str | None]:
 # signal (Redis failing over, a participant that never finishes) costs a poll every
 # SIGNAL_WAIT_S instead.
 PARTICIPANTS = frozenset({"account", "ledger"})
-SIGNAL_POINT = "participants.signal"  # fault point: the signal is lost, the step still succeeds
-SIGNAL_TTL_S = 300
 SIGNAL_WAIT_S = 0.5  # below the state Redis client's 1 s socket timeout
 
-
-def finished_key(txid: str) -> str:
-    return f"stockpred:trade-finished:{txid}"
-
-
-def _signal_finished(txid: str, participant: str) -> None:
-    try:
-        faults.check(SIGNAL_POINT)
-        with redis_stores.state().pipeline(transaction=True) as pipe:
-            pipe.rpush(finished_key(txid), participant).expire(finished_key(txid), SIGNAL_TTL_S)
-            pipe.execute()
-    except (redis.RedisError, faults.InjectedFault) as exc:  # its waiter falls back to polling
-        log.warning("could not signal %s finished: %s", participant, exc,
-                    extra={"fields": {"transaction_id": txid}})
 
 
 def _await_participants(txid: str, finished: set[str], end: float) -> bool:
@@ -388,7 +144,7 @@ def _await_participants(txid: str, finished: set[str], end: float) -> bool:
     until = min(end, time.monotonic() + SIGNAL_WAIT_S)
     try:
         while finished < PARTICIPANTS and (left := until - time.monotonic()) > 0:
-            popped = state.blpop([finished_key(txid)], timeout=max(0.01, left))
+            popped = state.blpop([steps.finished_key(txid)], timeout=max(0.01, left))
             if popped is None:
                 break
             finished.add(popped[1].decode() if isinstance(popped[1], bytes) else popped[1])
@@ -489,7 +245,7 @@ def _status(txid: str) -> str | None:
 def _settle(txid: str, user_id: str) -> TradeResult:
     """Finishes a trade whose request failed, everywhere or nowhere, by its durable decision
     (abort, unless commit was decided first): a retry can then tell whether it happened."""
-    outcome = _finish(txid, user_id)
+    outcome = finish_in_doubt(txid, user_id)
     if outcome != "commit":
         return TradeResult(txid, "aborted")
     with postgres.transaction() as cur:
@@ -676,59 +432,8 @@ def _run(state: Any, key: str, claim: dict[str, Any], claim_raw: str,
     return result
 
 
-# ---- recovery: finish what a crash left in doubt ----------------------------------------------
-def recover(older_than_s: float = 30.0, stuck_after_s: float = 300.0) -> dict[str, Any]:
-    """Finishes every trade older than the threshold that has not finished, by its decision.
-
-    Where no decision exists, recovery writes abort first; if the coordinator wrote one first,
-    recovery follows it. A trade whose execution still runs is left alone until `stuck_after_s`,
-    when its execution is stopped and it is finished like the others.
-    Idempotency-Key records past their window are deleted (`expired_keys`).
-    """
-    sfn = aws.client("stepfunctions")
-    done: dict[str, str] = {}
-    with postgres.transaction() as cur:
-        cur.execute("""SELECT transaction_id::text, user_id, started_at FROM trade_intents
-                       WHERE finished_at IS NULL AND started_at < now() - make_interval(secs => %s)""",
-                    (older_than_s,))
-        intents = cur.fetchall()
-    now = dt.datetime.now(dt.UTC)
-    to_finish: list[tuple[str, str | None]] = []
-    for txid, user_id, started_at in intents:
-        try:
-            status = sfn.describe_execution(executionArn=execution_arn(txid))["status"]
-        except sfn.exceptions.ExecutionDoesNotExist:
-            status = "NEVER_STARTED"
-        if status == "RUNNING":
-            if (now - started_at).total_seconds() < stuck_after_s:
-                continue
-            sfn.stop_execution(executionArn=execution_arn(txid), cause="stopped by recovery")
-        to_finish.append((txid, user_id))
-    found = {txid for txid, _ in to_finish}
-    to_finish += [(txid, None) for txid in ledger.in_doubt(older_than_s) if txid not in found]
-    # In doubt past the recovery period when this run started: a run finishes them, so a count
-    # that stays above 0 run after run means recovery cannot (the TradesInDoubt alarm).
-    metrics.emit("TradesInDoubt", len(to_finish))
-    for txid, user_id in to_finish:
-        done[txid] = _finish(txid, user_id)
-    if done:
-        log.info("recovery finished trades", extra={"fields": {"trades": done}})
-    expired = expire_keys()
-    if expired:
-        log.info("recovery deleted expired idempotency keys", extra={"fields": {"keys": expired}})
-    return {"finished": done, "expired_keys": expired}
-
-
-def expire_keys() -> int:
-    """Deletes the Idempotency-Key records older than the key's window (KEY_TTL_S, as long as the
-    state Redis keeps its copy): execute ignores them already, so a deletion changes no answer."""
-    with postgres.transaction() as cur:
-        cur.execute("""DELETE FROM idempotency_keys
-                       WHERE updated_at < now() - make_interval(secs => %s)""", (KEY_TTL_S,))
-        return cur.rowcount
-
-
-def _finish(txid: str, user_id: str | None) -> str:
+def finish_in_doubt(txid: str, user_id: str | None) -> str:
+    """Finishes a trade by its decision (abort where none was written), everywhere."""
     outcome = ledger.decide(txid, "abort", "recovery")
     ledger.finish(txid, outcome)
     if user_id is None:
