@@ -73,6 +73,9 @@ UNAVAILABLE = _error("every provider that might know the symbol is down or throt
 INVALID = _error("Invalid input data (with `fields` where a field is wrong)")
 TOO_LARGE = _error("body over 64 KiB")
 UNAUTHORISED = _error("Invalid or missing token")
+# What every operators' route may answer besides its own: no token, not an operator.
+OPERATORS_ONLY = {"401": UNAUTHORISED, "403": _error("Operators only")}
+LOG_STORE_DOWN = _error("The log store is unavailable")
 
 
 def _throttled(what: str) -> dict[str, Any]:
@@ -268,16 +271,14 @@ def _paths() -> dict[str, Any]:
                 {"name": "limit", "in": "query", "required": False,
                  "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 200}}],
             "responses": {"200": _json(_ref(contracts.Logs), "matching lines"), "400": INVALID,
-                          "401": UNAUTHORISED, "403": _error("Operators only"),
-                          "503": _error("The log store is unavailable")}}},
+                          **OPERATORS_ONLY, "503": LOG_STORE_DOWN}}},
         "/api/logs/errors": {"get": {
             "operationId": "errorsPerMinute", "tags": ["operators"], "security": BEARER,
             "description": "ERROR and CRITICAL lines per minute (admin role only), default last hour",
             "parameters": [{"name": "service", "in": "query", "required": False, "schema": STRING},
                            *LOG_WINDOW],
             "responses": {"200": _json(_ref(contracts.ErrorsPerMinute), "errors per minute"),
-                          "400": INVALID, "401": UNAUTHORISED, "403": _error("Operators only"),
-                          "503": _error("The log store is unavailable")}}},
+                          "400": INVALID, **OPERATORS_ONLY, "503": LOG_STORE_DOWN}}},
         "/api/ops/metrics": {"get": {
             "operationId": "opsMetrics", "tags": ["operators"], "security": BEARER,
             "description": "rate, error ratio and duration percentiles per function and route, and "
@@ -285,14 +286,13 @@ def _paths() -> dict[str, Any]:
                            "default last hour",
             "parameters": LOG_WINDOW,
             "responses": {"200": _json(_ref(contracts.OpsMetrics), "the window's summary"),
-                          "400": INVALID, "401": UNAUTHORISED, "403": _error("Operators only"),
-                          "503": _error("The log store is unavailable")}}},
+                          "400": INVALID, **OPERATORS_ONLY, "503": LOG_STORE_DOWN}}},
         "/api/ops/alarms": {"get": {
             "operationId": "opsAlarms", "tags": ["operators"], "security": BEARER,
             "description": "the stack's CloudWatch alarms and their states (admin role only); on the "
                            "local stack devstack evaluates them against the functions' metric lines",
             "responses": {"200": _json(_ref(contracts.OpsAlarms), "every alarm of the stack"),
-                          "401": UNAUTHORISED, "403": _error("Operators only"),
+                          **OPERATORS_ONLY,
                           "503": _error("CloudWatch or the user store is unavailable")}}},
         "/api/health": {"get": {
             "operationId": "health", "tags": ["operators"],
@@ -302,7 +302,7 @@ def _paths() -> dict[str, Any]:
             "parameters": [{"name": "deep", "in": "query", "required": False,
                             "schema": {"type": "string", "enum": ["true", "false", "1", "0"]}}],
             "responses": {"200": _json(_ref(contracts.Health), "the service's health"),
-                          "400": INVALID, "401": UNAUTHORISED, "403": _error("Operators only"),
+                          "400": INVALID, **OPERATORS_ONLY,
                           "503": _json({"anyOf": [_ref(contracts.Health), _ref(contracts.Error)]},
                                        "a critical store is down (Health), or the user store is and "
                                        "the caller's role cannot be checked (Error)")}}},
