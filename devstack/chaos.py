@@ -47,20 +47,59 @@ def stack_sentinel(env: Mapping[str, str]) -> Sentinel:
     return Sentinel(list(sentinel_addresses(env)), sentinel_kwargs=options, **options)
 
 
-def fail_back(sentinel: Sentinel, name: str, address: tuple[str, int]) -> None:
-    """Makes `address` the master of `name` again once it has rejoined as a replica."""
-    if sentinel.discover_master(name) == address:
+def fail_back(sentinel: Sentinel, name: str, address: tuple[str, int], timeout_s: float = 120.0) -> None:
+    """Makes `address` the master of `name` again once it has rejoined as a replica.
+
+    Sentinel promotes only a replica whose link to its master is up, so this waits for the old
+    master's own report of that link before asking; each Sentinel is asked in turn (one with a
+    stale view answers NOGOODSLAVE), again until the deadline. A failure says what each saw."""
+    if _master_of(sentinel, name) == address:
         return
-    if not wait_until(lambda: address in sentinel.discover_slaves(name), 30):
-        raise RuntimeError(f"{name}'s old master {address} did not rejoin")
-    deadline = time.monotonic() + 60
-    while sentinel.discover_master(name) != address:
+    old = redis.Redis(host=address[0], port=address[1], **sentinel.connection_kwargs)
+
+    def replicating() -> bool:
+        info = old.info("replication")
+        return info.get("role") == "slave" and info.get("master_link_status") == "up"
+
+    deadline = time.monotonic() + timeout_s
+    if not wait_until(replicating, timeout_s / 2, interval=0.2):
+        raise RuntimeError(f"{name}'s old master {address} did not rejoin: {_diagnosis(sentinel, name, old)}")
+    while _master_of(sentinel, name) != address:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{name} did not fail back to {address}")
-        # Refused while the replica's link is down or another failover runs: asked again.
-        with contextlib.suppress(redis.RedisError):
-            sentinel.sentinels[0].sentinel_failover(name)
-        wait_until(lambda: sentinel.discover_master(name) == address, 10, interval=0.2)
+            raise RuntimeError(f"{name} did not fail back to {address}: {_diagnosis(sentinel, name, old)}")
+        for asked in sentinel.sentinels:
+            # Refused while another failover runs or while this Sentinel's view is stale.
+            with contextlib.suppress(redis.RedisError):
+                asked.sentinel_failover(name)
+                break
+        wait_until(lambda: _master_of(sentinel, name) == address, 10, interval=0.2)
+
+
+def _master_of(sentinel: Sentinel, name: str) -> tuple[str, int] | None:
+    with contextlib.suppress(redis.RedisError):
+        return sentinel.discover_master(name)
+    return None
+
+
+def _diagnosis(sentinel: Sentinel, name: str, old: redis.Redis) -> str:
+    """What each Sentinel and the old master report, for a fail-back that did not happen."""
+    seen: dict[str, object] = {}
+    for i, s in enumerate(sentinel.sentinels):
+        try:
+            master = s.sentinel_master(name)
+            seen[f"sentinel-{i}"] = {"master": (master.get("ip"), master.get("port"), master.get("flags")),
+                                     "failover_state": master.get("failover-state"),
+                                     "replicas": [(r.get("port"), r.get("flags"), r.get("master-link-status"))
+                                                  for r in s.sentinel_slaves(name)]}
+        except redis.RedisError as exc:
+            seen[f"sentinel-{i}"] = repr(exc)
+    try:
+        info = old.info("replication")
+        seen["old master"] = {k: info.get(k) for k in ("role", "master_port", "master_link_status",
+                                                       "master_link_down_since_seconds")}
+    except redis.RedisError as exc:
+        seen["old master"] = repr(exc)
+    return repr(seen)
 
 
 def restart(stack: Stack, name: str) -> None:
