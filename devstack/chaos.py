@@ -50,23 +50,24 @@ def stack_sentinel(env: Mapping[str, str]) -> Sentinel:
 def fail_back(sentinel: Sentinel, name: str, address: tuple[str, int], timeout_s: float = 120.0) -> None:
     """Makes `address` the master of `name` again once it has rejoined as a replica.
 
-    Sentinel promotes only a replica whose link to its master is up, so this waits for the old
-    master's own report of that link before asking; each Sentinel is asked in turn (one with a
-    stale view answers NOGOODSLAVE), again until the deadline. A failure says what each saw."""
+    Sentinel promotes only a replica it sees linked to its master, so this waits for Sentinel's
+    own report of that link before asking; each Sentinel is asked in turn (one with a stale view
+    answers NOGOODSLAVE), again until the deadline. A failure says what each Sentinel saw."""
     if _master_of(sentinel, name) == address:
         return
-    old = redis.Redis(host=address[0], port=address[1], **sentinel.connection_kwargs)
 
-    def replicating() -> bool:
-        info = old.info("replication")
-        return info.get("role") == "slave" and info.get("master_link_status") == "up"
+    def rejoined() -> bool:
+        return any((r["ip"], int(r["port"])) == address and r.get("role-reported") == "slave"
+                   and r.get("master-link-status") == "ok" and not r.get("is_sdown")
+                   and not r.get("is_disconnected")
+                   for r in sentinel.sentinels[0].sentinel_slaves(name))
 
     deadline = time.monotonic() + timeout_s
-    if not wait_until(replicating, timeout_s / 2, interval=0.2):
-        raise RuntimeError(f"{name}'s old master {address} did not rejoin: {_diagnosis(sentinel, name, old)}")
+    if not wait_until(rejoined, timeout_s / 2, interval=0.2):
+        raise RuntimeError(f"{name}'s old master {address} did not rejoin: {_diagnosis(sentinel, name)}")
     while _master_of(sentinel, name) != address:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{name} did not fail back to {address}: {_diagnosis(sentinel, name, old)}")
+            raise RuntimeError(f"{name} did not fail back to {address}: {_diagnosis(sentinel, name)}")
         for asked in sentinel.sentinels:
             # Refused while another failover runs or while this Sentinel's view is stale.
             with contextlib.suppress(redis.RedisError):
@@ -81,24 +82,19 @@ def _master_of(sentinel: Sentinel, name: str) -> tuple[str, int] | None:
     return None
 
 
-def _diagnosis(sentinel: Sentinel, name: str, old: redis.Redis) -> str:
-    """What each Sentinel and the old master report, for a fail-back that did not happen."""
+def _diagnosis(sentinel: Sentinel, name: str) -> str:
+    """What each Sentinel reports of `name`'s master and replicas, for a fail-back that did not happen."""
     seen: dict[str, object] = {}
     for i, s in enumerate(sentinel.sentinels):
         try:
             master = s.sentinel_master(name)
-            seen[f"sentinel-{i}"] = {"master": (master.get("ip"), master.get("port"), master.get("flags")),
-                                     "failover_state": master.get("failover-state"),
-                                     "replicas": [(r.get("port"), r.get("flags"), r.get("master-link-status"))
-                                                  for r in s.sentinel_slaves(name)]}
+            seen[f"sentinel-{i}"] = {
+                "master": (master.get("ip"), master.get("port"), master.get("flags")),
+                "failover_state": master.get("failover-state"),
+                "replicas": [(r.get("port"), r.get("flags"), r.get("role-reported"),
+                              r.get("master-link-status")) for r in s.sentinel_slaves(name)]}
         except redis.RedisError as exc:
             seen[f"sentinel-{i}"] = repr(exc)
-    try:
-        info = old.info("replication")
-        seen["old master"] = {k: info.get(k) for k in ("role", "master_port", "master_link_status",
-                                                       "master_link_down_since_seconds")}
-    except redis.RedisError as exc:
-        seen["old master"] = repr(exc)
     return repr(seen)
 
 
