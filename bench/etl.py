@@ -82,45 +82,45 @@ class Result:
 
 
 def _cold_trading() -> tuple[float, int, list[dict]]:
-    from stockpred.analytics import warehouse
+    from stockpred.analytics import lake, reports
 
-    warehouse._loaded.clear()
-    warehouse.files_read = 0
+    lake._loaded.clear()
+    lake.files_read = 0
     t0 = time.perf_counter()
-    days = warehouse.trading()
-    return time.perf_counter() - t0, warehouse.files_read, days
+    days = reports.trading()
+    return time.perf_counter() - t0, lake.files_read, days
 
 
 def measure(size: int) -> Result:
-    from stockpred.analytics import warehouse
+    from stockpred.analytics import compaction, etl, reports
 
     with ephemeral_stack(prefix="stockpred-bench-", extra_env={"STOCKPRED_REDIS_HA": "off"},
                          log=lambda m: print(m, file=sys.stderr)) as (_, env):
         os.environ.update(env)
         forget_process_clients()
-        warehouse.run()  # first run: dimensions and the sample prices, not measured
+        etl.run()  # first run: dimensions and the sample prices, not measured
         insert_trades(size, seed=size)
         t0, cpu0 = time.perf_counter(), time.process_time()
-        loaded = warehouse.run()["loaded"]["fact_trades"]
+        loaded = etl.run()["loaded"]["fact_trades"]
         load_s, load_cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
         cold_s, files_cold, days = _cold_trading()
         t0 = time.perf_counter()
-        warehouse.trading()
+        reports.trading()
         warm_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        warehouse.signals(None, None, None)
+        reports.signals(None, None, None)
         signals_s = time.perf_counter() - t0
         assert loaded == size and sum(d["trades"] for d in days) == size
 
         late = insert_late_trades(seed=size + 1)
         t0 = time.perf_counter()
-        result = warehouse.run(compact_after=False)
+        result = etl.run(compact_after=False)
         _, files_before, _ = _cold_trading()
-        result["compacted"] = warehouse.compact()
+        result["compacted"] = compaction.compact()
         late_run_s = time.perf_counter() - t0
         _, files_after, days_after = _cold_trading()
         assert result["loaded"]["fact_trades"] == late and sum(d["trades"] for d in days_after) == size + late
-        assert warehouse.compact() == {}  # a second compaction finds nothing to do
+        assert compaction.compact() == {}  # a second compaction finds nothing to do
     return Result(size, load_s, load_cpu_s, cold_s, warm_s, signals_s, files_cold, late_run_s, files_before,
                   files_after)
 

@@ -442,12 +442,13 @@ def cmd_cache_status(args: argparse.Namespace) -> int:
 
 
 def cmd_etl_run(args: argparse.Namespace) -> int:
-    from stockpred.analytics import warehouse
+    from stockpred.analytics import etl
+    from stockpred.analytics.lake import QualityError
 
     _apply_env(_stack(args))
     try:
-        result = warehouse.run()
-    except warehouse.QualityError as exc:
+        result = etl.run()
+    except QualityError as exc:
         print(f"error: data quality check failed, nothing loaded: {exc}", file=sys.stderr)
         return 1
     loaded = ", ".join(f"{n} {c}" for n, c in result["loaded"].items())
@@ -467,11 +468,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    from stockpred.analytics import warehouse
+    from stockpred.analytics import reports
 
     _apply_env(_stack(args))
-    signals = pd.DataFrame(warehouse.signals(None, None, None))
-    trading = pd.DataFrame(warehouse.trading())
+    signals = pd.DataFrame(reports.signals(None, None, None))
+    trading = pd.DataFrame(reports.trading())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     signals.to_csv(out / "signals_by_month.csv", index=False)

@@ -6,7 +6,7 @@ from typing import Any
 
 from chalice import Chalice, Response
 
-from stockpred.analytics import warehouse
+from stockpred.analytics import etl, reports
 from stockpred.api.edge import ApiError, install, json_response, query_date
 from stockpred.market import symbols
 from stockpred.observability import logs
@@ -29,15 +29,15 @@ def signals() -> Response:
         raise ApiError(400, "'from' must not be after 'to'")
     return json_response(200, {"symbol": symbol, "from": start and start.isoformat(),
                                "to": end and end.isoformat(),
-                               "by_month": warehouse.signals(symbol, start, end)})
+                               "by_month": reports.signals(symbol, start, end)})
 
 
 @app.route("/api/analytics/trading", methods=["GET"])
 def trading() -> Response:
-    return json_response(200, {"by_day": warehouse.trading()})
+    return json_response(200, {"by_day": reports.trading()})
 
 
 @logs.lambda_handler
 def run(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """The Schedule event's handler: one ETL run (QualityError fails it loudly, loading nothing)."""
-    return warehouse.run()
+    return etl.run()

@@ -16,7 +16,7 @@ import psycopg2
 import pymongo
 import pytest
 
-from stockpred.analytics import warehouse
+from stockpred.analytics import compaction, etl, lake
 from stockpred.trading import faults
 from tests.conftest import fault_in_this_process
 from tests.e2e.test_predict_api import import_csv, write_synth
@@ -54,7 +54,7 @@ def scheduled_run(gateway):
 
 def committed(name):
     """A fact or dimension as committed, read straight from the Parquet files."""
-    return warehouse.table(name).to_pandas()
+    return lake.table(name).to_pandas()
 
 
 def test_a_scripted_day_reconciles_with_the_sources(gateway, stack, tmp_path):
@@ -77,7 +77,7 @@ def test_a_scripted_day_reconciles_with_the_sources(gateway, stack, tmp_path):
     assert len(trades) == trades["trade_id"].nunique() == pg(stack, "SELECT count(*) FROM transactions")[0][0]
     assert trades["amount_cents"].sum() == pg(stack, "SELECT sum(amount_cents) FROM transactions")[0][0]
     per_user = trades.groupby("user_key").size()
-    assert per_user[warehouse.user_key(a)] == 2 and per_user[warehouse.user_key(b)] == 1
+    assert per_user[etl.user_key(a)] == 2 and per_user[etl.user_key(b)] == 1
     predictions = committed("fact_predictions")
     assert predictions["prediction_id"].nunique() == pg(stack, "SELECT count(*) FROM predictions")[0][0]
     users = committed("dim_user")
@@ -86,8 +86,8 @@ def test_a_scripted_day_reconciles_with_the_sources(gateway, stack, tmp_path):
     assert set(users.columns) == {"user_key", "registered_date", "registered_month"}
     # No email, name or raw user id anywhere in the warehouse's files.
     s3 = boto3.client("s3", endpoint_url=stack["AWS_ENDPOINT_URL"], region_name="us-east-1")
-    for obj in s3.list_objects_v2(Bucket=warehouse.bucket(), Prefix="warehouse/")["Contents"]:
-        body = s3.get_object(Bucket=warehouse.bucket(), Key=obj["Key"])["Body"].read()
+    for obj in s3.list_objects_v2(Bucket=lake.bucket(), Prefix="warehouse/")["Contents"]:
+        body = s3.get_object(Bucket=lake.bucket(), Key=obj["Key"])["Body"].read()
         for secret in (email_a, email_b, a, b, "Warehouse Person"):
             assert secret.encode() not in body, (obj["Key"], secret)
     assert {"SPX", "IXIC", "SYNTH"} <= set(committed("dim_symbol")["symbol"])
@@ -96,58 +96,58 @@ def test_a_scripted_day_reconciles_with_the_sources(gateway, stack, tmp_path):
 
 
 def test_a_second_run_with_nothing_new_loads_nothing_and_new_trades_appear_after_the_next(gateway, stack):
-    warehouse.run()
-    before = warehouse.read_manifest()
-    second = warehouse.run()
+    etl.run()
+    before = lake.read_manifest()
+    second = etl.run()
     assert second["loaded"] == {"fact_trades": 0, "fact_predictions": 0, "fact_prices": 0}
-    after = warehouse.read_manifest()
-    assert {t: after["files"][t] for t in warehouse.FACTS} == {t: before["files"][t] for t in warehouse.FACTS}
+    after = lake.read_manifest()
+    assert {t: after["files"][t] for t in lake.FACTS} == {t: before["files"][t] for t in lake.FACTS}
 
     user, headers, _ = trader(gateway)
     trade(gateway, "buy", user, headers, 4)
-    third = warehouse.run()
+    third = etl.run()
     assert third["loaded"]["fact_trades"] == 1
     trades = committed("fact_trades")
-    assert (trades["user_key"] == warehouse.user_key(user)).sum() == 1
+    assert (trades["user_key"] == etl.user_key(user)).sum() == 1
 
 
 def test_a_run_killed_half_way_leaves_the_warehouse_as_it_was(gateway, stack, monkeypatch):
-    warehouse.run()
-    before = warehouse.read_manifest()
+    etl.run()
+    before = lake.read_manifest()
     analytics_before = gateway.get("/api/analytics/trading").json()
     user, headers, _ = trader(gateway)
     trade(gateway, "buy", user, headers, 5)
     with fault_in_this_process(stack, monkeypatch, "etl.before_commit"), pytest.raises(faults.InjectedFault):
-        warehouse.run()
-    assert warehouse.read_manifest() == before
+        etl.run()
+    assert lake.read_manifest() == before
     assert gateway.get("/api/analytics/trading").json() == analytics_before
-    assert warehouse.run()["loaded"]["fact_trades"] == 1
+    assert etl.run()["loaded"]["fact_trades"] == 1
     assert gateway.get("/api/analytics/trading").json() != analytics_before
     # The dead run's files, and replaced dimensions, are collected once past the grace period.
-    manifest = warehouse.read_manifest()
+    manifest = lake.read_manifest()
     s3 = boto3.client("s3", endpoint_url=stack["AWS_ENDPOINT_URL"], region_name="us-east-1")
 
     def keys():
-        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=warehouse.bucket(), Prefix="warehouse/")
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=lake.bucket(), Prefix="warehouse/")
         return {o["Key"] for page in pages for o in page.get("Contents", [])}
 
-    listed = {k for files in manifest["files"].values() for k in files} | {warehouse.MANIFEST}
+    listed = {k for files in manifest["files"].values() for k in files} | {lake.MANIFEST}
     assert keys() > listed
-    assert warehouse._collect_garbage(manifest, grace=dt.timedelta(0)) > 0
+    assert compaction.collect_garbage(manifest, grace=dt.timedelta(0)) > 0
     assert keys() == listed
 
 
 def test_a_failed_quality_check_loads_nothing(stack):
-    warehouse.run()
-    before = warehouse.read_manifest()
+    etl.run()
+    before = lake.read_manifest()
     late = str(uuid.uuid4())
     pg(stack, """INSERT INTO transactions (id, user_id, symbol, side, quantity, price_cents, amount_cents,
                   source, traded_at) VALUES (%s, 'late-user', 'SPX', 'buy', 1, 100, 100, 'api',
                   now() - interval '3 days')""", late)
     try:
-        with pytest.raises(warehouse.QualityError, match="do not reconcile"):
-            warehouse.run()
-        assert warehouse.read_manifest() == before
+        with pytest.raises(lake.QualityError, match="do not reconcile"):
+            etl.run()
+        assert lake.read_manifest() == before
     finally:
         pg(stack, "DELETE FROM transactions WHERE id = %s", late)
 
@@ -156,7 +156,7 @@ def test_analytics_equal_the_same_queries_by_hand_on_the_parquet_files(gateway, 
     user, headers, _ = trader(gateway)
     trade(gateway, "buy", user, headers, 2)
     trade(gateway, "sell", user, headers, 1)
-    warehouse.run()
+    etl.run()
 
     trades = committed("fact_trades")
     by_hand = (trades.groupby("trade_date")
@@ -204,13 +204,13 @@ def test_etl_and_report_commands(stack, tmp_path):
 
 
 def test_an_empty_bucket_is_rebuilt_from_the_sources(stack):
-    warehouse.run()
+    etl.run()
     s3 = boto3.client("s3", endpoint_url=stack["AWS_ENDPOINT_URL"], region_name="us-east-1")
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=warehouse.bucket(), Prefix="warehouse/"):
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=lake.bucket(), Prefix="warehouse/"):
         for obj in page.get("Contents", []):
-            s3.delete_object(Bucket=warehouse.bucket(), Key=obj["Key"])
-    assert warehouse.read_manifest() is None
-    result = warehouse.run()
+            s3.delete_object(Bucket=lake.bucket(), Key=obj["Key"])
+    assert lake.read_manifest() is None
+    result = etl.run()
     assert result["rebuilt"] is True
     assert result["totals"]["trades"] == pg(stack, "SELECT count(*) FROM transactions")[0][0]
     assert len(committed("fact_trades")) == result["totals"]["trades"]

@@ -10,7 +10,7 @@ import pandas as pd
 import psycopg2
 import pytest
 
-from stockpred.analytics import warehouse
+from stockpred.analytics import compaction, etl, lake, reports
 from stockpred.trading import faults
 from tests.conftest import fault_in_this_process
 
@@ -51,14 +51,14 @@ def closed_days(months_back, day_of_month):
 def contents():
     """Every row of every fact, in a fixed order, and every analytics answer."""
     facts = {}
-    for name in warehouse.FACTS:
-        frame = warehouse.table(name).to_pandas()
+    for name in lake.FACTS:
+        frame = lake.table(name).to_pandas()
         facts[name] = frame.sort_values(list(frame.columns)).reset_index(drop=True)
-    return facts, warehouse.trading(), warehouse.signals(None, None, None)
+    return facts, reports.trading(), reports.signals(None, None, None)
 
 
 def assert_same(before, after):
-    for name in warehouse.FACTS:
+    for name in lake.FACTS:
         pd.testing.assert_frame_equal(before[0][name], after[0][name])
     assert before[1:] == after[1:]
 
@@ -66,30 +66,30 @@ def assert_same(before, after):
 def partition_files(manifest, name):
     out = {}
     for key in manifest["files"][name]:
-        out.setdefault(warehouse._partition_of(key), []).append(key)
+        out.setdefault(lake.partition_of(key), []).append(key)
     return out
 
 
 def test_compaction_keeps_every_row_and_answer_and_a_second_compaction_changes_nothing(stack):
-    warehouse.run()
+    etl.run()
     for day_of_month in (3, 4, 5):  # three runs, each adding a file to the same closed months
         insert_trades(stack, [closed_days(1, day_of_month), closed_days(2, day_of_month)])
         insert_bars(stack, "CMPX", [closed_days(13, day_of_month)])
-        warehouse.run(compact_after=False)
+        etl.run(compact_after=False)
     for _ in range(2):  # two files of today's trades: today is still open, so they stay apart
         insert_trades(stack, [dt.datetime.now(dt.UTC).date()])
-        warehouse.run(compact_after=False)
+        etl.run(compact_after=False)
     before = contents()
-    manifest = warehouse.read_manifest()
+    manifest = lake.read_manifest()
     month = closed_days(1, 1).strftime("%Y-%m")
     assert len(partition_files(manifest, "fact_trades")[month]) >= 3
 
-    compacted = warehouse.compact()
+    compacted = compaction.compact()
 
     assert compacted["fact_trades"] >= 4 and compacted["fact_prices"] >= 2
-    after_manifest = warehouse.read_manifest()
+    after_manifest = lake.read_manifest()
     today = dt.datetime.now(dt.UTC).date().isoformat()
-    for name in warehouse.FACTS:
+    for name in lake.FACTS:
         for keys in partition_files(after_manifest, name).values():
             closed = [k for k in keys if after_manifest["meta"][k]["last_day"] < today]
             assert len(closed) <= 1, keys
@@ -102,71 +102,71 @@ def test_compaction_keeps_every_row_and_answer_and_a_second_compaction_changes_n
         cur.execute("SELECT id::text, traded_at FROM transactions")
         ledger = dict(cur.fetchall())
     conn.close()
-    trades = warehouse.table("fact_trades").to_pandas()
+    trades = lake.table("fact_trades").to_pandas()
     assert trades["trade_id"].is_unique
     assert {r.trade_id: r.traded_at.to_pydatetime() for r in trades.itertuples()} == ledger
 
-    assert warehouse.compact() == {}
-    assert warehouse.read_manifest() == after_manifest
-    assert warehouse.run()["loaded"] == {"fact_trades": 0, "fact_predictions": 0, "fact_prices": 0}
+    assert compaction.compact() == {}
+    assert lake.read_manifest() == after_manifest
+    assert etl.run()["loaded"] == {"fact_trades": 0, "fact_predictions": 0, "fact_prices": 0}
     assert_same(before, contents())
 
 
 def test_a_late_row_for_a_compacted_day_is_loaded_and_folded_into_its_month(stack):
     day = closed_days(1, 3)
     insert_trades(stack, [day])
-    warehouse.run()
+    etl.run()
     month = day.strftime("%Y-%m")
-    assert len(partition_files(warehouse.read_manifest(), "fact_trades")[month]) == 1
-    by_day = {r["date"]: r["trades"] for r in warehouse.trading()}
+    assert len(partition_files(lake.read_manifest(), "fact_trades")[month]) == 1
+    by_day = {r["date"]: r["trades"] for r in reports.trading()}
 
     insert_trades(stack, [day], per_day=1)  # arrives after its day was compacted
-    result = warehouse.run()
+    result = etl.run()
 
     assert result["loaded"]["fact_trades"] == 1 and result["compacted"]["fact_trades"] == 1
-    assert {r["date"]: r["trades"] for r in warehouse.trading()} == {**by_day, day.isoformat(): by_day[
+    assert {r["date"]: r["trades"] for r in reports.trading()} == {**by_day, day.isoformat(): by_day[
         day.isoformat()] + 1}
-    assert len(partition_files(warehouse.read_manifest(), "fact_trades")[month]) == 1
+    assert len(partition_files(lake.read_manifest(), "fact_trades")[month]) == 1
 
 
 def test_a_compaction_killed_before_its_commit_changes_nothing(stack, monkeypatch):
-    warehouse.run()
+    etl.run()
     insert_trades(stack, [closed_days(3, 7)])
-    warehouse.run(compact_after=False)
+    etl.run(compact_after=False)
     insert_trades(stack, [closed_days(3, 8)])
-    warehouse.run(compact_after=False)
-    before, manifest = contents(), warehouse.read_manifest()
+    etl.run(compact_after=False)
+    before, manifest = contents(), lake.read_manifest()
     with fault_in_this_process(stack, monkeypatch, "etl.before_compaction_commit"), \
             pytest.raises(faults.InjectedFault):
-        warehouse.compact()
-    assert warehouse.read_manifest() == manifest
+        compaction.compact()
+    assert lake.read_manifest() == manifest
     assert_same(before, contents())
-    assert warehouse.compact()["fact_trades"] >= 1
+    assert compaction.compact()["fact_trades"] >= 1
     assert_same(before, contents())
 
 
 def test_a_writer_holding_a_stale_manifest_commits_nothing(stack):
-    warehouse.run()
-    stale, etag = warehouse._read_raw()
+    etl.run()
+    stale, etag = lake.read_raw()
     insert_trades(stack, [closed_days(1, 9)])
-    warehouse.run()
-    current = warehouse.read_manifest()
-    with pytest.raises(warehouse.ConcurrentCommit):
-        warehouse._commit(stale, etag)
-    assert warehouse.read_manifest() == current
+    etl.run()
+    current = lake.read_manifest()
+    with pytest.raises(lake.ConcurrentCommit):
+        lake.commit(stale, etag)
+    assert lake.read_manifest() == current
 
 
 def test_a_manifest_of_the_daily_layout_is_rebuilt_from_the_sources(stack):
-    warehouse.run()
-    raw, etag = warehouse._read_raw()
+    etl.run()
+    raw, etag = lake.read_raw()
     old = {k: v for k, v in raw.items() if k not in ("layout", "meta")}
-    warehouse._commit(old, etag)
-    assert warehouse.read_manifest() is None
-    result = warehouse.run()
+    lake.commit(old, etag)
+    assert lake.read_manifest() is None
+    result = etl.run()
     assert result["rebuilt"] is True
     conn = psycopg2.connect(stack["DATABASE_URL"])
     with conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM transactions")
         (count,) = cur.fetchone()
     conn.close()
-    assert result["totals"]["trades"] == count == sum(r["trades"] for r in warehouse.trading())
+    assert result["totals"]["trades"] == count == sum(r["trades"] for r in reports.trading())

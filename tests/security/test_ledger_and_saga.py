@@ -18,9 +18,9 @@ from pathlib import Path
 import pymongo
 import pytest
 
-from devstack.services import redis_client
+from devstack.stack_state import redis_client
 from stockpred import config
-from stockpred.analytics import warehouse
+from stockpred.analytics import etl, lake
 from stockpred.cloud import secrets
 from stockpred.trading import ledger, saga
 from stockpred.trading.accounts import Accounts
@@ -295,21 +295,21 @@ def test_the_smallest_price_is_one_cent(gateway, stack):
 
 # ---- 4. a back-dated row (within the window) cannot wedge the warehouse -------------------------
 def test_a_back_dated_row_does_not_stop_the_warehouse(gateway, stack):
-    warehouse.run()  # the high-water mark is now about now
+    etl.run()  # the high-water mark is now about now
     user = gateway.new_user()
     r = gateway.post("/api/transactions/store",
                      json=store_body(user.user_id, timestamp=now_iso(-dt.timedelta(hours=23))),
                      headers=service())
     assert r.status_code == 201, r.text
-    first = warehouse.run()
+    first = etl.run()
     assert first["loaded"]["fact_trades"] == 1
     assert buy(gateway, user).status_code == 200
-    second = warehouse.run()
+    second = etl.run()
     assert second["loaded"]["fact_trades"] == 1
-    assert warehouse.run()["loaded"]["fact_trades"] == 0
+    assert etl.run()["loaded"]["fact_trades"] == 0
     total = pg(stack, "SELECT count(*) FROM transactions")[0][0]
     assert second["totals"]["trades"] == total
-    assert r.json()["transaction_id"] in set(warehouse.table("fact_trades").to_pandas()["trade_id"])
+    assert r.json()["transaction_id"] in set(lake.table("fact_trades").to_pandas()["trade_id"])
 
 
 # ---- 10. /store trusts an IAM identity only where API Gateway verified it -----------------------

@@ -965,14 +965,14 @@ def _java_date_format(fmt: str) -> str:
 
 
 def test_fact_tables_project_the_partitions_the_etl_writes(monkeypatch):
-    from stockpred.analytics import warehouse
+    from stockpred.analytics import lake
 
     written: list[str] = []
-    monkeypatch.setattr(warehouse, "_put", lambda key, table: written.append(key))
+    monkeypatch.setattr(lake, "put", lambda key, table: written.append(key))
     tables = {r["Properties"]["TableInput"]["Name"]: r["Properties"]["TableInput"]
               for r in resources("AWS::Glue::Table").values()}
     bucket = ref(env("EtlRunFunction")["WAREHOUSE_BUCKET"])
-    for name, part in warehouse.PARTITION.items():
+    for name, part in lake.PARTITION.items():
         table = tables[name]
         assert [k["Name"] for k in table["PartitionKeys"]] == [part], name
         params = table["Parameters"]
@@ -990,8 +990,8 @@ def test_fact_tables_project_the_partitions_the_etl_writes(monkeypatch):
             low, high = map(int, params[f"projection.{part}.range"].split(","))
             assert low <= 1990 and high >= 2100, name
         written.clear()
-        schema = warehouse.SCHEMAS[name]
-        warehouse._write(name, [{**dict.fromkeys(schema.names), part: value}], "test-run")
+        schema = lake.SCHEMAS[name]
+        lake.write(name, [{**dict.fromkeys(schema.names), part: value}], "test-run")
         (key,) = written
         template_text = sub_text(params["storage.location.template"])
         location = template_text.replace(var(bucket), "BUCKET").replace(var("!" + part), value)
