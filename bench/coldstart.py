@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 from devstack.runtime import LambdaPython, managed_runtime_dir
-from devstack.services import BUILT_TEMPLATE
+from devstack.service_specs import BUILT_TEMPLATE
 from devstack.template import Template
 
 PROBE = """

@@ -38,7 +38,9 @@ from bench._timing import Call, interleaved, p, timed
 from devstack.events import rest_proxy_event
 from devstack.lambda_worker import LambdaContext
 from devstack.runtime import import_handler
-from devstack.services import REPO_ROOT, ephemeral_stack, free_port, redis_client, served_template
+from devstack.service_specs import served_template
+from devstack.services import REPO_ROOT, ephemeral_stack
+from devstack.stack_state import free_port, redis_client
 from devstack.template import Template
 
 SYMBOL = "SPX"

@@ -41,7 +41,8 @@ from botocore.config import Config
 from bench._accounts import sign_up
 from bench._cpu import StackCpu, delta
 from bench._timing import p
-from devstack.services import ephemeral_stack, redis_client
+from devstack.services import ephemeral_stack
+from devstack.stack_state import redis_client
 
 ROOM = "FANOUT"
 PREDICT_SYMBOL = "SPX"

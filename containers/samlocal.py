@@ -30,7 +30,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from devstack.services import REPO_ROOT, cache_dir
+from devstack.binaries import cache_dir
+from devstack.services import REPO_ROOT
 
 SAM = REPO_ROOT / ".tools" / "sam" / "bin" / "sam"
 SAM_PYTHON = REPO_ROOT / ".tools" / "sam" / "bin" / "python"

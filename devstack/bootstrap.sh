@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FERRETDB_VERSION="${FERRETDB_VERSION:-v1.24.2}"
-OPENSEARCH_VERSION="2.19.6"  # 3.x needs Java 21; keep in step with devstack/services.py
+OPENSEARCH_VERSION="2.19.6"  # 3.x needs Java 21; keep in step with devstack/binaries.py
 CACHE_DIR="${STOCKPRED_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/stockpred}"
 PYTHON="${PYTHON:-python3.11}"
 SAM_CLI_VERSION="1.170.0"
@@ -24,7 +24,7 @@ need_apt=()
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need_apt+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v redis-sentinel >/dev/null 2>&1 || need_apt+=(redis-sentinel)
-# OpenSearch runs on Java 17 (found by its release file, as devstack/services.py finds it).
+# OpenSearch runs on Java 17 (found by its release file, as devstack/binaries.py finds it).
 grep -qs '^JAVA_VERSION="17[."]' /usr/lib/jvm/*/release || need_apt+=(openjdk-17-jre-headless)
 command -v unzip >/dev/null 2>&1 || need_apt+=(unzip)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)

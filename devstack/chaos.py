@@ -28,7 +28,9 @@ from collections.abc import Callable, Iterator, Mapping
 import redis
 from redis.sentinel import Sentinel
 
-from devstack.services import Stack, redis_client, wait_until
+from devstack.services import Stack
+from devstack.stack_state import redis_client
+from devstack.supervisor import wait_until
 
 Fault = Callable[[Stack, Mapping[str, str]], contextlib.AbstractContextManager[None]]
 

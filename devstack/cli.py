@@ -29,7 +29,9 @@ import sys
 import time
 from pathlib import Path
 
-from devstack.services import ServiceError, Stack, default_root, redacted
+from devstack.services import Stack, default_root
+from devstack.stack_state import redacted
+from devstack.supervisor import ServiceError
 
 
 def _stack(args: argparse.Namespace, with_gateway: bool = True) -> Stack:

@@ -6,7 +6,7 @@ task (Lambda invocations included) through a boto3 client pointed at
 http://localhost:$MOTO_PORT (devstack's gateway) and signed SigV4 with the hard-coded pair
 `ak`/`sk`, whatever the state machine's role. That pair is public, so devstack could not tell
 the engine from anyone else. Here the engine's clients get this process's AWS_ACCESS_KEY_ID and
-AWS_SECRET_ACCESS_KEY (the stack's credentials, services.Stack._moto), and devstack checks their
+AWS_SECRET_ACCESS_KEY (the stack's credentials, service_specs._moto), and devstack checks their
 signature like any other caller's.
 
 moto server is one Python process (one GIL) that runs every execution, so its CPU per trade bounds

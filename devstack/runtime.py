@@ -38,7 +38,7 @@ from typing import Any
 
 from devstack import service_metrics
 from devstack import settings as stack_settings
-from devstack.services import cache_dir
+from devstack.binaries import cache_dir
 from devstack.template import Function
 
 WORKER_SCRIPT = Path(__file__).with_name("lambda_worker.py")

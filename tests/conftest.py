@@ -22,16 +22,16 @@ import pytest
 import requests
 from requests.adapters import HTTPAdapter
 
+from devstack.service_specs import served_template
 from devstack.services import (
     REPO_ROOT,
     SERVICE_VARS,
     Stack,
     ephemeral_stack,
     forget_process_clients,
-    redis_client,
-    served_template,
-    wait_until,
 )
+from devstack.stack_state import redis_client
+from devstack.supervisor import wait_until
 from tests import answers
 from tests.fakes.alphavantage import FakeAlphaVantage
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A Sentinel monitoring the masters named in SENTINEL_MONITOR ("name=host:port,..."), with the
 # stack's Redis password (/run/secrets/redis-password: it asks clients and other Sentinels for it
-# and gives it to the servers) and the timings devstack uses (services.Stack._sentinel). Sentinel
+# and gives it to the servers) and the timings devstack uses (devstack/service_specs.py, _sentinel). Sentinel
 # rewrites its configuration as it
 # learns, so it is written fresh into /data at each start; the server replaces this shell (exec).
 set -euo pipefail

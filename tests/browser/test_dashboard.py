@@ -17,7 +17,8 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from devstack.services import REPO_ROOT, redis_client
+from devstack.services import REPO_ROOT
+from devstack.stack_state import redis_client
 from tests.browser.conftest import axe_violations, screenshot, sign_in
 
 PASSWORD = "s3cret-pass-phrase"

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from containers.samlocal import podman_env
-from devstack.services import REPO_ROOT, free_port
+from devstack.services import REPO_ROOT
+from devstack.stack_state import free_port
 
 PORT_VARS = ("STOCKPRED_API_PORT", "STOCKPRED_WS_PORT", "STOCKPRED_POSTGRES_PORT", "STOCKPRED_REDIS_PORT",
              "STOCKPRED_MONGO_PORT", "STOCKPRED_MOTO_PORT", "STOCKPRED_OPENSEARCH_PORT")

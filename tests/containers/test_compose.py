@@ -19,7 +19,8 @@ import pytest
 import redis
 import requests
 
-from devstack.services import REPO_ROOT, free_port
+from devstack.services import REPO_ROOT
+from devstack.stack_state import free_port
 from tests.containers.conftest import ComposeStack, report
 
 # Building every image from nothing (the first test's setup) takes minutes on a fresh machine.

@@ -15,7 +15,8 @@ import pytest
 import redis
 
 from devstack.chaos import fail_back, restart, sentinel_addresses, stack_sentinel
-from devstack.services import redis_client, wait_until
+from devstack.stack_state import redis_client
+from devstack.supervisor import wait_until
 from stockpred.stores import cache, redis_stores
 from stockpred.stores.redis_stores import CacheRing, shard
 

@@ -20,8 +20,9 @@ from aiohttp.test_utils import make_mocked_request
 from devstack import dashboard
 from devstack.gateway import build_app
 from devstack.runtime import WorkerPool
-from devstack.services import REPO_ROOT, free_port
+from devstack.services import REPO_ROOT
 from devstack.sigv4 import Guard
+from devstack.stack_state import free_port
 from devstack.template import Template
 
 WS_URL = "ws://127.0.0.1:3999/local"

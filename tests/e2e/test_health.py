@@ -12,7 +12,7 @@ from typing import Any
 import boto3
 import pytest
 
-from devstack.services import wait_until
+from devstack.supervisor import wait_until
 from tests.e2e.test_logs import cli
 
 DEPENDENCIES = {"postgres", "mongo", "state_redis", "cache_ring", "step_functions", "market_breaker",
@@ -106,7 +106,7 @@ def test_a_stopped_store_turns_health_red_and_fires_the_alarm_and_both_clear_whe
     service = next(s for s in stack_handle.services() if s.name == "ferretdb")
     pid = stack_handle.pid("ferretdb")
     assert pid
-    stack_handle.stop_pid("ferretdb", pid, service.stop_signal)
+    stack_handle.supervisor.stop_pid("ferretdb", pid, service.stop_signal)
     try:
         started = time.monotonic()
         assert probe(gateway) == {"status": "down", "down": ["mongo"]}

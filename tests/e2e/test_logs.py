@@ -18,7 +18,8 @@ import pytest
 import requests
 
 from devstack.logfeed import payload
-from devstack.services import REPO_ROOT, wait_until
+from devstack.services import REPO_ROOT
+from devstack.supervisor import wait_until
 
 pytestmark = pytest.mark.usefixtures("flush_cache")
 SAGA_FUNCTIONS = {"QuoteStepFunction", "AccountStepFunction", "LedgerStepFunction", "DecisionStepFunction"}
@@ -162,7 +163,7 @@ def test_lines_made_while_opensearch_is_down_arrive_when_it_returns(
     service = next(s for s in stack_handle.services() if s.name == "opensearch")
     pid = stack_handle.pid("opensearch")
     assert pid
-    stack_handle.stop_pid("opensearch", pid, service.stop_signal)
+    stack_handle.supervisor.stop_pid("opensearch", pid, service.stop_signal)
     try:
         cid = f"outage-{uuid.uuid4()}"
         for _ in range(5):  # the functions answer while the store is down

@@ -19,7 +19,8 @@ import psycopg2
 import pymongo
 import pytest
 
-from devstack.services import REPO_ROOT, redis_client
+from devstack.services import REPO_ROOT
+from devstack.stack_state import redis_client
 from stockpred.cloud import secrets
 from stockpred.trading.accounts import Accounts
 

@@ -15,7 +15,7 @@ import uuid
 import psycopg2
 import pytest
 
-from devstack.services import redis_client
+from devstack.stack_state import redis_client
 from tests.e2e.test_trading import (
     SPX_CENTS,
     START,

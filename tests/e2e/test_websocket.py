@@ -15,7 +15,7 @@ import boto3
 import jwt
 import pytest
 
-from devstack.services import redis_client
+from devstack.stack_state import redis_client
 from stockpred.cloud import secrets
 
 pytestmark = pytest.mark.usefixtures("flush_cache")

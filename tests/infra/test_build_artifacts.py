@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from devstack.runtime import LambdaPython
-from devstack.services import BUILT_TEMPLATE
+from devstack.service_specs import BUILT_TEMPLATE
 from devstack.template import Function, Template
 
 LAMBDA_UNZIPPED_LIMIT = 262_144_000  # bytes: a function and all its layers, unzipped

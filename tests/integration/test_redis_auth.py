@@ -12,7 +12,7 @@ import boto3
 import pytest
 import redis
 
-from devstack.services import SECRET_VARS, redacted, redis_client
+from devstack.stack_state import SECRET_VARS, redacted, redis_client
 from localstack.provision import REDIS_SECRETS
 from stockpred import config
 from stockpred.cloud import secrets

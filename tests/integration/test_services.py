@@ -16,7 +16,10 @@ import pymongo
 import requests
 from opensearchpy import OpenSearch
 
-from devstack.services import DEFAULT_PORTS, OPENSEARCH_VERSION, Stack, pid_alive, redis_client, wait_until
+from devstack.binaries import OPENSEARCH_VERSION
+from devstack.services import Stack
+from devstack.stack_state import DEFAULT_PORTS, redis_client
+from devstack.supervisor import pid_alive, wait_until
 
 
 def test_postgres_allows_two_phase_commit_for_every_connection(stack):

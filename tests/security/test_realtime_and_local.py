@@ -25,9 +25,10 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from devstack import cli, services
-from devstack.services import Stack, redacted
+from devstack import cli, tls
+from devstack.services import Stack
 from devstack.sigv4 import Guard, Refused
+from devstack.stack_state import redacted
 from devstack.wsapi import selection_key
 
 DEEP = "[" * 5000
@@ -335,7 +336,7 @@ def test_secret_files_are_created_private_even_with_a_permissive_umask(tmp_path,
         monkeypatch.setattr(Path, "chmod", no_file_chmod)
         stack.secret("jwt-secret")
         stack.access_key_id()
-        services.write_private(root / "env.json", json.dumps(stack.client_env()))
+        tls.write_private(root / "env.json", json.dumps(stack.client_env()))
     finally:
         os.umask(old)
     assert _mode(root) & 0o077 in (0, 0o010)
@@ -353,7 +354,7 @@ def test_an_old_world_readable_env_json_and_home_are_made_private(tmp_path):
     (root / "jwt-secret").chmod(0o644)
     stack = Stack(root, free_ports=True, with_gateway=False, environ={}, log=lambda m: None)
     stack.ensure_root()
-    services.write_private(root / "env.json", "{}")
+    tls.write_private(root / "env.json", "{}")
     stack.secret("jwt-secret")
     assert _mode(root) & 0o077 in (0, 0o010)
     assert _mode(root / "env.json") == 0o600 and _mode(root / "jwt-secret") == 0o600
