@@ -358,7 +358,8 @@ def _num(value: float | None, spec: str) -> str:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from threadpoolctl import threadpool_limits
 
-    from stockml.evaluation import correct_for_multiple_tests, evaluate_with_frames, format_table, plot_report
+    from stockml.evaluation import correct_for_multiple_tests, evaluate_with_frames
+    from stockml.evaluation_report import format_table, plot_report
     from stockml.features import frame_from_bars
     from stockml.models import MODEL_KINDS
     from stockpred.market import market_data

@@ -1,18 +1,20 @@
 """Predict service: a buy/sell signal per symbol from its current model, the stored history, and
 the rankings of universes (computed after the close by the retrain function, read here).
 
-Serving imports numpy and stockml.signals only. A symbol with no trained model answers 202 with
-Retry-After while one training runs in the retrain function (started by the first such request,
-single-flight across requests and instances), unless TRAIN_ON_DEMAND=off (then 404). Trainings
-so started are capped per hour, stack-wide and per client address (stockpred.predictions.training_budget):
-over the cap, 429 with Retry-After, and nothing is started.
+Serving imports numpy and stockml's serving modules only: stockml.signals, which predicts, and
+the two it writes through (stockml.prediction_store, stockml.training_lease). A symbol with no
+trained model answers 202 with Retry-After while one training runs in the retrain function
+(started by the first such request, single-flight across requests and instances), unless
+TRAIN_ON_DEMAND=off (then 404). Trainings so started are capped per hour, stack-wide and per
+client address (stockpred.predictions.training_budget): over the cap, 429 with Retry-After, and
+nothing is started.
 """
 
 from __future__ import annotations
 
 from chalice import Chalice, Response
 
-from stockml import signals, universe_ranks
+from stockml import prediction_store, signals, training_lease, universe_ranks
 from stockml.registry import ArtifactRejected, ModelNotFound, RankingNotFound
 from stockpred import config
 from stockpred.api.edge import (
@@ -54,10 +56,10 @@ def predict(symbol: str) -> Response:
     try:
         body, created = signals.predict(hist, train_on_demand=config.load().train_on_demand,
                                         client=client_address(app.current_request))
-    except signals.TrainingStarted as training:
+    except training_lease.TrainingStarted as training:
         if training.started:
             metrics.count("TrainingsStarted")
-        wait = signals.TRAINING_RETRY_AFTER_S
+        wait = training_lease.TRAINING_RETRY_AFTER_S
         return json_response(202, {
             "symbol": symbol, "status": "training",
             "message": f"No model for {symbol} yet: one is being trained, ask again in about {wait} s",
@@ -103,4 +105,4 @@ def predictions(symbol: str) -> Response:
     limit = query_int(app.current_request.query_params, "limit", 30, 1, 500)
     hist = _history(symbol)
     return json_response(200, {"symbol": symbol,
-                               "predictions": signals.history(symbol, hist.bars, limit)})
+                               "predictions": prediction_store.history(symbol, hist.bars, limit)})

@@ -3,10 +3,10 @@
 Runs on the template's `Schedule` event (devstack fires it locally) for RETRAIN_SYMBOLS
 (comma-separated) or else every symbol the market data knows, and on an asynchronous invoke
 from the predict function (`{"symbols": [...], "on_demand": true, "lease_tokens": {...}}`) for a
-symbol without a model, whose training lease it holds while it trains (stockml.signals.TrainingLease:
-renewed by a thread, so a training killed midway frees the symbol within TRAINING_LEASE_SECONDS)
-and frees when done, trained or not. Stops starting new symbols when the invocation's remaining
-time runs low; what is left is retrained next time.
+symbol without a model, whose training lease it holds while it trains
+(stockml.training_lease.TrainingLease: renewed by a thread, so a training killed midway frees the
+symbol within TRAINING_LEASE_SECONDS) and frees when done, trained or not. Stops starting new
+symbols when the invocation's remaining time runs low; what is left is retrained next time.
 
 After the symbols, a scheduled run ranks every stored universe (stockml.universe_training: the
 ranker's walk-forward record, a fit on all history, the day's ranking published for the API);
@@ -18,7 +18,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from stockml import signals, training, universe_ranks
+from stockml import training, training_lease, universe_ranks
 from stockml.universe_data import load_universe_panel
 from stockml.universe_training import rank_and_publish
 from stockpred import config
@@ -48,7 +48,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     skipped: dict[str, str] = {}
     for symbol in symbols:
         lease: AbstractContextManager[Any] = (
-            signals.TrainingLease(symbol, tokens.get(symbol)) if on_demand else nullcontext())
+            training_lease.TrainingLease(symbol, tokens.get(symbol)) if on_demand else nullcontext())
         try:
             with lease:
                 if context is not None and context.get_remaining_time_in_millis() < RESERVE_MS:

@@ -15,7 +15,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from stockml import artifact, signals
+from stockml import artifact, signals, training_lease
 from stockml.features import frame_from_bars
 from stockml.models import make_model, training_rows
 from stockml.registry import ModelRegistry
@@ -79,6 +79,7 @@ def invokes(stack, registry, monkeypatch):
     real_client = aws.client
     monkeypatch.setattr(aws, "client", lambda name, *a, **kw: recorded if name == "lambda"
                         else real_client(name, *a, **kw))
+    # The registry signals.current_model and training_lease.request_training both look in.
     monkeypatch.setattr(signals, "registry", lambda: registry)
     shared = MarketData([AnySymbol(PREFIX)], ReadThroughCache(redis_stores.cache_ring()))
     monkeypatch.setattr(market_data, "default", lambda: shared)
@@ -174,7 +175,7 @@ def test_concurrent_requests_never_start_more_trainings_than_the_cap(invokes, mo
 
     def ask(i: int) -> str:
         try:
-            return "started" if signals.request_training(symbols[i], addresses[i]) else "waiting"
+            return "started" if training_lease.request_training(symbols[i], addresses[i]) else "waiting"
         except training_budget.BudgetSpent as spent:
             return spent.scope
 
@@ -195,14 +196,14 @@ def test_a_training_that_could_not_be_started_gives_its_budget_and_lock_back(inv
     invokes.fail = True
     symbol = new_symbol()
     with pytest.raises(RuntimeError, match="unreachable"):
-        signals.request_training(symbol, "10.9.3.1")
+        training_lease.request_training(symbol, "10.9.3.1")
     assert not lock_of(symbol)
     state = redis_stores.state()
     assert int(state.get(ALL) or 0) == 0
     assert int(state.get("stockpred:training-budget:client:10.9.3.1") or 0) == 0
 
     invokes.fail = False
-    assert signals.request_training(symbol, "10.9.3.1"), "the budget given back is spent again"
+    assert training_lease.request_training(symbol, "10.9.3.1"), "the budget given back is spent again"
     assert invokes.symbols == [symbol]
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from stockml import signals
+from stockml import signals, training_lease
+from stockml.registry import ModelNotFound
 from stockpred import config
 from stockpred.cloud import aws
 from stockpred.market import market_data
@@ -77,8 +78,9 @@ def invokes(stack, monkeypatch):
 
     class NoModels:
         def latest(self, symbol):
-            raise signals.ModelNotFound(symbol)
+            raise ModelNotFound(symbol)
 
+    # The registry signals.current_model and training_lease.request_training both look in.
     monkeypatch.setattr(signals, "registry", lambda: NoModels())
     shared = MarketData([AnySymbol(PREFIX)], ReadThroughCache(redis_stores.cache_ring()))
     monkeypatch.setattr(market_data, "default", lambda: shared)
@@ -98,14 +100,14 @@ def invokes(stack, monkeypatch):
 @pytest.fixture
 def leases(monkeypatch):
     """Every TrainingLease the retrain function makes, kept for a look afterwards."""
-    made: list[signals.TrainingLease] = []
+    made: list[training_lease.TrainingLease] = []
 
-    class Kept(signals.TrainingLease):
+    class Kept(training_lease.TrainingLease):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             made.append(self)
 
-    monkeypatch.setattr(signals, "TrainingLease", Kept)
+    monkeypatch.setattr(training_lease, "TrainingLease", Kept)
     return made
 
 
@@ -143,7 +145,7 @@ def test_a_lease_nobody_renews_frees_its_symbol_and_the_next_request_starts_a_tr
     symbol = new_symbol()
     first = predict(predict_app, symbol)
     assert first["statusCode"] == 202 and first["json"]["started_by_this_request"]
-    assert first["headers"]["Retry-After"] == str(signals.TRAINING_RETRY_AFTER_S)
+    assert first["headers"]["Retry-After"] == str(training_lease.TRAINING_RETRY_AFTER_S)
     token = invokes.payloads[0]["lease_tokens"][symbol]
     assert redis_stores.state().get(key(symbol)) == token.encode()
     assert 0 < redis_stores.state().pttl(key(symbol)) <= 1000
@@ -159,7 +161,7 @@ def test_a_lease_nobody_renews_frees_its_symbol_and_the_next_request_starts_a_tr
     second = invokes.payloads[1]["lease_tokens"][symbol]
     assert second != token
     for _ in range(2):
-        assert signals.extend_training(symbol, second, 1)
+        assert training_lease.extend_training(symbol, second, 1)
         time.sleep(0.3)
     gone_within(symbol, 1 + MARGIN_S)
     assert predict(predict_app, symbol)["json"]["started_by_this_request"]
@@ -193,7 +195,7 @@ def test_a_renewer_never_extends_a_lease_another_holder_took(invokes):
     state = redis_stores.state()
     symbol = new_symbol()
     state.set(key(symbol), "mine", px=1000)
-    with signals.TrainingLease(symbol, "mine", lease_s=1) as lease:
+    with training_lease.TrainingLease(symbol, "mine", lease_s=1) as lease:
         time.sleep(0.2)
         # Taken over, as when this lease expired unseen and another request started a training.
         state.set(key(symbol), "theirs", px=1000)
@@ -202,10 +204,10 @@ def test_a_renewer_never_extends_a_lease_another_holder_took(invokes):
         assert not state.exists(key(symbol)), "theirs was never extended by this renewer"
         state.set(key(symbol), "theirs", px=2000)
     assert state.get(key(symbol)) == b"theirs", "leaving frees only one's own lease"
-    assert not signals.extend_training(symbol, "mine", 5)
+    assert not training_lease.extend_training(symbol, "mine", 5)
     assert 0 < state.pttl(key(symbol)) <= 2000
-    assert not signals.release_training(symbol, "mine")
-    assert signals.release_training(symbol, "theirs") and not state.exists(key(symbol))
+    assert not training_lease.release_training(symbol, "mine")
+    assert training_lease.release_training(symbol, "theirs") and not state.exists(key(symbol))
 
 
 def test_the_renewer_stops_and_the_lease_is_freed_when_the_training_raises(

@@ -1,4 +1,5 @@
-"""stockml.evaluation: splits never leak, the leak detector fires, metrics are right on known answers."""
+"""stockml.walk_forward, scoring, evaluation and evaluation_report: splits never leak, the leak
+detector fires, metrics are right on known answers."""
 
 import functools
 import itertools
@@ -8,23 +9,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stockml.evaluation import (
-    BASELINES,
-    METRIC_KEYS,
+from stockml.evaluation import correct_for_multiple_tests, evaluate_with_frames
+from stockml.evaluation_report import format_table, plot_report
+from stockml.features import Frame, as_day, build_features, frame_from_bars
+from stockml.scoring import BASELINES, METRIC_KEYS, baselines, metrics, strategy_metrics
+from stockml.walk_forward import (
     OutOfSample,
-    baselines,
     choose_first_test_date,
-    correct_for_multiple_tests,
-    evaluate_with_frames,
     executed,
-    format_table,
-    metrics,
-    plot_report,
-    strategy_metrics,
     walk_forward,
     walk_forward_splits,
 )
-from stockml.features import Frame, as_day, build_features, frame_from_bars
 from stockpred.market.sample_data import available, load_series
 from tests.unit.test_stockml_features import changed_after
 

@@ -1,4 +1,5 @@
-"""stockml.signals (serving): imports numpy but no training stack, and trains on demand only when it may."""
+"""stockml.signals (serving) and the modules it writes through (stockml.prediction_store,
+stockml.training_lease): numpy but no training stack, and a training on demand only when it may."""
 
 import ast
 import json
@@ -11,17 +12,20 @@ import pytest
 
 import stockml
 from devstack.services import REPO_ROOT
-from stockml import signals
+from stockml import prediction_store, signals, training_lease
 from stockml.registry import ModelNotFound, OutdatedArtifact
 
 TRAINING_ONLY = ("sklearn", "scipy", "pandas", "joblib")
+# The predict path's own stockml modules: signals predicts, the other two write (PostgreSQL, Redis
+# and the retrain function's invoke).
+SERVING = ("stockml.signals", "stockml.prediction_store", "stockml.training_lease")
 
-PROBE = """
+PROBE = f"""
 import importlib.util, json, sys
-import stockml.signals
+import {", ".join(SERVING)}
 spec = importlib.util.spec_from_file_location("predict_app", "functions/predict/app.py")
 spec.loader.exec_module(importlib.util.module_from_spec(spec))
-print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
+print(json.dumps(sorted(sys.modules)))
 """
 
 
@@ -29,14 +33,23 @@ def test_serving_imports_no_training_package_even_indirectly():
     out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, cwd=REPO_ROOT,
                          timeout=120)
     assert out.returncode == 0, out.stderr
-    loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    modules = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    loaded = {name.split(".")[0] for name in modules}
     assert "numpy" in loaded and "stockml" in loaded
     assert not loaded & set(TRAINING_ONLY), sorted(loaded & set(TRAINING_ONLY))
+    assert set(SERVING) <= modules
 
 
-def test_stockml_signals_alone_loads_no_training_module():
-    not_serving = {"stockml.training", "stockml.models", "stockml.evaluation"}
-    code = ("import sys, stockml.signals; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+def test_signals_imports_the_modules_it_writes_through():
+    """So that checking SERVING alone checks every stockml module of the predict path's own."""
+    assert (signals.prediction_store, signals.training_lease) == (prediction_store, training_lease)
+
+
+@pytest.mark.parametrize("module", SERVING)
+def test_a_serving_module_alone_loads_no_training_module(module):
+    not_serving = {"stockml.training", "stockml.models", "stockml.walk_forward", "stockml.scoring",
+                   "stockml.sizing_selection", "stockml.evaluation", "stockml.evaluation_report"}
+    code = (f"import sys, {module}; print(sorted(m for m in sys.modules if m.split('.')[0] in "
             f"{set(TRAINING_ONLY)!r} or m in {not_serving!r}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT,
                          timeout=120, check=True)
@@ -84,16 +97,16 @@ ENOUGH_BARS = [object()] * (signals.WARMUP_ROWS + 504 + signals.MIN_TEST_DAYS + 
 def test_without_a_usable_model_a_training_is_requested_not_run_here(fake_registry, monkeypatch, error):
     fake_registry(error)
     requested = []
-    monkeypatch.setattr(signals, "request_training",
+    monkeypatch.setattr(training_lease, "request_training",
                         lambda symbol, client=None: requested.append(symbol) or True)
-    with pytest.raises(signals.TrainingStarted) as started:
+    with pytest.raises(training_lease.TrainingStarted) as started:
         signals.current_model("SPX", ENOUGH_BARS, train_on_demand=True)
     assert started.value.started and requested == ["SPX"]
 
 
 def test_too_short_a_history_is_refused_before_any_training_is_requested(fake_registry, monkeypatch):
     fake_registry(ModelNotFound("models/SPX/latest.json"))
-    monkeypatch.setattr(signals, "request_training",
+    monkeypatch.setattr(training_lease, "request_training",
                         lambda symbol, client=None: pytest.fail("must not train"))
     with pytest.raises(signals.NotEnoughHistory):
         signals.current_model("SPX", ENOUGH_BARS[:-1], train_on_demand=True)
@@ -120,10 +133,10 @@ def test_the_predicted_close_never_points_against_the_action(prob_up, volatility
 
 
 def test_the_prediction_is_explained_in_words():
-    words = signals.prediction_words(0.502, 0.00005, 2505.34, {"volatility": {"next_day": 0.16}})
+    words = prediction_store.prediction_words(0.502, 0.00005, 2505.34, {"volatility": {"next_day": 0.16}})
     assert "50.2% chance of an up day" in words and "+0.005%" in words and "2,505.34" in words
     assert "same way as the buy/sell call" in words
-    down = signals.prediction_words(0.3, -0.003, 99.7, None)
+    down = prediction_store.prediction_words(0.3, -0.003, 99.7, None)
     assert "70.0% chance of a down day" in down and "-0.300%" in down
 
 
@@ -154,7 +167,8 @@ def test_a_model_is_never_served_for_a_day_inside_its_training_window(fake_regis
         metadata = {"training_window": {"from": "2015-01-02", "to": "2026-03-02"}}
 
     monkeypatch.setattr(signals, "registry", lambda: type("R", (), {"latest": lambda self, s: Loaded()})())
-    monkeypatch.setattr(signals, "record_model", lambda meta: pytest.fail("must not serve"))
+    monkeypatch.setattr(prediction_store, "record_model", lambda meta: pytest.fail("must not serve"))
+    monkeypatch.setattr(prediction_store, "find_or_store", lambda *a: pytest.fail("must not serve"))
     history = History("SPX", "csv", bars_until("2026-03-02"), None)
     with pytest.raises(signals.HistoryBehindModel, match="inside the model's training window"):
         signals.predict(history, train_on_demand=False)

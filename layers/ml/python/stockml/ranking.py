@@ -18,7 +18,7 @@ Protocol:
 - Walk-forward with an embargo: the first test day is the day after `min_train_days` days with
   features (days with at least `MIN_CROSS_SECTION` symbols having every feature); from there the
   model is refitted every `refit_every` days on an expanding window whose last training day is
-  `horizon` days before the fold's first day (`evaluation.walk_forward_splits` with gap =
+  `horizon` days before the fold's first day (`walk_forward.walk_forward_splits` with gap =
   horizon), so every training label (close d to close d + horizon) is known at the close the fold
   starts from and none reaches into the fold. Every day and symbol of the fold gets a score,
   predicted one day at a time: a day's scores depend on that day's features and the fold's model
@@ -33,7 +33,7 @@ Protocol:
   stock has no return over a day (a gap or a delisting at either end) earns 0 that day: the move
   across a gap is booked to no day, exactly as `Panel.returns` does.
 - Portfolios, decided at close t from the day's scores and filled `lag` closes later
-  (`evaluation.executed`; lag 0 is research only): long-only top-k equal weight with a buffer (a
+  (`walk_forward.executed`; lag 0 is research only): long-only top-k equal weight with a buffer (a
   stock stays until it leaves the top `band` >= k, then the best unheld names refill to k), and
   long-short (the same rule on both ends, half the capital long the top k and half short the
   bottom k, a name never on both sides). Weights are reset to their targets every day; turnover
@@ -70,19 +70,19 @@ from stockml.cross_section import (
     normalise,
 )
 from stockml.edge import DEFAULT_RESAMPLES, EDGE_P_VALUE, holm, sharpe_difference_test
-from stockml.evaluation import (
+from stockml.panel import Panel
+from stockml.performance import annual_return, drawdown, sharpe, summary
+from stockml.scoring import json_safe
+from stockml.text_tables import aligned, cell
+from stockml.walk_forward import (
     DEFAULT_COST_BPS,
     DEFAULT_MIN_TRAIN_DAYS,
     DEFAULT_SPREAD_BPS,
     EXECUTION_LAG,
     Split,
     executed,
-    json_safe,
     walk_forward_splits,
 )
-from stockml.panel import Panel
-from stockml.performance import annual_return, drawdown, sharpe, summary
-from stockml.text_tables import aligned, cell
 
 TRADING_DAYS = 252
 MODEL_KINDS = ("ridge", "hgb")

@@ -6,7 +6,7 @@ multiple of the symbol's own realised volatility so far, so on average the expos
 full. Optionally scaled by the direction model's conviction: multiplier max(0, 1 + strength *
 (2 p_up - 1)), 1 at p_up = 0.5. Every rule here is a causal function of data up to the day it
 sizes; which rule (multiple, horizon, strength) is chosen on past days only, in
-stockml.evaluation. numpy only: the predict function sizes with it.
+stockml.sizing_selection. numpy only: the predict function sizes with it.
 """
 
 from __future__ import annotations

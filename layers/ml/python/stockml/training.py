@@ -9,7 +9,7 @@ model is then fitted on all of it, with the volatility model and sizing rule the
 would choose today (stored in the metadata for serving), exported to a numpy artifact
 (stockml.artifact), published to the registry and recorded in the `models` table. Needs
 scikit-learn, so it runs in the retrain function (MlTrainingLayer) and `stockpred train`; the
-predict function never imports it, it asks for a training (stockml.signals.request_training).
+predict function never imports it, it asks for a training (stockml.training_lease.request_training).
 """
 
 from __future__ import annotations
@@ -23,11 +23,13 @@ from typing import TYPE_CHECKING, Any
 import sklearn
 
 from stockml import artifact, trials
-from stockml.evaluation import evaluate_with_frames, strategy_returns
+from stockml.evaluation import evaluate_with_frames
 from stockml.features import FEATURE_NAMES, frame_from_bars
 from stockml.models import make_model, training_rows
 from stockml.performance import deflated_sharpe
-from stockml.signals import NotEnoughHistory, check_history, record_model, registry
+from stockml.prediction_store import record_model
+from stockml.scoring import strategy_returns
+from stockml.signals import NotEnoughHistory, check_history, registry
 from stockml.volatility import percent_returns
 from stockml.volatility_fit import fit_volatility
 from stockpred import config

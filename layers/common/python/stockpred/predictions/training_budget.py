@@ -1,7 +1,7 @@
 """The on-demand training budget: how many trainings requests for symbols without a model may start.
 
 GET /api/predict/X for a symbol with market data but no model starts a training in the retrain
-function (2 GB, up to 15 minutes; stockml.signals.request_training), and needs no token. So that
+function (2 GB, up to 15 minutes; stockml.training_lease.request_training), and needs no token. So that
 asking for many symbols cannot start thousands of them, each training such a request starts is
 counted on the state Redis, per fixed hour (the window opens with its first training):
 
