@@ -14,11 +14,11 @@ from chalice import Chalice, Response
 
 from stockpred import contracts
 from stockpred.api.edge import (
-    INVALID_TOKEN,
     ApiError,
     bearer_claims,
     client_address,
     install,
+    invalid_token,
     json_body,
     json_response,
 )
@@ -59,11 +59,11 @@ def _user_errors() -> Iterator[None]:
     except contracts.Invalid as exc:
         raise _invalid(exc.fields) from None
     except UserNotFound:
-        raise ApiError(401, INVALID_TOKEN, {"WWW-Authenticate": "Bearer"}) from None
+        raise invalid_token() from None
 
 
 def _client() -> str:
-    """The caller's address (handlers.client_address: never a header the caller chose)."""
+    """The caller's address (edge.client_address: never a header the caller chose)."""
     return client_address(app.current_request)
 
 

@@ -64,6 +64,11 @@ class ApiError(ChaliceUnhandledError):
 INVALID_TOKEN = "Invalid or missing token"
 
 
+def invalid_token() -> ApiError:
+    """401 for a token that is missing, forged, expired, revoked or names no user."""
+    return ApiError(401, INVALID_TOKEN, {"WWW-Authenticate": "Bearer"})
+
+
 def bearer_claims(request: Any) -> dict[str, Any]:
     """The claims of the request's bearer token when it is valid and not revoked: 401 (with
     WWW-Authenticate) otherwise, and 503 while the store of revoked tokens cannot say."""
@@ -76,7 +81,7 @@ def bearer_claims(request: Any) -> dict[str, Any]:
     try:
         return auth.verify(auth.bearer(request.headers))
     except auth.InvalidToken:
-        raise ApiError(401, INVALID_TOKEN, {"WWW-Authenticate": "Bearer"}) from None
+        raise invalid_token() from None
     except PyMongoError as exc:
         raise user_store_down(exc) from None
 
