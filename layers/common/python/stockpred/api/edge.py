@@ -2,7 +2,8 @@
 
 The only module of the layer that knows Chalice; the domain modules never import it. Every
 error leaves as `{"error": "..."}` with its status code, whether raised by a view (ApiError),
-produced by Chalice itself (bad JSON, wrong method) or unexpected (a 500 that says nothing more).
+produced by Chalice itself (bad JSON, wrong method), a store or AWS service out of reach (503 with
+Retry-After: `dependency_unavailable`) or unexpected (a 500 that says nothing more).
 
 Every response also carries `X-Content-Type-Options: nosniff` and `Cache-Control: no-store`
 (tokens, profiles, portfolios and ledgers must never sit in a browser or proxy cache; the market
@@ -92,6 +93,23 @@ def user_store_down(exc: Exception) -> ApiError:
                     {"Retry-After": "30"})
 
 
+# A store or AWS service that could not be reached, or answered "not now" (a failover under way):
+# by the qualified names of the drivers' classes, so that a function imports no driver it does
+# not use. A view that meets one answers 503 with Retry-After, not 500.
+UNAVAILABLE = frozenset({
+    "psycopg2.OperationalError", "psycopg2.InterfaceError",
+    "redis.exceptions.ConnectionError", "redis.exceptions.TimeoutError", "redis.exceptions.ReadOnlyError",
+    "pymongo.errors.ConnectionFailure",
+    "botocore.exceptions.ConnectionError", "botocore.exceptions.ReadTimeoutError",
+})
+UNAVAILABLE_MESSAGE = "A service this request needs is unavailable, try again shortly"
+
+
+def dependency_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` is a driver's "cannot reach it now" (UNAVAILABLE), which a retry may cure."""
+    return any(f"{k.__module__}.{k.__qualname__}" in UNAVAILABLE for k in type(exc).__mro__)
+
+
 def json_response(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response:
     return Response(body=json.dumps(body), status_code=status,
                     headers={"Content-Type": "application/json", **(headers or {})})
@@ -101,12 +119,35 @@ def error_response(status: int, message: str, headers: Mapping[str, str] | None 
     return json_response(status, {"error": message}, headers)
 
 
+class _ViewError(logging.Filter):
+    """Keeps the exception of the last record logged with one (one request at a time per app)."""
+
+    error: BaseException | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            self.error = record.exc_info[1]
+        return True
+
+
+def _unexpected(exc: BaseException) -> Response:
+    """A view's unexpected exception as its answer: 503 with Retry-After for a dependency out of
+    reach, else a 500 that says nothing more."""
+    if dependency_unavailable(exc):
+        return error_response(503, UNAVAILABLE_MESSAGE, {"Retry-After": "5"})
+    return error_response(500, "Internal Server Error")
+
+
 def install(app: Chalice, service: str) -> logging.Logger:
     """Adds JSON errors and correlation ids to every route of `app`; returns its logger."""
     log = get_logger(service)
     # Chalice logs a view's unexpected exception (with its traceback) on app.log: keep it, as JSON.
     app.log.handlers = list(log.handlers)
     app.log.propagate = False
+    # Chalice turns a view's unexpected exception into its own 500 before middleware sees it, and
+    # reports the exception only there, on app.log: the filter keeps it for `json_errors`.
+    view_error = _ViewError()
+    app.log.filters = [view_error]
 
     @app.middleware("http")
     def json_errors(request: Any, get_response: Callable[[Any], Response]) -> Response:
@@ -115,20 +156,24 @@ def install(app: Chalice, service: str) -> logging.Logger:
         invocation(app.lambda_context, clean_correlation_id(request.headers.get("x-correlation-id"))
                    or request.context.get("requestId"))
         metrics.start()
+        view_error.error = None
         started = time.perf_counter()
         try:
             check_origin(request)
             response = get_response(request)
         except ApiError as exc:
             response = json_response(exc.status, {"error": exc.message, **exc.details}, exc.headers)
-        except Exception:
+        except Exception as exc:
             log.exception("unhandled error", extra={"fields": {"path": request.path}})
-            response = error_response(500, "Internal Server Error")
+            response = _unexpected(exc)
         body = response.body
         if isinstance(body, dict) and set(body) == {"Code", "Message"}:
-            message = "Internal Server Error" if response.status_code >= 500 else body["Message"]
-            response = error_response(response.status_code, message, {
-                k: v for k, v in response.headers.items() if k.lower() != "content-type"})
+            if body["Code"] == "InternalServerError" and view_error.error is not None:
+                response = _unexpected(view_error.error)
+            else:
+                message = "Internal Server Error" if response.status_code >= 500 else body["Message"]
+                response = error_response(response.status_code, message, {
+                    k: v for k, v in response.headers.items() if k.lower() != "content-type"})
         response.headers["X-Correlation-Id"] = correlation_id.get()
         security_headers(request.headers, response.headers)
         # One access line per request, so every request's story starts in its HTTP function.
