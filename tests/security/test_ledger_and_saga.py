@@ -510,3 +510,40 @@ def test_replaying_a_committed_trades_phases_moves_no_money(gateway, stack, step
     assert after.cash_cents == before.cash_cents == START - 2 * quote["price_cents"]
     assert after.holdings["SPX"].shares == 2 and after.reserved_cash_cents == 0
     assert entries(stack, user.user_id) == n and len(rows_of(stack, user.user_id)) == 1
+
+
+# ---- 6. a prepare still running when the trade is aborted leaves nothing prepared --------------
+def _prepared(stack, txid):
+    return pg(stack, "SELECT count(*) FROM pg_prepared_xacts WHERE gid = %s", ledger.gid(txid))[0][0]
+
+
+def test_a_prepare_overtaken_by_the_abort_rolls_itself_back(gateway, stack, monkeypatch):
+    """The account refuses, the Parallel state fails, and the trade is decided and finished as
+    aborted while the ledger's prepare, already past its own check of the decision, still runs:
+    the abort's finish found nothing to roll back, so the prepare must."""
+    user = gateway.new_user()
+    txid = str(uuid.uuid4())
+    check_row = ledger._check_row
+
+    def abort_arrives(*args):
+        check_row(*args)
+        assert ledger.decide(txid, "abort", "coordinator") == "abort"
+        ledger.finish(txid, "abort")  # nothing prepared yet: it does nothing
+
+    monkeypatch.setattr(ledger, "_check_row", abort_arrives)
+    with pytest.raises(ledger.LedgerError, match="aborted while it was being prepared"):
+        ledger.prepare(txid, user.user_id, "SPX", "buy", 1, 250_685)
+    assert _prepared(stack, txid) == 0, "an aborted trade stayed prepared until recovery"
+    assert pg(stack, "SELECT count(*) FROM transactions WHERE id = %s", txid)[0][0] == 0
+
+
+def test_a_prepare_not_overtaken_stays_prepared_for_the_decision(gateway, stack):
+    user = gateway.new_user()
+    txid = str(uuid.uuid4())
+    ledger.prepare(txid, user.user_id, "SPX", "buy", 1, 250_685)
+    try:
+        assert _prepared(stack, txid) == 1
+    finally:
+        ledger.decide(txid, "abort", "coordinator")
+        ledger.finish(txid, "abort")
+    assert _prepared(stack, txid) == 0

@@ -150,6 +150,15 @@ def prepare(txid: str, user_id: str, symbol: str, side: str, quantity: int, pric
         conn.tpc_prepare()
     finally:
         conn.close()
+    # The other participant's refusal fails the Parallel state and the trade is aborted at once,
+    # while this prepare (an invocation already under way) may still be running: the abort's
+    # `finish` then found nothing to roll back. Whoever sees both the prepared transaction and the
+    # abort rolls it back, so no aborted trade stays prepared until recovery.
+    with _warm_autocommit() as cur:
+        aborted = decision(cur, txid) == "abort"
+    if aborted:
+        finish(txid, "abort")
+        raise LedgerError(f"trade {txid} was aborted while it was being prepared")
 
 
 def decide(txid: str, wanted: str, by: str) -> str:
