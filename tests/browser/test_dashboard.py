@@ -107,7 +107,13 @@ def test_buying_from_the_portfolio_moves_cash_and_holdings_and_a_double_click_tr
 def test_a_prediction_pushed_to_the_room_updates_the_open_page_without_a_reload(
         page: Any, dashboard: str, gateway: Any, stack: dict[str, str]) -> None:
     frames: list[str] = []
-    page.on("websocket", lambda ws: ws.on("framereceived", lambda f: frames.append(str(f)[:300])))
+    sockets: list[str] = []
+
+    def watch(ws: Any) -> None:
+        sockets.append(ws.url)
+        ws.on("framereceived", lambda f: frames.append(str(f)[:300]))
+
+    page.on("websocket", watch)
     user = gateway.new_user(password=PASSWORD)
     sign_in(page, dashboard, user.email, PASSWORD)
     page.goto(dashboard + "#/market/SPX")
@@ -129,14 +135,16 @@ def test_a_prediction_pushed_to_the_room_updates_the_open_page_without_a_reload(
     except AssertionError:
         # The second cause is open (#27's note): what each part did with this push, as the
         # xfail's reason, which the summary prints (an xfail's traceback is not).
-        pytest.xfail(f"push {cid} lost: {push_story(stack, cid, frames)}")
+        pytest.xfail(f"push {cid} lost: {push_story(stack, cid, frames, sockets)}")
     assert page.evaluate("window.__loads") == 1, "the page reloaded"
 
 
-def push_story(stack: dict[str, str], cid: str, frames: list[str]) -> str:
+def push_story(stack: dict[str, str], cid: str, frames: list[str], sockets: list[str]) -> str:
     """The log lines under the push's correlation id, who is in the room (the state Redis), the
-    push queue's depth, and the page's last WebSocket frames: enough to tell a publish that
-    found no audience from a queue that was still working through a backlog."""
+    push queue's depth, how many sockets the page opened (more than one: it reconnected, and
+    joined its rooms again), the SPX frames it got and its last frames: enough to tell a publish
+    that found no audience from a queue still working through a backlog or a page that dropped
+    what it got."""
     time.sleep(3)  # the lines reach OpenSearch within about a second
     story: dict[str, Any] = {}
     try:
@@ -160,6 +168,9 @@ def push_story(stack: dict[str, str], cid: str, frames: list[str]) -> str:
                                                               "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
     except Exception as exc:
         story["push_queue"] = f"(no SQS: {exc})"
+    story["sockets_opened"] = len(sockets)
+    story["spx_subscribed"] = sum('"subscribed"' in f and '"SPX"' in f for f in frames)
+    story["predictions_got"] = [f[:120] for f in frames if '"prediction"' in f][-3:]
     story["frames"] = len(frames)
     story["last_frames"] = frames[-4:]
     return json.dumps(story)
