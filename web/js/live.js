@@ -8,8 +8,22 @@ import { request } from './api.js';
 const MIN_DELAY = 1000;
 const MAX_DELAY = 30000;
 
-const rooms = new Map(); // symbol -> number of page parts that want it
+// The server cuts a connection that sends more than WS_MAX_MESSAGES_PER_SECOND (20 by default),
+// and a market page joins a room per listed symbol: messages leave at most SEND_PER_SECOND in any
+// second, the rest wait in the outbox.
+const SEND_PER_SECOND = 10;
+// A room left is unsubscribed this long after, and not at all when joined again meanwhile (the next
+// page often wants the same room): the server may handle one socket's messages out of order, and
+// an unsubscribe handled after the subscribe that followed it would leave the room unjoined while
+// the page believes it joined.
+const LEAVE_AFTER_MS = 2000;
+
+const rooms = new Map(); // symbol -> number of page parts that want it (0: leaving)
+const leaving = new Map(); // symbol -> the timer of its unsubscribe
 const acked = new Set(); // rooms the server confirmed ("subscribed") on the current socket
+const outbox = [];
+let sentAt = []; // when the messages of the last second left
+let flushTimer = null;
 const listeners = new Map(); // type -> Set of functions
 let socket = null;
 let opened = false; // did the current socket ever open?
@@ -48,18 +62,25 @@ function setState(kind, text) {
 /** Joins a symbol's room (counted: the room is left when every joiner has left). -> leave(). */
 export function join(symbol) {
   const s = symbol.toUpperCase();
-  rooms.set(s, (rooms.get(s) || 0) + 1);
-  if (rooms.get(s) === 1) send({ action: 'subscribe', symbol: s });
+  const n = (rooms.get(s) || 0) + 1;
+  rooms.set(s, n);
+  if (leaving.has(s)) {
+    clearTimeout(leaving.get(s)); // still in the room: nothing to send
+    leaving.delete(s);
+  } else if (n === 1) send({ action: 'subscribe', symbol: s });
   let left = false;
   return () => {
     if (left) return;
     left = true;
-    const n = (rooms.get(s) || 1) - 1;
-    if (n > 0) rooms.set(s, n);
-    else {
+    const remaining = (rooms.get(s) || 1) - 1;
+    rooms.set(s, remaining);
+    if (remaining > 0) return;
+    leaving.set(s, setTimeout(() => {
+      leaving.delete(s);
       rooms.delete(s);
+      acked.delete(s);
       send({ action: 'unsubscribe', symbol: s });
-    }
+    }, LEAVE_AFTER_MS));
   };
 }
 
@@ -85,7 +106,27 @@ export function ready(symbol, timeoutMs = 5000) {
 }
 
 function send(message) {
-  if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
+  if (!socket || socket.readyState !== WebSocket.OPEN) return; // a reconnect joins every room
+  outbox.push(message);
+  if (!flushTimer) flush();
+}
+
+function flush() {
+  flushTimer = null;
+  const now = Date.now();
+  sentAt = sentAt.filter((t) => now - t < 1000);
+  while (outbox.length && sentAt.length < SEND_PER_SECOND) {
+    if (!socket || socket.readyState !== WebSocket.OPEN) return dropOutbox();
+    socket.send(JSON.stringify(outbox.shift()));
+    sentAt.push(now);
+  }
+  if (outbox.length) flushTimer = setTimeout(flush, Math.max(1000 - (now - sentAt[0]), 10));
+}
+
+function dropOutbox() {
+  outbox.length = 0;
+  clearTimeout(flushTimer);
+  flushTimer = null;
 }
 
 /** Opens the socket if signed in and not already open; closes it when signed out. */
@@ -136,13 +177,20 @@ async function connect() {
       return;
     }
     if (data && data.type === 'subscribed' && data.symbol) acked.add(data.symbol);
-    if (data && data.type === 'unsubscribed' && data.symbol) acked.delete(data.symbol);
+    if (data && data.type === 'unsubscribed' && data.symbol) {
+      acked.delete(data.symbol);
+      // An unsubscribe handled after the subscribe that followed it: join the room again.
+      if ((rooms.get(data.symbol) || 0) > 0 && !leaving.has(data.symbol)) {
+        send({ action: 'subscribe', symbol: data.symbol });
+      }
+    }
     emit('message', data);
     if (data && data.type) emit(data.type, data);
   });
   ws.addEventListener('close', () => {
     if (socket !== ws) return; // closed on purpose
     acked.clear();
+    dropOutbox();
     socket = null;
     if (!opened) refusedCheck(token);
     else scheduleReconnect();
@@ -195,6 +243,7 @@ function clearTimers() {
 function stop() {
   clearTimers();
   acked.clear();
+  dropOutbox();
   attempt = 0;
   if (socket) {
     const ws = socket;
