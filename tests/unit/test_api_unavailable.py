@@ -82,3 +82,15 @@ def test_a_views_own_answer_is_untouched():
     with Client(_app(_refusal)) as client:
         r = client.http.get("/api/thing")
     assert (r.status_code, json.loads(r.body)) == (409, {"error": "Already there"})
+
+
+def test_the_openapi_document_gives_every_route_its_503():
+    from stockpred.api import openapi
+
+    for path, operations in openapi.document()["paths"].items():
+        for method, operation in operations.items():
+            if path == "/api/openapi.json":
+                continue
+            assert "503" in operation["responses"], f"{method.upper()} {path}: no 503 documented"
+    login = openapi.document()["paths"]["/api/users/login"]["post"]["responses"]["503"]
+    assert login == openapi.DEPENDENCY_DOWN and login["headers"]["Retry-After"]["required"]

@@ -312,6 +312,20 @@ def _paths() -> dict[str, Any]:
     }
 
 
+# Any route may meet a store or AWS service out of reach (stockpred.api.edge.dependency_unavailable).
+DEPENDENCY_DOWN = _json(_ref(contracts.Error), "a store or AWS service this route needs cannot be "
+                        "reached: try again after Retry-After seconds",
+                        {"Retry-After": {**RETRY_AFTER["Retry-After"], "required": True}})
+
+
+def _with_dependency_down(paths: dict[str, Any]) -> dict[str, Any]:
+    for path, operations in paths.items():
+        for operation in operations.values():
+            if path != "/api/openapi.json":
+                operation["responses"].setdefault("503", DEPENDENCY_DOWN)
+    return paths
+
+
 @functools.cache
 def document() -> dict[str, Any]:
     return {
@@ -323,7 +337,7 @@ def document() -> dict[str, Any]:
                                 "and Cache-Control: no-store. Bodies are JSON, 64 KiB at most, "
                                 "nested 32 levels at most."},
         "security": [],
-        "paths": _paths(),
+        "paths": _with_dependency_down(_paths()),
         "components": {
             "schemas": _schemas(),
             "securitySchemes": {
