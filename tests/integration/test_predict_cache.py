@@ -9,6 +9,7 @@ import psycopg2
 import pytest
 
 from stockml import artifact, signals
+from stockml import registry as model_registry
 from stockml.features import frame_from_bars
 from stockml.models import make_model, training_rows
 from stockml.registry import ModelRegistry
@@ -70,7 +71,7 @@ def model(stack, symbol, monkeypatch, provider):
         "symbol": symbol, "kind": "logreg", "trained_at": "2026-11-24T09:00:00Z",
         "record": {"edge": False, "sharpe": 0.1, "buy_and_hold_sharpe": 0.2},
         "volatility": {"kind": "naive", "params": {}}, "sizing": SizingRule().to_dict()})
-    monkeypatch.setattr(signals, "registry", lambda: registry)
+    monkeypatch.setattr(model_registry, "stack_registry", lambda: registry)
     return meta
 
 

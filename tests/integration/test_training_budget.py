@@ -15,7 +15,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from stockml import artifact, signals, training_lease
+from stockml import artifact, training_lease
+from stockml import registry as model_registry
 from stockml.features import frame_from_bars
 from stockml.models import make_model, training_rows
 from stockml.registry import ModelRegistry
@@ -80,7 +81,7 @@ def invokes(stack, registry, monkeypatch):
     monkeypatch.setattr(aws, "client", lambda name, *a, **kw: recorded if name == "lambda"
                         else real_client(name, *a, **kw))
     # The registry signals.current_model and training_lease.request_training both look in.
-    monkeypatch.setattr(signals, "registry", lambda: registry)
+    monkeypatch.setattr(model_registry, "stack_registry", lambda: registry)
     shared = MarketData([AnySymbol(PREFIX)], ReadThroughCache(redis_stores.cache_ring()))
     monkeypatch.setattr(market_data, "default", lambda: shared)
     caps(monkeypatch, 4, 2)

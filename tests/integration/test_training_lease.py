@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from stockml import signals, training_lease
+from stockml import registry, training_lease
 from stockml.registry import ModelNotFound
 from stockpred import config
 from stockpred.cloud import aws
@@ -81,7 +81,7 @@ def invokes(stack, monkeypatch):
             raise ModelNotFound(symbol)
 
     # The registry signals.current_model and training_lease.request_training both look in.
-    monkeypatch.setattr(signals, "registry", lambda: NoModels())
+    monkeypatch.setattr(registry, "stack_registry", lambda: NoModels())
     shared = MarketData([AnySymbol(PREFIX)], ReadThroughCache(redis_stores.cache_ring()))
     monkeypatch.setattr(market_data, "default", lambda: shared)
     monkeypatch.setenv("TRAINING_LEASE_SECONDS", "1")

@@ -12,7 +12,7 @@ import pytest
 
 import stockml
 from devstack.services import REPO_ROOT
-from stockml import prediction_store, signals, training_lease
+from stockml import prediction_store, registry, signals, training_lease
 from stockml.registry import ModelNotFound, OutdatedArtifact
 
 TRAINING_ONLY = ("sklearn", "scipy", "pandas", "joblib")
@@ -85,7 +85,7 @@ class FakeRegistry:
 def fake_registry(monkeypatch):
     def install(error: Exception) -> FakeRegistry:
         fake = FakeRegistry(error)
-        monkeypatch.setattr(signals, "registry", lambda: fake)
+        monkeypatch.setattr(registry, "stack_registry", lambda: fake)
         return fake
     return install
 
@@ -166,7 +166,8 @@ def test_a_model_is_never_served_for_a_day_inside_its_training_window(fake_regis
     class Loaded:
         metadata = {"training_window": {"from": "2015-01-02", "to": "2026-03-02"}}
 
-    monkeypatch.setattr(signals, "registry", lambda: type("R", (), {"latest": lambda self, s: Loaded()})())
+    loaded_only = type("R", (), {"latest": lambda self, s: Loaded()})()
+    monkeypatch.setattr(registry, "stack_registry", lambda: loaded_only)
     monkeypatch.setattr(prediction_store, "record_model", lambda meta: pytest.fail("must not serve"))
     monkeypatch.setattr(prediction_store, "find_or_store", lambda *a: pytest.fail("must not serve"))
     history = History("SPX", "csv", bars_until("2026-03-02"), None)

@@ -21,6 +21,7 @@ alone. A warm process keeps what it loaded and re-reads the `latest` pointer at 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import threading
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from stockml import artifact
 from stockml.artifact import ServingModel
 from stockml.features import FEATURE_NAMES
+from stockpred.cloud import aws
 
 if TYPE_CHECKING:
     from stockml.models import SignalModel
@@ -164,6 +166,14 @@ class ModelRegistry:
             else:
                 self._loaded.pop(symbol, None)
                 self._pointer_checked.pop(symbol, None)
+
+
+@functools.cache
+def stack_registry() -> ModelRegistry:
+    """The stack's registry, one per process so a warm instance keeps the models it loaded: its
+    model bucket through its S3 client. Callers look it up here at call time
+    (`registry.stack_registry()`), so a test replaces it in one place."""
+    return ModelRegistry(aws.client("s3"), aws.model_bucket())
 
 
 class RankingNotFound(LookupError):

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import functools
 import math
 import threading
 from collections import OrderedDict
@@ -41,14 +40,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from stockml import prediction_store, training_lease
+from stockml import prediction_store, registry, training_lease
 from stockml.artifact import action_for
 from stockml.features import WARMUP_ROWS, build_features, frame_from_bars
-from stockml.registry import LoadedModel, ModelNotFound, ModelRegistry, OutdatedArtifact
+from stockml.registry import LoadedModel, ModelNotFound, OutdatedArtifact
 from stockml.sizing import recommend
 from stockml.volatility import TRADING_DAYS
 from stockpred import config
-from stockpred.cloud import aws
 from stockpred.market.bar_checks import complete_bars
 from stockpred.observability.logs import get_logger
 
@@ -87,11 +85,6 @@ def check_history(bars: list[Bar]) -> None:
                                f"have {len(bars)}")
 
 
-@functools.cache
-def registry() -> ModelRegistry:
-    return ModelRegistry(aws.client("s3"), aws.model_bucket())
-
-
 def current_model(symbol: str, bars: list[Bar], train_on_demand: bool,
                   client: str | None = None) -> LoadedModel:
     """The symbol's published model. Without one (or with one in an outdated artifact format):
@@ -99,7 +92,7 @@ def current_model(symbol: str, bars: list[Bar], train_on_demand: bool,
     `client`'s budget (training_budget.BudgetSpent if it is spent); otherwise the registry's
     ModelNotFound / OutdatedArtifact."""
     try:
-        return registry().latest(symbol)
+        return registry.stack_registry().latest(symbol)
     except (ModelNotFound, OutdatedArtifact):
         if not train_on_demand:
             raise

@@ -22,14 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 import sklearn
 
-from stockml import artifact, trials
+from stockml import artifact, registry, trials
 from stockml.evaluation import evaluate_with_frames
 from stockml.features import FEATURE_NAMES, frame_from_bars
 from stockml.models import make_model, training_rows
 from stockml.performance import deflated_sharpe
 from stockml.prediction_store import record_model
 from stockml.scoring import strategy_returns
-from stockml.signals import NotEnoughHistory, check_history, registry
+from stockml.signals import NotEnoughHistory, check_history
 from stockml.volatility import percent_returns
 from stockml.volatility_fit import fit_volatility
 from stockpred import config
@@ -100,7 +100,7 @@ def judged(record: dict[str, Any], symbol: str,
     """The record with its edge as judged on the symbol's trial record (stockml.trials): judged
     again only when the record has grown enough, at the level that judgement's number allows;
     and the trial record counting this evaluation (to save once the model is published)."""
-    before = registry().trials(symbol) or trials.empty(symbol)
+    before = registry.stack_registry().trials(symbol) or trials.empty(symbol)
     after, verdict = trials.judge(before, record_end=report["out_of_sample"]["end"],
                                   record_days=report["out_of_sample"]["days"], p_value=record["p_value"],
                                   configurations=report["protocol"]["configurations"])
@@ -174,8 +174,8 @@ def train(symbol: str, bars: list[Bar], kind: str | None = None, source: str = "
         "sklearn_version": sklearn.__version__,
         "train_seconds": round(time.perf_counter() - started, 2),
     }
-    meta = registry().publish(artifact.export(model), metadata)
-    registry().save_trials(symbol, trial_record)
+    meta = registry.stack_registry().publish(artifact.export(model), metadata)
+    registry.stack_registry().save_trials(symbol, trial_record)
     record_model(meta)
     log.info("model published", extra={"fields": {"symbol": symbol, "version": meta["version"],
                                                   "edge": record["edge"],

@@ -26,6 +26,7 @@ import json
 import threading
 import uuid
 
+from stockml import registry
 from stockml.registry import ModelNotFound, OutdatedArtifact
 from stockpred import config
 from stockpred.cloud import aws
@@ -74,16 +75,13 @@ def request_training(symbol: str, client: str | None = None) -> bool:
     None: the global budget only) on-demand budget first: training_budget.BudgetSpent when it is
     spent, with the symbol's lease freed, so nothing is left half-started. The retrain function
     gets the lease's token (`lease_tokens`) to hold it while it trains (`TrainingLease`)."""
-    # The registry the caller looked in (stockml.signals imports this module, hence the late import).
-    from stockml.signals import registry
-
     state = redis_stores.state()
     token = str(uuid.uuid4())
     first_lease_ms = int(config.load().training_first_lease_s * 1000)
     if not state.set(_training_lock(symbol), token, nx=True, px=first_lease_ms):
         return False
     try:
-        registry().latest(symbol)
+        registry.stack_registry().latest(symbol)
     except (ModelNotFound, OutdatedArtifact):
         pass
     else:  # published (and its lease freed) between the caller's look and this lease
